@@ -1,0 +1,1 @@
+"""DuckDB access and the SQL of ingestion, curation, features and target (no Dagster)."""

@@ -1,0 +1,140 @@
+"""The curated layer: ``curated.transactions`` per partition, and the card reference data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from mlplatform.contract import ReferenceContract
+from mlplatform.warehouse.connection import read_sql
+from mlplatform.warehouse.ingestion import FileRejected, inspect_file
+from mlplatform.warehouse.pii import card_pseudonym
+
+
+@dataclass(frozen=True)
+class CurationResult:
+    """A curated partition: rows in (raw), rows out, and what curation changed."""
+
+    partition_date: date
+    raw_rows: int
+    curated_rows: int
+    duplicates_removed: int
+    with_reference: int
+
+
+@dataclass(frozen=True)
+class ReferenceResult:
+    """The card reference table as loaded (``rows`` 0 and ``file`` None when absent)."""
+
+    file: str | None
+    sha256: str | None
+    rows: int
+    duplicate_cards: int
+    invalid_credit_limits: int
+
+
+def curate_partition(conn: duckdb.DuckDBPyConnection, partition_date: date) -> CurationResult:
+    """Rebuild one partition of ``curated.transactions`` from raw, in one transaction."""
+    params = {"partition_date": partition_date}
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(
+            "DELETE FROM curated.transactions WHERE partition_date = $partition_date", params
+        )
+        conn.execute(read_sql("curated_transactions"), params)
+        raw_rows, curated_rows, with_reference = conn.execute(
+            """SELECT (SELECT count(*) FROM raw.transactions WHERE partition_date = $partition_date),
+                      count(*), count(credit_limit)
+               FROM curated.transactions WHERE partition_date = $partition_date""",
+            params,
+        ).fetchone()
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return CurationResult(
+        partition_date=partition_date,
+        raw_rows=raw_rows,
+        curated_rows=curated_rows,
+        duplicates_removed=raw_rows - curated_rows,
+        with_reference=with_reference,
+    )
+
+
+def load_card_reference(
+    conn: duckdb.DuckDBPyConnection,
+    landing_dir: Path,
+    reference: ReferenceContract | None,
+    pii_key: bytes,
+) -> ReferenceResult:
+    """Replace ``raw.card_reference`` with the reference file (empty when there is none).
+
+    Card numbers are pseudonymised as in ingestion; a card listed twice keeps its first row;
+    a credit limit that is not a positive number becomes NULL (counted).
+    """
+    path = landing_dir / reference.file if reference else None
+    if path is None or not path.is_file():
+        conn.execute("DELETE FROM raw.card_reference")
+        return ReferenceResult(None, None, 0, 0, 0)
+    header = [
+        d[0]
+        for d in conn.execute(
+            "SELECT * FROM read_csv(?, header = true, all_varchar = true) LIMIT 0", [str(path)]
+        ).description
+    ]
+    missing = [source for source in reference.columns.values() if source not in header]
+    if missing:
+        raise FileRejected(path, f"line 1: reference column(s) missing from the header: {missing}")
+
+    def column(canonical: str) -> str:
+        source = reference.columns.get(canonical)
+        return f'nullif(trim("{source}"), \'\')' if source else "NULL::VARCHAR"
+
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE reference_stage AS
+            SELECT {column("card_number")} AS card_number,
+                   {column("credit_limit")} AS credit_limit_text,
+                   TRY_CAST({column("credit_limit")} AS DOUBLE) AS credit_limit,
+                   lower({column("income_band")}) AS income_band
+            FROM read_csv(?, header = true, all_varchar = true)""",
+        [str(path)],
+    )
+    cards = [
+        row[0]
+        for row in conn.execute(
+            "SELECT DISTINCT card_number FROM reference_stage WHERE card_number IS NOT NULL"
+        ).fetchall()
+    ]
+    conn.register(
+        "reference_pseudonyms",
+        pa.table({"card_number": cards, "card_id": [card_pseudonym(c, pii_key) for c in cards]}),
+    )
+    total, invalid = conn.execute(
+        """SELECT count(*), count(*) FILTER (WHERE credit_limit_text IS NOT NULL
+                                              AND coalesce(credit_limit, 0) <= 0)
+           FROM reference_stage WHERE card_number IS NOT NULL"""
+    ).fetchone()
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute("DELETE FROM raw.card_reference")
+        conn.execute(
+            """INSERT INTO raw.card_reference
+               SELECT p.card_id, CASE WHEN s.credit_limit > 0 THEN s.credit_limit END,
+                      s.income_band, ?, ?
+               FROM reference_stage s JOIN reference_pseudonyms p USING (card_number)
+               QUALIFY row_number() OVER (PARTITION BY p.card_id ORDER BY s.rowid) = 1""",
+            [path.name, datetime.now()],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.unregister("reference_pseudonyms")
+        conn.execute("DROP TABLE IF EXISTS reference_stage")
+    rows = conn.execute("SELECT count(*) FROM raw.card_reference").fetchone()[0]
+    return ReferenceResult(path.name, inspect_file(path).sha256, rows, total - rows, invalid)

@@ -1,0 +1,463 @@
+"""Data-quality validation of warehouse frames with Great Expectations 1.x.
+
+This module knows nothing about Dagster: asset checks call :func:`validate_frame` (usually with
+the suite from :func:`transaction_rules`) and turn the returned :class:`QualityReport` into
+``AssetCheckResult`` metadata via :meth:`QualityReport.to_metadata` /
+:meth:`QualityReport.to_markdown`.
+
+Great Expectations is imported lazily: importing it costs several seconds, which should not be
+paid by every process that merely imports this module (e.g. Dagster loading the code location).
+The GX data context (ephemeral, in memory) and its pandas data source are created once per
+process on first use and reused; validations are serialised through a lock because they share
+the data source's execution engine, whose batch cache is keyed by the (fixed) asset name.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    import great_expectations as gx
+    from great_expectations.core.batch_definition import BatchDefinition
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationValidationResult,
+    )
+    from great_expectations.data_context import AbstractDataContext
+
+__all__ = [
+    "ExpectationOutcome",
+    "QualityReport",
+    "Rule",
+    "transaction_rules",
+    "validate_frame",
+]
+
+MAX_EXAMPLES = 5
+"""Maximum number of unexpected values kept per outcome."""
+
+_RULE_META_KEY = "mlplatform_rule"
+_DATASOURCE_NAME = "mlplatform_quality"
+_ASSET_NAME = "frame"
+# GX returns at most this many unexpected values; we de-duplicate them and keep MAX_EXAMPLES, so
+# ask for more than MAX_EXAMPLES in case the first few are repeats (e.g. duplicated ids).
+_PARTIAL_UNEXPECTED_COUNT = 20
+# BASIC gives element_count / unexpected_count / partial_unexpected_list without the extra
+# index-list and value-count metrics that SUMMARY computes.
+_RESULT_FORMAT: dict[str, Any] = {
+    "result_format": "BASIC",
+    "partial_unexpected_count": _PARTIAL_UNEXPECTED_COUNT,
+}
+_MAX_RENDERED_LIST = 5
+_MAX_ERROR_CHARS = 300
+
+
+# --------------------------------------------------------------------------------------------
+# Report types
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    """The outcome of one rule on one frame.
+
+    Attributes:
+        rule: Short stable id of the rule, e.g. ``"transaction_id_unique"``.
+        expectation: Readable GX expectation, e.g.
+            ``"expect_column_values_to_be_unique(column='transaction_id')"``.
+        success: Whether the expectation passed.
+        element_count: Number of rows the expectation looked at (the frame's row count).
+        unexpected_count: Number of offending rows for column-value expectations. For
+            ``expect_table_columns_to_match_set`` the number of missing plus unexpected
+            columns; for ``expect_table_row_count_to_equal`` the absolute difference between
+            the observed and expected row count; for other aggregate expectations 1 when failed.
+        examples: Up to 5 distinct unexpected values (stringified); for schema failures
+            ``"missing: <col>"`` / ``"unexpected: <col>"``; for aggregate failures
+            ``"observed: <value>"``; ``"error: <message>"`` when the expectation could not be
+            evaluated (e.g. its column is absent). Empty when passed.
+    """
+
+    rule: str
+    expectation: str
+    success: bool
+    element_count: int
+    unexpected_count: int
+    examples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """The outcomes of validating one frame against one suite of rules."""
+
+    suite: str
+    outcomes: tuple[ExpectationOutcome, ...]
+
+    @property
+    def passed(self) -> bool:
+        """True when every rule passed (vacuously true for an empty suite)."""
+        return all(o.success for o in self.outcomes)
+
+    @property
+    def failures(self) -> tuple[ExpectationOutcome, ...]:
+        """The outcomes that failed, in rule order."""
+        return tuple(o for o in self.outcomes if not o.success)
+
+    def outcome(self, rule: str) -> ExpectationOutcome:
+        """Return the outcome of ``rule``; raise ``KeyError`` if the suite has no such rule."""
+        for o in self.outcomes:
+            if o.rule == rule:
+                return o
+        raise KeyError(rule)
+
+    def to_metadata(self) -> dict[str, object]:
+        """A JSON-serialisable summary, suitable for Dagster ``AssetCheckResult`` metadata.
+
+        Keys: ``suite``, ``passed``, ``failed_rules`` (rule ids) and ``outcomes`` (one dict per
+        rule with the :class:`ExpectationOutcome` fields, ``examples`` as a list).
+        """
+        return {
+            "suite": self.suite,
+            "passed": self.passed,
+            "failed_rules": [o.rule for o in self.failures],
+            "outcomes": [{**asdict(o), "examples": list(o.examples)} for o in self.outcomes],
+        }
+
+    def to_markdown(self) -> str:
+        """A small markdown table of the outcomes, failing rules first."""
+        n_failed = len(self.failures)
+        status = "passed" if self.passed else f"{n_failed} of {len(self.outcomes)} rules failed"
+        lines = [
+            f"**{_md_escape(self.suite)}**: {status}",
+            "",
+            "| status | rule | unexpected | rows | examples |",
+            "|---|---|---:|---:|---|",
+        ]
+        ordered = sorted(self.outcomes, key=lambda o: o.success)  # stable: failures first
+        for o in ordered:
+            examples = ", ".join(f"`{_md_escape(e)}`" for e in o.examples)
+            lines.append(
+                f"| {'PASS' if o.success else 'FAIL'} | `{o.rule}` | {o.unexpected_count} "
+                f"| {o.element_count} | {examples} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A named expectation. ``rule`` must be unique within a suite."""
+
+    rule: str
+    expectation: gx.expectations.Expectation
+
+
+# --------------------------------------------------------------------------------------------
+# GX runtime (one per process)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _GxRuntime:
+    context: AbstractDataContext
+    batch_definition: BatchDefinition
+
+
+_RUNTIME: _GxRuntime | None = None
+_RUNTIME_LOCK = threading.Lock()
+_VALIDATE_LOCK = threading.Lock()
+
+
+def _gx() -> Any:
+    """Import and return the ``great_expectations`` module, quietly."""
+    # Must be set before GX is imported. This GX build no longer ships telemetry, but keep it
+    # off for any version that still reads the variable.
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations
+
+    return great_expectations
+
+
+def _runtime() -> _GxRuntime:
+    """Return the process-wide GX context + batch definition, creating them on first use."""
+    global _RUNTIME
+    runtime = _RUNTIME
+    if runtime is not None:
+        return runtime
+    with _RUNTIME_LOCK:
+        if _RUNTIME is None:
+            gx = _gx()
+            from great_expectations.data_context.types.base import (
+                DataContextConfig,
+                InMemoryStoreBackendDefaults,
+                ProgressBarsConfig,
+            )
+
+            config = DataContextConfig(
+                store_backend_defaults=InMemoryStoreBackendDefaults(),
+                analytics_enabled=False,
+                # Without this, every validation draws a tqdm "Calculating Metrics" bar on stderr.
+                progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+            )
+            context = gx.get_context(mode="ephemeral", project_config=config)
+            datasource = context.data_sources.add_pandas(name=_DATASOURCE_NAME)
+            asset = datasource.add_dataframe_asset(name=_ASSET_NAME)
+            batch_definition = asset.add_batch_definition_whole_dataframe("whole_dataframe")
+            _RUNTIME = _GxRuntime(context=context, batch_definition=batch_definition)
+        return _RUNTIME
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+def validate_frame(df: pd.DataFrame, suite: str, rules: Sequence[Rule]) -> QualityReport:
+    """Validate ``df`` against ``rules`` and return one outcome per rule, in rule order.
+
+    All rules run in one GX suite validation, so metrics shared between expectations are
+    computed once. An expectation that cannot be evaluated (e.g. its column is missing) fails
+    with an ``"error: ..."`` example instead of raising.
+
+    Args:
+        df: The frame to validate (not modified).
+        suite: A name for the suite, reported back in :attr:`QualityReport.suite`.
+        rules: The rules; their ``rule`` ids must be unique. The expectations are copied, so the
+            same ``Rule`` objects can be reused across calls.
+
+    Raises:
+        ValueError: If two rules share an id.
+    """
+    ids = [r.rule for r in rules]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate rule ids in suite {suite!r}: {duplicates}")
+    if not rules:
+        return QualityReport(suite=suite, outcomes=())
+
+    gx = _gx()
+    runtime = _runtime()
+    expectations = []
+    for r in rules:
+        meta = {**(r.expectation.meta or {}), _RULE_META_KEY: r.rule}
+        # A suite takes ownership of the expectations it is given (it rejects ones that already
+        # have an id and registers a save callback), so hand it copies.
+        expectations.append(r.expectation.copy(update={"meta": meta, "id": None}))
+    # Unique name: nothing is persisted, but names show up in GX results and logs.
+    gx_suite = gx.ExpectationSuite(name=f"{suite}-{uuid.uuid4().hex[:12]}", expectations=expectations)
+
+    with _VALIDATE_LOCK:
+        batch = runtime.batch_definition.get_batch(batch_parameters={"dataframe": df})
+        result = batch.validate(gx_suite, result_format=_RESULT_FORMAT)
+        _release_batch_data(runtime)
+
+    by_rule: dict[str, ExpectationValidationResult] = {}
+    for res in result.results:
+        meta = res.expectation_config.meta if res.expectation_config is not None else None
+        if meta and _RULE_META_KEY in meta:
+            by_rule[meta[_RULE_META_KEY]] = res
+
+    outcomes = []
+    n_rows = len(df)
+    for r in rules:
+        res = by_rule.get(r.rule)
+        readable = _describe(r.expectation)
+        if res is None:  # GX dropped it; should not happen, but never report a silent pass.
+            outcomes.append(
+                ExpectationOutcome(r.rule, readable, False, n_rows, 0, ("error: not evaluated",))
+            )
+        else:
+            outcomes.append(_outcome(r.rule, readable, res, n_rows))
+    return QualityReport(suite=suite, outcomes=tuple(outcomes))
+
+
+def _release_batch_data(runtime: _GxRuntime) -> None:
+    """Drop the execution engine's reference to the last validated frame (best effort)."""
+    try:
+        engine = runtime.batch_definition.data_asset.datasource.get_execution_engine()
+        engine.batch_manager.batch_data_cache.clear()
+        engine.batch_manager.reset_batch_cache()
+    except Exception:  # pragma: no cover - GX internals; only a memory optimisation
+        pass
+
+
+def _outcome(
+    rule: str, readable: str, res: ExpectationValidationResult, n_rows: int
+) -> ExpectationOutcome:
+    """Convert one GX result into an :class:`ExpectationOutcome`."""
+    error = _error_message(res.exception_info)
+    if error is not None:
+        return ExpectationOutcome(rule, readable, False, n_rows, 0, (f"error: {error}",))
+
+    result: Mapping[str, Any] = res.result or {}
+    success = bool(res.success)
+    element_count = _to_int(result.get("element_count", n_rows))
+    kind = res.expectation_config.type if res.expectation_config is not None else ""
+
+    if "unexpected_count" in result:  # column-map expectations
+        unexpected = _to_int(result["unexpected_count"])
+        examples = () if success else _distinct_strings(result.get("partial_unexpected_list"))
+    elif kind == "expect_table_columns_to_match_set":
+        mismatched = (result.get("details") or {}).get("mismatched") or {}
+        missing = [f"missing: {c}" for c in mismatched.get("missing", [])]
+        extra = [f"unexpected: {c}" for c in mismatched.get("unexpected", [])]
+        unexpected = len(missing) + len(extra)
+        examples = () if success else tuple((missing + extra)[:MAX_EXAMPLES])
+    elif kind == "expect_table_row_count_to_equal":
+        observed = _to_int(result.get("observed_value", n_rows))
+        expected = _to_int(res.expectation_config.kwargs.get("value", observed))
+        unexpected = abs(observed - expected)
+        examples = () if success else (f"observed: {observed}",)
+    else:  # other aggregate expectations
+        unexpected = 0 if success else 1
+        examples = () if success else (f"observed: {_stringify(result.get('observed_value'))}",)
+    return ExpectationOutcome(rule, readable, success, element_count, unexpected, examples)
+
+
+def _error_message(exception_info: Any) -> str | None:
+    """Extract the first error message from GX's ``exception_info`` (flat or per-metric)."""
+    if not exception_info:
+        return None
+    infos = [exception_info] if "raised_exception" in exception_info else exception_info.values()
+    for info in infos:
+        if isinstance(info, Mapping) and info.get("raised_exception"):
+            message = str(info.get("exception_message") or "unknown error")
+            return message[:_MAX_ERROR_CHARS]
+    return None
+
+
+def _distinct_strings(values: Any) -> tuple[str, ...]:
+    """Up to MAX_EXAMPLES distinct stringified values, in order of first appearance."""
+    out: list[str] = []
+    for v in values or []:
+        s = _stringify(v)
+        if s not in out:
+            out.append(s)
+            if len(out) == MAX_EXAMPLES:
+                break
+    return tuple(out)
+
+
+def _stringify(value: Any) -> str:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return "null"
+    if isinstance(value, float) and math.isnan(value):
+        return "null"
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def _to_int(value: Any) -> int:
+    return int(value) if value is not None else 0
+
+
+def _describe(expectation: Any) -> str:
+    """Readable one-line form of an expectation: ``type(kwarg=value, ...)``."""
+    config = expectation.configuration
+    args = ", ".join(
+        f"{k}={_render_value(v)}" for k, v in config.kwargs.items() if k != "batch_id"
+    )
+    return f"{config.type}({args})"
+
+
+def _render_value(value: Any) -> str:
+    if isinstance(value, list | tuple | set | frozenset):
+        items = list(value)
+        if len(items) > _MAX_RENDERED_LIST:
+            return f"<{len(items)} values>"
+        return "[" + ", ".join(_render_value(v) for v in items) + "]"
+    if isinstance(value, datetime | date):
+        return repr(value.isoformat())
+    return repr(value)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("`", "'").replace("\n", " ")
+
+
+# --------------------------------------------------------------------------------------------
+# The transaction suite
+# --------------------------------------------------------------------------------------------
+
+
+def transaction_rules(
+    *,
+    columns: Sequence[str],
+    required: Sequence[str],
+    partition_date: date,
+    known_categories: Sequence[str] | None,
+    max_amount: float,
+    reference_card_ids: Sequence[str] | None = None,
+    expected_row_count: int | None = None,
+) -> list[Rule]:
+    """Build the rule suite shared by the raw and curated transaction tables.
+
+    The caller decides which rules are blocking. Rules (ids):
+
+    - ``schema``: the frame has exactly ``columns`` (any order).
+    - ``<col>_not_null`` for every ``col`` in ``required``.
+    - ``transaction_id_unique``.
+    - ``amount_range``: ``0 < amount <= max_amount``.
+    - ``event_time_in_partition``: ``partition_date 00:00 <= event_time < next day 00:00``.
+    - ``category_known`` (if ``known_categories`` is given): category in that set.
+    - ``card_in_reference`` (if ``reference_card_ids`` is given): card_id in that set.
+    - ``row_count`` (if ``expected_row_count`` is given): exactly that many rows.
+
+    Null values are ignored by the range / set / uniqueness rules; ``<col>_not_null`` catches
+    them for required columns.
+    """
+    gxe = _gx().expectations
+    start = datetime.combine(partition_date, time.min)
+    end = start + timedelta(days=1)
+    rules = [
+        Rule(
+            "schema",
+            gxe.ExpectTableColumnsToMatchSet(column_set=list(columns), exact_match=True),
+        ),
+        *(
+            Rule(f"{col}_not_null", gxe.ExpectColumnValuesToNotBeNull(column=col))
+            for col in required
+        ),
+        Rule(
+            "transaction_id_unique",
+            gxe.ExpectColumnValuesToBeUnique(column="transaction_id"),
+        ),
+        Rule(
+            "amount_range",
+            gxe.ExpectColumnValuesToBeBetween(
+                column="amount", min_value=0.0, strict_min=True, max_value=float(max_amount)
+            ),
+        ),
+        Rule(
+            "event_time_in_partition",
+            gxe.ExpectColumnValuesToBeBetween(
+                column="event_time", min_value=start, max_value=end, strict_max=True
+            ),
+        ),
+    ]
+    if known_categories is not None:
+        rules.append(
+            Rule(
+                "category_known",
+                gxe.ExpectColumnValuesToBeInSet(column="category", value_set=list(known_categories)),
+            )
+        )
+    if reference_card_ids is not None:
+        rules.append(
+            Rule(
+                "card_in_reference",
+                gxe.ExpectColumnValuesToBeInSet(column="card_id", value_set=list(reference_card_ids)),
+            )
+        )
+    if expected_row_count is not None:
+        rules.append(
+            Rule("row_count", gxe.ExpectTableRowCountToEqual(value=int(expected_row_count)))
+        )
+    return rules

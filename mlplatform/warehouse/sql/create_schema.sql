@@ -1,0 +1,96 @@
+-- The warehouse's tables (idempotent). Column meanings: ARCHITECTURE.md, "Interfaces".
+CREATE SCHEMA IF NOT EXISTS raw;
+CREATE SCHEMA IF NOT EXISTS curated;
+CREATE SCHEMA IF NOT EXISTS features;
+CREATE SCHEMA IF NOT EXISTS ml;
+CREATE SCHEMA IF NOT EXISTS monitoring;
+
+CREATE TABLE IF NOT EXISTS raw.transactions (
+    transaction_id VARCHAR NOT NULL,
+    event_time TIMESTAMP NOT NULL,
+    partition_date DATE NOT NULL,
+    card_id VARCHAR NOT NULL,          -- keyed pseudonym of the card number (HMAC-SHA256)
+    merchant VARCHAR,
+    category VARCHAR,
+    amount DOUBLE NOT NULL,
+    gender VARCHAR,
+    city VARCHAR,
+    state VARCHAR,
+    zip VARCHAR,
+    city_pop BIGINT,
+    job VARCHAR,
+    birth_year INTEGER,                -- birth date reduced to its year
+    home_lat DOUBLE,
+    home_long DOUBLE,
+    merchant_lat DOUBLE,
+    merchant_long DOUBLE,
+    label INTEGER,
+    source_file VARCHAR NOT NULL,
+    source_line BIGINT NOT NULL,
+    ingested_at TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS raw.quarantine (
+    partition_date DATE NOT NULL,
+    file VARCHAR NOT NULL,
+    line BIGINT NOT NULL,              -- physical line in the file (the header is line 1)
+    reason VARCHAR NOT NULL,           -- the first rule the row broke
+    column_name VARCHAR,
+    detail VARCHAR,
+    raw_line VARCHAR,                  -- the line as received, PII fields masked
+    quarantined_at TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS raw.ingestion_log (
+    partition_date DATE NOT NULL,
+    file VARCHAR NOT NULL,
+    sha256 VARCHAR,
+    size_bytes BIGINT,
+    rows_read BIGINT NOT NULL,
+    rows_loaded BIGINT NOT NULL,
+    rows_quarantined BIGINT NOT NULL,
+    status VARCHAR NOT NULL,           -- loaded | rejected
+    error VARCHAR,
+    run_id VARCHAR,
+    started_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS raw.card_reference (
+    card_id VARCHAR NOT NULL,
+    credit_limit DOUBLE,
+    income_band VARCHAR,
+    source_file VARCHAR NOT NULL,
+    loaded_at TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS curated.transactions (
+    transaction_id VARCHAR NOT NULL,
+    event_time TIMESTAMP NOT NULL,
+    partition_date DATE NOT NULL,
+    card_id VARCHAR NOT NULL,
+    merchant VARCHAR,
+    category VARCHAR,
+    amount DOUBLE NOT NULL,
+    gender VARCHAR,
+    city VARCHAR,
+    state VARCHAR,
+    zip VARCHAR,
+    city_pop BIGINT,
+    job VARCHAR,
+    birth_year INTEGER,
+    home_lat DOUBLE,
+    home_long DOUBLE,
+    merchant_lat DOUBLE,
+    merchant_long DOUBLE,
+    label INTEGER,
+    credit_limit DOUBLE,
+    income_band VARCHAR,
+    hour TINYINT NOT NULL,
+    weekday TINYINT NOT NULL,          -- ISO: Monday 1 .. Sunday 7
+    is_weekend BOOLEAN NOT NULL,
+    age INTEGER,                       -- years, from the birth year
+    home_merchant_km DOUBLE,           -- great-circle distance home -> merchant
+    source_file VARCHAR NOT NULL,
+    source_line BIGINT NOT NULL
+);
