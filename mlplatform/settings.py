@@ -39,6 +39,11 @@ class Settings(BaseSettings):
         default=1_000_000, description="A landing-file line longer than this is quarantined."
     )
     sensor_interval_seconds: int = Field(default=30, description="Landing sensor tick.")
+    landing_settle_seconds: float = Field(
+        default=5.0,
+        description="A landing file changed more recently than this is left for the next tick "
+        "(it may still be being written).",
+    )
 
     @field_validator("home", "contract")
     @classmethod

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import date
+import warnings
+from datetime import date, datetime
 
 import great_expectations as gx
 import pandas as pd
@@ -242,6 +243,15 @@ def test_null_in_required_column_fails_not_null() -> None:
     assert failure.examples == ("null",)
 
 
+def test_all_null_nullable_column() -> None:
+    df = clean_frame()  # label is all-null Int64
+    report = validate_frame(df, "t", rules(required=[*REQUIRED, "label"]))
+    failure = only_failure(report)
+    assert failure.rule == "label_not_null"
+    assert failure.unexpected_count == 6
+    assert failure.examples == ("null",)
+
+
 def test_missing_column_used_by_a_rule_is_reported_not_raised() -> None:
     df = clean_frame().drop(columns=["category"])
     report = validate_frame(df, "t", rules())
@@ -300,7 +310,9 @@ def test_expectation_strings_are_readable() -> None:
 
 
 def test_custom_rules_and_duplicate_ids() -> None:
-    rule = Rule("amount_mean", gx.expectations.ExpectColumnMeanToBeBetween(column="amount", max_value=1))
+    rule = Rule(
+        "amount_mean", gx.expectations.ExpectColumnMeanToBeBetween(column="amount", max_value=1)
+    )
     report = validate_frame(clean_frame(), "custom", [rule])
     failure = only_failure(report)
     assert failure.unexpected_count == 1
@@ -349,3 +361,29 @@ def test_concurrent_calls_do_not_mix_frames() -> None:
     for t in threads:
         t.join()
     assert results == {"good": [True] * 3, "bad": [False] * 3}
+
+
+def test_caller_frame_is_not_modified() -> None:
+    df = clean_frame()
+    before = df.copy()
+    validate_frame(df, "t", rules())
+    assert df["event_time"].dtype == "datetime64[us]"
+    pd.testing.assert_frame_equal(df, before)
+
+
+def test_slice_of_a_frame_validates_without_pandas_warnings() -> None:
+    df = clean_frame(12)
+    part = df[df["amount"] < 18.5]  # rows 0..5, a filtered slice
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert validate_frame(part, "t", rules()).passed
+
+
+def test_event_time_outside_the_nanosecond_range_still_fails_cleanly() -> None:
+    df = clean_frame()
+    df["event_time"] = df["event_time"].astype(object)
+    df.loc[0, "event_time"] = datetime(3000, 1, 1)
+    df["event_time"] = df["event_time"].astype("datetime64[us]")
+    failure = only_failure(validate_frame(df, "t", rules()))
+    assert failure.rule == "event_time_in_partition"
+    assert failure.examples == ("3000-01-01T00:00:00",)

@@ -138,3 +138,12 @@ def load_card_reference(
         conn.execute("DROP TABLE IF EXISTS reference_stage")
     rows = conn.execute("SELECT count(*) FROM raw.card_reference").fetchone()[0]
     return ReferenceResult(path.name, inspect_file(path).sha256, rows, total - rows, invalid)
+
+
+def expected_curated_rows(conn: duckdb.DuckDBPyConnection, partition_date: date) -> int:
+    """Distinct events in the raw partition: the row count curation must arrive at."""
+    return conn.execute(
+        """SELECT count(DISTINCT (card_id, event_time, amount, coalesce(merchant, '')))
+           FROM raw.transactions WHERE partition_date = ?""",
+        [partition_date],
+    ).fetchone()[0]

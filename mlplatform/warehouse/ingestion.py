@@ -11,6 +11,8 @@ import csv
 import hashlib
 import io
 import re
+from array import array
+from bisect import bisect_left
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,15 +20,19 @@ from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from mlplatform.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS, Contract
 from mlplatform.warehouse.connection import read_sql
-from mlplatform.warehouse.pii import MASK, card_pseudonym, mask_card_like_digits
+from mlplatform.warehouse.pii import MASK, card_pseudonym
 
 DATE_IN_NAME = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 _OTHER_DELIMITERS = (";", "\t", "|")
+# Anything that may be a card number: 12-19 digits, single spaces or dashes between them.
+_CARD_LIKE = re.compile(r"\d(?:[ -]?\d){11,18}")
+_BIRTH_YEAR = re.compile(r"(\d{4})-")
 _CHUNK_BYTES = 8 << 20
 
 # DuckDB's reject types -> quarantine rules for rows the CSV reader cannot split into fields.
@@ -115,6 +121,8 @@ class _StagedFile:
     inspection: _Inspection
     rows: int
     rejects: pd.DataFrame
+    good_lines: np.ndarray | None  # physical line of each staged row; None: by position
+    reject_lines: list[int]  # physical line of each reject
 
 
 def partition_date_of(path: Path) -> date | None:
@@ -163,7 +171,10 @@ def _read_header(path: Path, contract: Contract, max_line_bytes: int) -> list[st
         raise FileRejected(path, "empty file (0 bytes): expected a header row")
     if (nul := head.find(b"\x00")) >= 0:
         raise FileRejected(path, f"binary content: NUL byte at offset {nul}")
-    first_line = head.split(b"\n", 1)[0].rstrip(b"\r")
+    first_line, newline, _ = head.partition(b"\n")
+    if not newline and len(head) >= max_line_bytes and path.stat().st_size > max_line_bytes:
+        raise FileRejected(path, f"line 1 (the header) is longer than {max_line_bytes} bytes")
+    first_line = first_line.rstrip(b"\r")
     try:
         text = first_line.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -206,27 +217,64 @@ def _stage_file(
     """Parse a file into ``stage_<id>`` (all text, file order) and return rows and rejects."""
     columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(header))) + "}"
     conn.execute(f"DROP TABLE IF EXISTS rejects_{file_id}; DROP TABLE IF EXISTS scans_{file_id}")
-    conn.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE stage_{file_id} AS
-        SELECT * FROM read_csv({_sql_string(str(path))}, header = true, auto_detect = false,
-            columns = {columns}, delim = ',', quote = '"', escape = '"', encoding = 'utf-8',
-            max_line_size = {max_line_bytes}, store_rejects = true,
-            rejects_table = 'rejects_{file_id}', rejects_scan = 'scans_{file_id}')
-        """
-    )
+    try:
+        conn.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE stage_{file_id} AS
+            SELECT * FROM read_csv({_sql_string(str(path))}, header = true, auto_detect = false,
+                columns = {columns}, delim = ',', quote = '"', escape = '"', encoding = 'utf-8',
+                max_line_size = {max_line_bytes}, store_rejects = true,
+                rejects_table = 'rejects_{file_id}', rejects_scan = 'scans_{file_id}')
+            """
+        )
+    except duckdb.InvalidInputException as error:  # e.g. mixed line endings
+        raise FileRejected(path, _unparsable_reason(path, error)) from error
     rows = conn.execute(f"SELECT count(*) FROM stage_{file_id}").fetchone()[0]
     rejects = conn.execute(
-        f"""SELECT DISTINCT ON (line) line, error_type::VARCHAR AS error_type, csv_line,
-                   error_message
+        f"""SELECT DISTINCT ON (line) line, line_byte_position,
+                   error_type::VARCHAR AS error_type, csv_line, error_message
             FROM rejects_{file_id} ORDER BY line"""
     ).df()
     invalid = rejects[rejects["error_type"] == "INVALID ENCODING"]
     if not invalid.empty:
-        raise FileRejected(
-            path, f"line {int(invalid['line'].iloc[0])}: not UTF-8 encoded (the contract is UTF-8)"
-        )
+        line = _line_at(path, int(invalid["line_byte_position"].iloc[0]) - 1)
+        raise FileRejected(path, f"line {line}: not UTF-8 encoded (the contract is UTF-8)")
     return rows, rejects
+
+
+def _unparsable_reason(path: Path, error: Exception) -> str:
+    """Why DuckDB's CSV reader gave up on a whole file, in a user's words where we can."""
+    crlf = lf = cr = 0
+    previous = b""
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK_BYTES):
+            crlf += (previous + chunk).count(b"\r\n")  # previous: the last byte before
+            lf += chunk.count(b"\n")
+            cr += chunk.count(b"\r")
+            previous = chunk[-1:]
+    lf, cr = lf - crlf, cr - crlf
+    kinds = [f"{n} {name}" for n, name in ((crlf, "CRLF"), (lf, "LF"), (cr, "CR")) if n]
+    if len(kinds) > 1:
+        return f"mixed line endings ({', '.join(kinds)}): a file must use one kind"
+    return f"not a parsable CSV: {str(error).strip().splitlines()[0]}"
+
+
+def _line_at(path: Path, offset: int) -> int:
+    """Physical line (1-based) of the first non-newline byte at or after a byte offset."""
+    newlines = 0
+    position = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK_BYTES):
+            if position + len(chunk) <= offset:
+                newlines += chunk.count(b"\n")
+                position += len(chunk)
+                continue
+            at = max(offset - position, 0)
+            newlines += chunk.count(b"\n", 0, at)
+            rest = chunk[at:]
+            skipped = len(rest) - len(rest.lstrip(b"\r\n"))
+            return 1 + newlines + rest.count(b"\n", 0, skipped)
+    return 1 + newlines
 
 
 def _batch_select(staged: _StagedFile, contract: Contract) -> str:
@@ -239,50 +287,122 @@ def _batch_select(staged: _StagedFile, contract: Contract) -> str:
             columns.append(f"nullif(trim(s.c{position[source]}), '') AS {canonical}")
         else:
             columns.append(f"NULL::VARCHAR AS {canonical}")
-    line = "s.row_idx + 2"
-    if not staged.rejects.empty:
-        line += " + coalesce(r.n, 0)"
-    if _has_embedded_newlines(staged):
-        line += " + s.newlines_before"
+    fid = staged.file_id
+    if staged.good_lines is not None:
+        line, join = "m.line", f"JOIN line_map_{fid} AS m ON m.row_idx = s.row_idx"
+    elif not staged.rejects.empty:
+        line = "s.row_idx + 2 + coalesce(r.n, 0)"
+        join = f"ASOF LEFT JOIN reject_positions_{fid} AS r ON s.row_idx >= r.good_before"
+    else:
+        line, join = "s.row_idx + 2", ""
     return f"""
-        SELECT {staged.file_id} AS file_id, {_sql_string(staged.path.name)} AS file,
+        SELECT {fid} AS file_id, {_sql_string(staged.path.name)} AS file,
                s.row_idx, {line} AS line, {", ".join(columns)}
-        FROM stage_rows_{staged.file_id} AS s
-        {"ASOF LEFT JOIN reject_positions_" + str(staged.file_id) + " AS r "
-         "ON s.row_idx >= r.good_before" if not staged.rejects.empty else ""}
+        FROM stage_rows_{fid} AS s
+        {join}
     """
 
 
-def _has_embedded_newlines(staged: _StagedFile) -> bool:
-    records = 1 + staged.rows + len(staged.rejects)
-    expected = records if staged.inspection.ends_with_newline else records - 1
-    return staged.inspection.newlines > expected
+def _lines_shifted(inspection: _Inspection, rows: int, rejects: pd.DataFrame) -> bool:
+    """Whether the file has more line breaks than records (blank lines, quoted newlines)."""
+    records = 1 + rows + len(rejects)
+    expected = records if inspection.ends_with_newline else records - 1
+    return inspection.newlines > expected
+
+
+def _inside_quotes_after(line: bytes, in_quotes: bool) -> bool:
+    """Whether a record is still inside a quoted field at the end of this physical line.
+
+    As DuckDB reads it: a quote opens a field only at the field's start, ``""`` inside
+    quotes is an escaped quote. (Bytes: UTF-8 never has ``"`` or ``,`` inside a character.)
+    """
+    i = 0
+    if not in_quotes and line[:1] == b'"':
+        in_quotes, i = True, 1
+    while True:
+        if in_quotes:
+            j = line.find(b'"', i)
+            if j < 0:
+                return True
+            if line[j + 1 : j + 2] == b'"':
+                i = j + 2
+                continue
+            in_quotes, i = False, j + 1
+        k = line.find(b",", i)
+        if k < 0:
+            return False
+        i = k + 1
+        if line[i : i + 1] == b'"':
+            in_quotes, i = True, i + 1
+
+
+def _record_starts(path: Path) -> tuple[array, array]:
+    """Byte offset and physical line of every CSV record of a file, the header included.
+
+    A record starts on a line that does not continue a quoted field; DuckDB skips empty
+    lines (they are no record), so they are skipped here too.
+    """
+    offsets, lines = array("q"), array("q")
+    in_quotes = False
+    offset = 0
+    with path.open("rb") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not in_quotes and text.strip(b"\r\n"):
+                offsets.append(offset)
+                lines.append(number)
+            if in_quotes or b'"' in text:
+                in_quotes = _inside_quotes_after(text, in_quotes)
+            offset += len(text)
+    return offsets, lines
+
+
+def _physical_lines(
+    path: Path, inspection: _Inspection, rows: int, rejects: pd.DataFrame
+) -> tuple[np.ndarray | None, list[int]]:
+    """Physical lines (header = 1) of a staged file's good rows and of its rejects.
+
+    When every record is one line, DuckDB's reject lines are physical lines and a good row's
+    line follows from its position (``None`` here). Blank lines and quoted newlines shift
+    them: then one scan of the file finds where each record starts, and DuckDB's byte
+    position of each reject (it may include the newlines before it) names its record.
+    """
+    duckdb_lines = [int(line) for line in rejects["line"]]
+    if not _lines_shifted(inspection, rows, rejects):
+        return None, duckdb_lines
+    offsets, lines = _record_starts(path)
+    rejected = [bisect_left(offsets, int(p) - 1) for p in rejects["line_byte_position"]]
+    taken = set(rejected)
+    good = [lines[i] for i in range(1, len(lines)) if i not in taken]
+    if (
+        len(good) != rows
+        or len(taken) != len(rejected)
+        or not all(0 < i < len(lines) for i in taken)
+    ):  # the scan disagrees with DuckDB's reader: keep the record-order numbering
+        return None, duckdb_lines
+    return np.asarray(good, dtype=np.int64), [lines[i] for i in rejected]
 
 
 def _prepare_line_numbers(conn: duckdb.DuckDBPyConnection, staged: _StagedFile) -> None:
-    """Helper tables mapping each staged row to its physical line in the file.
+    """``stage_rows_<id>`` and the helper table that give each staged row its physical line.
 
-    DuckDB numbers rejected rows by record (header = 1); a good row's record number is the
-    next one no reject took, and quoted newlines in earlier rows push its physical line down.
+    With a line map (see :func:`_physical_lines`) it is looked up; otherwise a good row's
+    line is the next one no reject took (reject lines are physical lines then).
     """
     fid = staged.file_id
-    if _has_embedded_newlines(staged):
-        newlines = " + ".join(
-            f"coalesce(length(c{i}) - length(replace(c{i}, chr(10), '')), 0)"
-            for i in range(len(staged.header))
+    conn.execute(
+        f"CREATE OR REPLACE TEMP VIEW stage_rows_{fid} AS "
+        f"SELECT rowid AS row_idx, * FROM stage_{fid}"
+    )
+    if staged.good_lines is not None:
+        conn.register(
+            f"lines_df_{fid}",
+            pa.table(
+                {"row_idx": np.arange(staged.rows, dtype=np.int64), "line": staged.good_lines}
+            ),
         )
-        conn.execute(
-            f"""CREATE OR REPLACE TEMP TABLE stage_rows_{fid} AS
-                SELECT *, coalesce(sum(nl) OVER (ORDER BY row_idx ROWS BETWEEN UNBOUNDED
-                       PRECEDING AND 1 PRECEDING), 0) AS newlines_before
-                FROM (SELECT rowid AS row_idx, *, {newlines} AS nl FROM stage_{fid})"""
-        )
-    else:
-        conn.execute(
-            f"CREATE OR REPLACE TEMP VIEW stage_rows_{fid} AS "
-            f"SELECT rowid AS row_idx, * FROM stage_{fid}"
-        )
-    if not staged.rejects.empty:
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE line_map_{fid} AS SELECT * FROM lines_df_{fid}")
+        conn.unregister(f"lines_df_{fid}")
+    elif not staged.rejects.empty:
         conn.register(f"rejects_df_{fid}", staged.rejects[["line"]])
         conn.execute(
             f"""CREATE OR REPLACE TEMP TABLE reject_positions_{fid} AS
@@ -375,29 +495,47 @@ def _violation(contract: Contract, max_amount: float) -> str:
 
 
 def _masked_line(values: list[str | None], header: list[str], contract: Contract, key: bytes) -> str:
-    """A landing row rebuilt as one CSV line, with PII masked and dropped columns blanked."""
-    pii = {contract.columns[name]: name for name in ("first_name", "last_name", "street")}
-    card = contract.columns["card_number"]
+    """A landing row rebuilt as one CSV line, with PII masked and dropped columns blanked.
+
+    A malformed row may have more or fewer fields than the header: its value at position i
+    may then belong to any column from i - extra to i (extra fields) or from i to i + missing
+    (missing fields), and is masked when any of them is personal data, so that a name or a
+    street shifted by an unquoted comma never shows. Digit runs that look like a card
+    number (12-19 digits, spaces or dashes allowed between them) are masked everywhere.
+    """
+    card = contract.source("card_number")
     birth = contract.columns.get("birth_date")
+    hidden = {
+        contract.columns[name]
+        for name in ("first_name", "last_name", "street")
+        if name in contract.columns
+    } | set(contract.drop)
+    extra = len(values) - len(header)
     out: list[str] = []
-    for name, value in zip(header, values, strict=False):
+    for i, value in enumerate(values):
+        low, high = i - max(extra, 0), i - min(extra, 0)
+        names = set(header[max(low, 0) : high + 1])
         if value is None or value == "":
             out.append("")
-        elif name == card:
+        elif extra == 0 and card in names:
             out.append(f"card:{card_pseudonym(value, key)}")
-        elif name in pii or name in contract.drop:
+        elif names & (hidden | {card}):
             out.append(MASK)
-        elif name == birth:
-            out.append(value[:4] + "-**-**")
+        elif birth in names:
+            year = _BIRTH_YEAR.match(value) if extra == 0 else None
+            out.append(year.group(1) + "-**-**" if year else MASK)
         else:
-            out.append(mask_card_like_digits(value))
+            out.append(_CARD_LIKE.sub(MASK, value))
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="").writerow(out)
     return buffer.getvalue()
 
 
 def _split_raw(line: str) -> list[str | None]:
-    rows = list(csv.reader(io.StringIO(line.rstrip("\r\n"))))
+    try:
+        rows = list(csv.reader(io.StringIO(line.rstrip("\r\n"))))
+    except csv.Error:  # e.g. a lone carriage return: split on the delimiter alone
+        return line.rstrip("\r\n").split(",")
     return [v for row in rows for v in row]
 
 
@@ -435,17 +573,10 @@ def _quarantine_frame(
                  _masked_line(values[row_idx], s.header, contract, key))
             )
     for s in staged:
-        for number, reject in enumerate(s.rejects.itertuples(), start=1):
+        for reject, line in zip(s.rejects.itertuples(), s.reject_lines, strict=True):
             rule = _STRUCTURAL_RULES.get(reject.error_type, "malformed_row")
-            line = int(reject.line)
-            if _has_embedded_newlines(s):  # quoted newlines in earlier good rows push it down
-                good_before = line - 1 - number
-                line += conn.execute(
-                    f"SELECT coalesce(sum(nl), 0) FROM stage_rows_{s.file_id} WHERE row_idx < ?",
-                    [good_before],
-                ).fetchone()[0]
             records.append(
-                (s.path.name, line, rule, None, str(reject.error_message),
+                (s.path.name, line, rule, None, _CARD_LIKE.sub(MASK, str(reject.error_message)),
                  _masked_line(_split_raw(str(reject.csv_line)), s.header, contract, key))
             )
     frame = pd.DataFrame(
@@ -460,7 +591,7 @@ def _safe_detail(column: str | None, detail: str | None) -> str | None:
     """Rule details quote values; never those of PII columns."""
     if column in ("card_number", "first_name", "last_name", "street", "birth_date"):
         return "value withheld (personal data)"
-    return detail
+    return None if detail is None else _CARD_LIKE.sub(MASK, detail)
 
 
 def ingest_partition(
@@ -494,7 +625,12 @@ def ingest_partition(
                     raise FileRejected(
                         path, f"binary content: NUL byte at offset {inspection.nul_offset}"
                     )
-                staged.append(_StagedFile(file_id, path, header, inspection, rows, rejects))
+                good_lines, reject_lines = _physical_lines(path, inspection, rows, rejects)
+                staged.append(
+                    _StagedFile(
+                        file_id, path, header, inspection, rows, rejects, good_lines, reject_lines
+                    )
+                )
     except FileRejected as rejected:
         _log_rejection(conn, rejected, partition_date, started, run_id)
         raise
@@ -574,10 +710,10 @@ def ingest_partition(
 
 def _drop_staging(conn: duckdb.DuckDBPyConnection, staged: list[_StagedFile]) -> None:
     for s in staged:
-        kind = "TABLE" if _has_embedded_newlines(s) else "VIEW"
         conn.execute(
-            f"DROP {kind} IF EXISTS stage_rows_{s.file_id}; DROP TABLE IF EXISTS stage_{s.file_id};"
-            f"DROP TABLE IF EXISTS reject_positions_{s.file_id}"
+            f"DROP VIEW IF EXISTS stage_rows_{s.file_id}; DROP TABLE IF EXISTS stage_{s.file_id};"
+            f"DROP TABLE IF EXISTS reject_positions_{s.file_id};"
+            f"DROP TABLE IF EXISTS line_map_{s.file_id}"
         )
     conn.execute("DROP TABLE IF EXISTS batch; DROP TABLE IF EXISTS checked")
 

@@ -14,15 +14,20 @@ the data source's execution engine, whose batch cache is keyed by the (fixed) as
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
+import sys
 import threading
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
@@ -58,6 +63,7 @@ _RESULT_FORMAT: dict[str, Any] = {
 }
 _MAX_RENDERED_LIST = 5
 _MAX_ERROR_CHARS = 300
+_NS_DTYPE = np.dtype("datetime64[ns]")
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,10 +181,23 @@ _VALIDATE_LOCK = threading.Lock()
 
 
 def _gx() -> Any:
-    """Import and return the ``great_expectations`` module, quietly."""
-    # Must be set before GX is imported. This GX build no longer ships telemetry, but keep it
-    # off for any version that still reads the variable.
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    """Import (once, ~5 s) and return the ``great_expectations`` module, quietly."""
+    if "great_expectations" not in sys.modules:
+        # Must be set before GX is imported. This GX build no longer ships telemetry, but keep
+        # it off for any version that still reads the variable.
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        # GX logs dozens of INFO lines while importing and creating a context ("Skipping
+        # registering function ...", "Loading 'datasources'"); keep them out of INFO-level
+        # logs unless the application configured the "great_expectations" logger itself.
+        gx_logger = logging.getLogger("great_expectations")
+        if gx_logger.level == logging.NOTSET:
+            gx_logger.setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            # GX imports the deprecated stdlib modules sre_constants / sre_parse.
+            warnings.filterwarnings(
+                "ignore", message=r"module 'sre_\w+' is deprecated", category=DeprecationWarning
+            )
+            import great_expectations
     import great_expectations
 
     return great_expectations
@@ -206,6 +225,16 @@ def _runtime() -> _GxRuntime:
                 progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
             )
             context = gx.get_context(mode="ephemeral", project_config=config)
+            # GX md5-hashes every pandas batch (pd.util.hash_pandas_object over all cells) just
+            # to put a "pandas_data_fingerprint" in the batch markers, twice per validation
+            # (get_batch, then again inside Batch.validate): ~1 s per million rows each time.
+            # We never read the markers. GX skips the hash for frames whose memory_usage() is at
+            # least this module-level threshold (1 GB by default); 0 skips it for every frame in
+            # this process.
+            from great_expectations.execution_engine import pandas_execution_engine
+
+            if hasattr(pandas_execution_engine, "HASH_THRESHOLD"):
+                pandas_execution_engine.HASH_THRESHOLD = 0
             datasource = context.data_sources.add_pandas(name=_DATASOURCE_NAME)
             asset = datasource.add_dataframe_asset(name=_ASSET_NAME)
             batch_definition = asset.add_batch_definition_whole_dataframe("whole_dataframe")
@@ -250,10 +279,13 @@ def validate_frame(df: pd.DataFrame, suite: str, rules: Sequence[Rule]) -> Quali
         # have an id and registers a save callback), so hand it copies.
         expectations.append(r.expectation.copy(update={"meta": meta, "id": None}))
     # Unique name: nothing is persisted, but names show up in GX results and logs.
-    gx_suite = gx.ExpectationSuite(name=f"{suite}-{uuid.uuid4().hex[:12]}", expectations=expectations)
+    gx_suite = gx.ExpectationSuite(
+        name=f"{suite}-{uuid.uuid4().hex[:12]}", expectations=expectations
+    )
 
+    frame = _prepare_frame(df)
     with _VALIDATE_LOCK:
-        batch = runtime.batch_definition.get_batch(batch_parameters={"dataframe": df})
+        batch = runtime.batch_definition.get_batch(batch_parameters={"dataframe": frame})
         result = batch.validate(gx_suite, result_format=_RESULT_FORMAT)
         _release_batch_data(runtime)
 
@@ -275,6 +307,33 @@ def validate_frame(df: pd.DataFrame, suite: str, rules: Sequence[Rule]) -> Quali
         else:
             outcomes.append(_outcome(r.rule, readable, res, n_rows))
     return QualityReport(suite=suite, outcomes=tuple(outcomes))
+
+
+def _prepare_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` laid out so GX's pandas engine runs fast; ``df`` itself is not touched.
+
+    Two GX/pandas performance traps, both worth seconds per million rows:
+
+    - ``expect_column_values_to_be_between`` is vectorised only for ``datetime64[ns]`` (and
+      tz-aware) columns; a ``datetime64[us]`` column falls back to a per-element Python
+      ``Series.map``. Such columns are cast to ``datetime64[ns]`` (left as they are if a value
+      is outside the ns range).
+    - every column-value metric filters nulls with ``df[df[col].notnull()]``, which deep-copies
+      the whole frame, and a deep copy of a non-consolidated frame (one block per column, as
+      frames built column by column or read from DuckDB are) first merges the blocks. The copy
+      is consolidated once here instead of once per metric.
+    """
+    frame = df.copy(deep=False)
+    if df.columns.is_unique:
+        for col, dtype in df.dtypes.items():
+            if isinstance(dtype, np.dtype) and dtype.kind == "M" and dtype != _NS_DTYPE:
+                # Out of the ns range (OutOfBoundsDatetime is a ValueError): keep the slow path.
+                with contextlib.suppress(ValueError, OverflowError):
+                    frame[col] = df[col].astype(_NS_DTYPE)
+    consolidate = getattr(frame, "_consolidate_inplace", None)  # private pandas API
+    if consolidate is not None:
+        consolidate()
+    return frame
 
 
 def _release_batch_data(runtime: _GxRuntime) -> None:
@@ -361,9 +420,7 @@ def _to_int(value: Any) -> int:
 def _describe(expectation: Any) -> str:
     """Readable one-line form of an expectation: ``type(kwarg=value, ...)``."""
     config = expectation.configuration
-    args = ", ".join(
-        f"{k}={_render_value(v)}" for k, v in config.kwargs.items() if k != "batch_id"
-    )
+    args = ", ".join(f"{k}={_render_value(v)}" for k, v in config.kwargs.items() if k != "batch_id")
     return f"{config.type}({args})"
 
 
@@ -446,14 +503,18 @@ def transaction_rules(
         rules.append(
             Rule(
                 "category_known",
-                gxe.ExpectColumnValuesToBeInSet(column="category", value_set=list(known_categories)),
+                gxe.ExpectColumnValuesToBeInSet(
+                    column="category", value_set=list(known_categories)
+                ),
             )
         )
     if reference_card_ids is not None:
         rules.append(
             Rule(
                 "card_in_reference",
-                gxe.ExpectColumnValuesToBeInSet(column="card_id", value_set=list(reference_card_ids)),
+                gxe.ExpectColumnValuesToBeInSet(
+                    column="card_id", value_set=list(reference_card_ids)
+                ),
             )
         )
     if expected_row_count is not None:

@@ -1,0 +1,78 @@
+"""Word lists for synthetic people and merchants (first and last names, streets, jobs)."""
+
+from __future__ import annotations
+
+FEMALE_FIRST_NAMES: tuple[str, ...] = (
+    "Mary", "Patricia", "Jennifer", "Linda", "Elizabeth", "Barbara", "Susan", "Jessica",
+    "Sarah", "Karen", "Lisa", "Nancy", "Betty", "Sandra", "Margaret", "Ashley", "Kimberly",
+    "Emily", "Donna", "Michelle", "Carol", "Amanda", "Melissa", "Deborah", "Stephanie",
+    "Rebecca", "Sharon", "Laura", "Cynthia", "Kathleen", "Amy", "Angela", "Shirley", "Anna",
+    "Brenda", "Pamela", "Emma", "Nicole", "Helen", "Samantha", "Katherine", "Christine",
+    "Debra", "Rachel", "Carolyn", "Janet", "Catherine", "Maria", "Heather", "Diane", "Julie",
+    "Joyce", "Victoria", "Olivia", "Kelly", "Christina", "Lauren", "Joan", "Evelyn", "Judith",
+)  # fmt: skip
+
+MALE_FIRST_NAMES: tuple[str, ...] = (
+    "James", "Robert", "John", "Michael", "David", "William", "Richard", "Joseph", "Thomas",
+    "Charles", "Christopher", "Daniel", "Matthew", "Anthony", "Mark", "Donald", "Steven",
+    "Paul", "Andrew", "Joshua", "Kenneth", "Kevin", "Brian", "George", "Timothy", "Ronald",
+    "Edward", "Jason", "Jeffrey", "Ryan", "Jacob", "Gary", "Nicholas", "Eric", "Jonathan",
+    "Stephen", "Larry", "Justin", "Scott", "Brandon", "Benjamin", "Samuel", "Gregory",
+    "Alexander", "Frank", "Patrick", "Raymond", "Jack", "Dennis", "Jerry", "Tyler", "Aaron",
+    "Jose", "Adam", "Nathan", "Henry", "Douglas", "Zachary", "Peter", "Kyle",
+)  # fmt: skip
+
+LAST_NAMES: tuple[str, ...] = (
+    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez",
+    "Martinez", "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor",
+    "Moore", "Jackson", "Martin", "Lee", "Perez", "Thompson", "White", "Harris", "Sanchez",
+    "Clark", "Ramirez", "Lewis", "Robinson", "Walker", "Young", "Allen", "King", "Wright",
+    "Scott", "Torres", "Nguyen", "Hill", "Flores", "Green", "Adams", "Nelson", "Baker", "Hall",
+    "Rivera", "Campbell", "Mitchell", "Carter", "Roberts", "Gomez", "Phillips", "Evans",
+    "Turner", "Diaz", "Parker", "Cruz", "Edwards", "Collins", "Reyes", "Stewart", "Morris",
+    "Morales", "Murphy", "Cook", "Rogers", "Gutierrez", "Ortiz", "Morgan", "Cooper", "Peterson",
+    "Bailey", "Reed", "Kelly", "Howard", "Ramos", "Kim", "Cox", "Ward", "Richardson", "Watson",
+    "Brooks", "Chavez", "Wood", "James", "Bennett", "Gray", "Mendoza", "Ruiz", "Hughes",
+    "Price", "Alvarez", "Castillo", "Sanders", "Patel", "Myers", "Long", "Ross", "Foster",
+    "Jimenez", "O'Brien", "Kub", "Hahn", "Marvin", "Stokes", "Kling", "Bauch", "Heller",
+    "Langosh", "Schumm", "Bahringer", "Koss", "Rau", "Kuhn", "Gerlach", "Lockman", "Fisher",
+    "Quigley", "Keebler", "Haley", "Kutch", "Larkin", "Wiza", "Ziemann", "Bode", "Cormier",
+)  # fmt: skip
+
+STREET_NAMES: tuple[str, ...] = (
+    "Oak", "Maple", "Cedar", "Pine", "Elm", "Washington", "Lake", "Hill", "Park", "Main",
+    "Church", "High", "Mill", "Spring", "River", "Sunset", "Forest", "Meadow", "Ridge",
+    "Valley", "Highland", "Lincoln", "Jefferson", "Madison", "Franklin", "Jackson", "Walnut",
+    "Chestnut", "Willow", "Birch", "Cherry", "Dogwood", "Magnolia", "Laurel", "Aspen", "Perry",
+    "Harbor", "Bay", "Summit", "Prairie", "Canyon", "Brook", "Orchard", "Garden", "Grove",
+    "Heritage", "Liberty", "Union", "Center", "Quail",
+)  # fmt: skip
+
+STREET_SUFFIXES: tuple[str, ...] = (
+    "Street", "Avenue", "Road", "Lane", "Drive", "Court", "Place", "Way", "Boulevard", "Cove",
+    "Terrace", "Circle", "Trail", "Parkway",
+)  # fmt: skip
+
+# Some jobs carry a comma, as in the public data set, so CSV quoting is exercised.
+JOBS: tuple[str, ...] = (
+    "Accountant", "Architect", "Barista", "Bus driver", "Carpenter", "Chef",
+    "Civil engineer", "Data scientist", "Dentist", "Electrician", "Firefighter",
+    "Graphic designer", "Hairdresser", "Insurance broker", "Journalist", "Lawyer", "Librarian",
+    "Mechanic", "Nurse", "Paramedic", "Pharmacist", "Photographer", "Physiotherapist",
+    "Pilot, airline", "Plumber", "Police officer", "Psychologist, clinical", "Real estate agent",
+    "Retail manager", "Sales executive", "Scientist, research (maths)", "Social worker",
+    "Software engineer", "Teacher, primary school", "Teacher, secondary school",
+    "Engineer, mining", "Designer, ceramics/pottery", "Translator", "Veterinary surgeon",
+    "Web developer", "Warehouse operative", "Surveyor, land/geomatics", "Optician",
+    "Musician", "Farmer", "Economist", "Editor, magazine features", "Estate manager",
+    "IT consultant", "Logistics manager", "Marketing manager", "Midwife", "Personal trainer",
+    "Radiographer, diagnostic", "Research officer, trade union", "Retired", "Student",
+    "Tour manager", "Waiter", "Writer",
+)  # fmt: skip
+
+MERCHANT_NAME_PATTERNS: tuple[str, ...] = (
+    "{a} Ltd", "{a} LLC", "{a} Inc", "{a} Group", "{a} PLC", "{a} and Sons", "{a}-{b}",
+    "{a} & {b}",
+)  # fmt: skip
+#: The pattern with a comma (quoted in CSV), used for a minority of merchants.
+MERCHANT_NAME_WITH_COMMA = "{a}, {b} and {c}"

@@ -1,0 +1,30 @@
+"""The Dagster code location: `dagster dev` and `dagster asset materialize -m` load `defs`."""
+
+import dagster as dg
+
+from mlplatform.assets.curation import curated_transactions
+from mlplatform.assets.ingestion import card_reference, raw_transactions
+from mlplatform.automation.jobs import daily_ingestion_job, reference_data_job
+from mlplatform.automation.schedules import daily_ingestion_schedule
+from mlplatform.automation.sensors import landing_sensor
+from mlplatform.resources import LandingZoneResource, WarehouseResource
+from mlplatform.settings import Settings, get_settings
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """The resources every asset and sensor uses, configured from settings."""
+    return {
+        "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
+        "landing": LandingZoneResource(
+            landing_dir=str(settings.landing_dir), contract_path=str(settings.contract)
+        ),
+    }
+
+
+defs = dg.Definitions(
+    assets=[card_reference, raw_transactions, curated_transactions],
+    jobs=[daily_ingestion_job, reference_data_job],
+    schedules=[daily_ingestion_schedule],
+    sensors=[landing_sensor],
+    resources=build_resources(get_settings()),
+)
