@@ -23,10 +23,11 @@ from mlplatform.datagen import (
     simulate,
 )
 
-COLUMNS = (
-    "trans_date_trans_time,cc_num,merchant,category,amt,first,last,gender,street,city,state,zip,"
-    "lat,long,city_pop,job,dob,trans_num,merch_lat,merch_long,is_fraud"
-).split(",")
+COLUMNS = [
+    "trans_date_trans_time", "cc_num", "merchant", "category", "amt", "first", "last", "gender",
+    "street", "city", "state", "zip", "lat", "long", "city_pop", "job", "dob", "trans_num",
+    "merch_lat", "merch_long", "is_fraud",
+]  # fmt: skip
 CARD_COLUMNS = ["cc_num", "credit_limit", "income_band", "open_date"]
 COL = {name: i for i, name in enumerate(COLUMNS)}
 START = date(2025, 1, 1)
@@ -144,9 +145,7 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path: Pat
     again = simulate(config, tmp_path / "b")
     other = simulate(replace(config, seed=8), tmp_path / "c")
     paths = [*first.files, first.reference_file]
-    assert [_sha256(p) for p in paths] == [
-        _sha256(p) for p in (*again.files, again.reference_file)
-    ]
+    assert [_sha256(p) for p in paths] == [_sha256(p) for p in (*again.files, again.reference_file)]
     assert first.malformed == again.malformed and first.revenge_episodes == again.revenge_episodes
     other_paths = [*other.files, other.reference_file]
     assert all(_sha256(a) != _sha256(b) for a, b in zip(paths, other_paths, strict=True))
@@ -304,7 +303,7 @@ def test_cards_reference_covers_every_card(landing: Landing) -> None:
     assert len(landing.cards) == CONFIG.n_cards
     assert set(landing.column("cc_num")) <= set(landing.cards)
     limits: dict[str, list[float]] = defaultdict(list)
-    for cc_num, limit, band, open_date in landing.cards.values():
+    for _, limit, band, open_date in landing.cards.values():
         assert date.fromisoformat(open_date) < START
         limits[band].append(float(limit))
     assert set(limits) == {"low", "middle", "high", "very_high"}
@@ -326,9 +325,7 @@ def test_short_simulations_still_place_and_report_episodes(tmp_path: Path) -> No
         assert e.burst_start + timedelta(days=e.burst_days) <= end
 
 
-@pytest.mark.parametrize(
-    "bad", [{"n_cards": 0}, {"days": 0}, {"revenge_share": 1.5}, {"seed": -1}]
-)
+@pytest.mark.parametrize("bad", [{"n_cards": 0}, {"days": 0}, {"revenge_share": 1.5}, {"seed": -1}])
 def test_invalid_configuration_is_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         SimulationConfig(**bad)

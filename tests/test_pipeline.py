@@ -17,7 +17,9 @@ from tests.conftest import PlatformHome, simulate_landing
 ASSETS = [card_reference, raw_transactions, curated_transactions]
 
 
-def _materialize(instance: dg.DagsterInstance, partition: str, **kwargs) -> dg.ExecuteInProcessResult:
+def _materialize(
+    instance: dg.DagsterInstance, partition: str, **kwargs
+) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         ASSETS,
         partition_key=partition,
@@ -75,7 +77,9 @@ def test_blocking_check_stops_bad_reference_and_says_why(platform_home: Platform
     assert "expect_column_values_to_be_in_set" in details["expectation"]
 
 
-def test_missing_landing_file_fails_the_partition_with_its_name(platform_home: PlatformHome, instance):
+def test_missing_landing_file_fails_the_partition_with_its_name(
+    platform_home: PlatformHome, instance
+):
     result = _materialize(instance, "2025-01-05", raise_on_error=False)
     assert not result.success
     failure = result.get_step_failure_events()[0].event_specific_data.error.message

@@ -387,3 +387,50 @@ def test_event_time_outside_the_nanosecond_range_still_fails_cleanly() -> None:
     failure = only_failure(validate_frame(df, "t", rules()))
     assert failure.rule == "event_time_in_partition"
     assert failure.examples == ("3000-01-01T00:00:00",)
+
+
+def test_large_reference_set_is_checked_exactly_and_quickly() -> None:
+    reference = [f"{i:016x}" for i in range(50_000)]
+    df = clean_frame()
+    df["card_id"] = [
+        reference[7],
+        reference[49_999],
+        reference[7],
+        "deadbeef",
+        reference[0],
+        "f00d",
+    ]
+    start = time.perf_counter()
+    report = validate_frame(df, "t", rules(reference_card_ids=reference))
+    print(f"\n50k reference cards, 6 rows: {(time.perf_counter() - start) * 1000:.0f} ms")
+    failure = only_failure(report)
+    assert failure.rule == "card_in_reference"
+    assert failure.unexpected_count == 2
+    assert failure.examples == ("deadbeef", "f00d")
+    assert failure.expectation == (
+        "expect_column_values_to_be_in_set(column='card_id', value_set=<50000 values>)"
+    )
+
+    df["card_id"] = "cafe"  # no card of the frame is in the reference at all
+    failure = only_failure(validate_frame(df, "t", rules(reference_card_ids=reference)))
+    assert failure.rule == "card_in_reference"
+    assert failure.unexpected_count == 6
+    assert failure.examples == ("cafe",)
+
+    df["card_id"] = reference[:6]
+    assert validate_frame(df, "t", rules(reference_card_ids=reference)).passed
+
+
+def test_frame_read_back_from_duckdb() -> None:
+    """The asset checks validate ``conn.execute(...).df()``: TIMESTAMP comes back as [us]."""
+    import duckdb
+
+    src = clean_frame()
+    src.loc[5, "event_time"] = pd.Timestamp("2024-03-11 00:00:00")
+    with duckdb.connect() as conn:
+        conn.register("src", src)
+        df = conn.execute("SELECT * FROM src").df()
+    assert df["event_time"].dtype == "datetime64[us]"
+    failure = only_failure(validate_frame(df, "t", rules()))
+    assert failure.rule == "event_time_in_partition"
+    assert failure.examples == ("2024-03-11T00:00:00",)

@@ -1,6 +1,5 @@
 """Curation stage: cleaned, deduplicated, enriched daily transactions."""
 
-
 from datetime import date
 
 import dagster as dg

@@ -1,6 +1,5 @@
 """Ingestion stage: card reference data and the validated daily raw transactions."""
 
-
 from datetime import date
 
 import dagster as dg

@@ -71,8 +71,7 @@ def check_results(
                 severity=dg.AssetCheckSeverity.ERROR,
                 metadata=metadata,
                 description=(
-                    "; ".join(f"{o.expectation}: {o.unexpected_count} rows" for o in failed)
-                    or None
+                    "; ".join(f"{o.expectation}: {o.unexpected_count} rows" for o in failed) or None
                 ),
             )
         )
@@ -91,9 +90,7 @@ def validate_partition(
     expected_row_count: int | None = None,
 ) -> QualityReport:
     """Run the transaction suite on one partition of a warehouse table."""
-    frame = conn.execute(
-        f"SELECT * FROM {table} WHERE partition_date = ?", [partition_date]
-    ).df()
+    frame = conn.execute(f"SELECT * FROM {table} WHERE partition_date = ?", [partition_date]).df()
     rules = build_rules(
         columns=columns,
         required=("transaction_id", "event_time", "card_id", "amount"),

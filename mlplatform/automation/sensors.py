@@ -1,6 +1,5 @@
 """The landing-folder sensor: a run per new or changed file, keyed by the file's hash."""
 
-
 import json
 import time
 from pathlib import Path

@@ -70,9 +70,13 @@ JOBS: tuple[str, ...] = (
     "Tour manager", "Waiter", "Writer",
 )  # fmt: skip
 
-MERCHANT_NAME_PATTERNS: tuple[str, ...] = (
-    "{a} Ltd", "{a} LLC", "{a} Inc", "{a} Group", "{a} PLC", "{a} and Sons", "{a}-{b}",
-    "{a} & {b}",
+#: Merchant name patterns over last names, by how many names they take (1, 2 or 3); the
+#: three-name pattern carries a comma, so those names are quoted in CSV.
+MERCHANT_NAME_PATTERNS: tuple[tuple[str, ...], ...] = (
+    ("{a} Ltd", "{a} LLC", "{a} Inc", "{a} Group", "{a} PLC", "{a} and Sons", "{a} Co"),
+    ("{a}-{b}", "{a} & {b}", "{a}-{b} Inc", "{a} and {b} LLC", "{a}-{b} Group", "{a} & {b} Co",
+     "{a} {b} Ltd", "{a}-{b} PLC"),
+    ("{a}, {b} and {c}",),
 )  # fmt: skip
-#: The pattern with a comma (quoted in CSV), used for a minority of merchants.
-MERCHANT_NAME_WITH_COMMA = "{a}, {b} and {c}"
+#: How often a merchant name takes 1, 2 or 3 last names.
+MERCHANT_NAME_SIZE_SHARE = (0.15, 0.77, 0.08)

@@ -16,12 +16,13 @@ import pyarrow.compute as pc
 
 from mlplatform.datagen import names
 from mlplatform.datagen.categories import (
+    AMOUNT_MEAN_FACTOR,
     AMOUNT_MEDIAN_USD,
     CATEGORIES,
     CATEGORY_SHARE,
     N_CATEGORIES,
 )
-from mlplatform.datagen.csv_text import csv_field, decimal_text, join_fields
+from mlplatform.datagen.csv_text import csv_field, decimal_text, join_fields, mix64
 from mlplatform.datagen.places import (
     CITIES,
     CITY_DISTANCE_KM,
@@ -32,7 +33,8 @@ from mlplatform.datagen.places import (
 
 INCOME_BANDS: tuple[str, ...] = ("low", "middle", "high", "very_high")
 _INCOME_SHARE = np.array([0.30, 0.40, 0.22, 0.08])
-_CREDIT_LIMIT_MEDIAN_USD = np.array([1_500.0, 5_000.0, 12_000.0, 25_000.0])
+_CREDIT_LIMIT_MEDIAN_USD = np.array([2_500.0, 7_000.0, 15_000.0, 30_000.0])
+_CREDIT_LIMIT_X_MONTHLY_SPEND = 1.5
 _SPEND_MULTIPLIER = np.array([0.70, 1.00, 1.35, 1.80])
 
 #: Mean number of transactions per card and day (lognormal over cards).
@@ -47,8 +49,8 @@ FAVOURITE_CDF = np.cumsum([0.45, 0.30, 0.15, 0.10])
 REGIONAL_PREFERENCE = 5.0
 REGION_KM = 500.0
 #: Fraud on a compromised card happens in cities at least this far from home; homes and
-#: branches lie within _MAX_JITTER_DEG (< 35 km) of their city centre, so every such purchase
-#: is more than 500 km from home.
+#: branches lie within _MAX_JITTER_DEG per axis (< 50 km) of their city centre, so every such
+#: purchase is more than 500 km from home.
 FAR_FROM_HOME_KM = 600.0
 
 _HOME_JITTER_DEG = 0.05
@@ -68,13 +70,12 @@ class Cards:
     income_band: np.ndarray  # int64 index into INCOME_BANDS
     open_date: np.ndarray  # datetime64[D]
     rate: np.ndarray  # float64 expected transactions per day on an average day
-    category_share: np.ndarray  # float64 (n, N_CATEGORIES), rows sum to 1
-    amount_median: np.ndarray  # float64 (n, N_CATEGORIES) USD, median amount of one purchase
+    category_rate: np.ndarray  # float64 (n, N_CATEGORIES) expected purchases per average day
+    amount_median: np.ndarray  # float32 (n, N_CATEGORIES) USD, median amount of one purchase
     favourites: np.ndarray  # int32 (n, N_CATEGORIES, FAVOURITES) merchant indices
     cc_text: pa.StringArray  # cc_num as text
-    holder_text: (
-        pa.StringArray
-    )  # "first,last,gender,street,city,state,zip,lat,long,city_pop,job,dob"
+    # "first,last,gender,street,city,state,zip,lat,long,city_pop,job,dob"
+    holder_text: pa.StringArray
 
     @property
     def n(self) -> int:
@@ -94,17 +95,32 @@ class Merchants:
     category: np.ndarray  # int64 index into CATEGORIES
     home_city: np.ndarray  # int64 index into CITIES: where the merchant is based
     popularity: np.ndarray  # float64 relative weight when cards choose merchants
-    branch_lat: np.ndarray  # float64 (n, n_cities) degrees
-    branch_long: np.ndarray
     n_base: int  # merchants [0, n_base) exist from day 0, the rest from the drift day on
     text: pa.StringArray  # "merchant,category"
-    branch_text: (
-        pa.StringArray
-    )  # "merch_lat,merch_long" of merchant m in city c at m * n_cities + c
+    branch_key: np.uint64  # keys the fixed position of every branch (see branch_location)
 
     @property
     def n(self) -> int:
         return len(self.name)
+
+    def branch_location(
+        self, merchant: np.ndarray, city: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Latitude and longitude (degrees) of the branches of ``merchant`` in ``city``.
+
+        A fixed offset around the city centre (normal, sd _SHOP_JITTER_DEG, clipped), derived
+        from a hash of (merchant, city), so no per-branch table is stored.
+        """
+        code = np.asarray(merchant, dtype=np.uint64) * np.uint64(len(CITIES)) + np.asarray(
+            city, dtype=np.uint64
+        )
+        bits = mix64(code ^ self.branch_key)
+        u1 = ((bits >> np.uint64(32)).astype(np.float64) + 0.5) / 2.0**32
+        u2 = ((bits & np.uint64(0xFFFFFFFF)).astype(np.float64) + 0.5) / 2.0**32
+        radius = np.sqrt(-2.0 * np.log(u1)) * _SHOP_JITTER_DEG  # Box-Muller
+        jitter_lat = np.clip(radius * np.cos(2 * np.pi * u2), -_MAX_JITTER_DEG, _MAX_JITTER_DEG)
+        jitter_long = np.clip(radius * np.sin(2 * np.pi * u2), -_MAX_JITTER_DEG, _MAX_JITTER_DEG)
+        return CITY_LAT[city] + jitter_lat, CITY_LONG[city] + jitter_long
 
 
 @dataclass(frozen=True)
@@ -117,7 +133,11 @@ class ChoiceIndex:
 
     def pick(self, keys: np.ndarray, u: np.ndarray) -> np.ndarray:
         """One member per key, drawn with the list's weights; ``u`` uniform in [0, 1)."""
-        pos = np.searchsorted(self.cdf, keys + u, side="right")
+        needle = keys + u
+        # Sorted needles make the binary searches cache-friendly: much faster on big indices.
+        order = np.argsort(needle)
+        pos = np.empty(len(needle), dtype=np.int64)
+        pos[order] = np.searchsorted(self.cdf, needle[order], side="right")
         pos = np.clip(pos, self.offsets[keys], self.offsets[keys + 1] - 1)
         return self.members[pos]
 
@@ -185,7 +205,6 @@ def build_cards(rng: np.random.Generator, n: int, start_date: date) -> Cards:
     job = rng.integers(0, len(names.JOBS), n)
     band = rng.choice(len(INCOME_BANDS), size=n, p=_INCOME_SHARE)
     limit = _CREDIT_LIMIT_MEDIAN_USD[band] * rng.lognormal(0.0, 0.35, n)
-    credit_limit = np.maximum(np.round(limit / 100.0) * 100.0, 300.0).astype(np.int64)
     open_date = start - rng.integers(90, 15 * 365, n).astype("timedelta64[D]")
     rate = MEAN_DAILY_TRANSACTIONS * rng.lognormal(-(_RATE_LOG_SIGMA**2) / 2, _RATE_LOG_SIGMA, n)
     share = rng.dirichlet(_PREFERENCE_CONCENTRATION * CATEGORY_SHARE, size=n)
@@ -193,7 +212,11 @@ def build_cards(rng: np.random.Generator, n: int, start_date: date) -> Cards:
         AMOUNT_MEDIAN_USD[None, :]
         * _SPEND_MULTIPLIER[band][:, None]
         * rng.lognormal(0.0, 0.35, (n, N_CATEGORIES))
-    )
+    ).astype(np.float32)
+    # Nobody gets a limit below what they normally spend in a month and a half.
+    monthly_spend = 30.0 * (rate[:, None] * share * amount_median * AMOUNT_MEAN_FACTOR).sum(axis=1)
+    limit = np.maximum(limit, _CREDIT_LIMIT_X_MONTHLY_SPEND * monthly_spend)
+    credit_limit = (np.ceil(limit / 100.0) * 100.0).astype(np.int64)
     cc_num = card_numbers(rng, n)
 
     first_names = _quoted(names.FEMALE_FIRST_NAMES + names.MALE_FIRST_NAMES)
@@ -228,7 +251,7 @@ def build_cards(rng: np.random.Generator, n: int, start_date: date) -> Cards:
         income_band=band,
         open_date=open_date,
         rate=rate,
-        category_share=share,
+        category_rate=rate[:, None] * share,
         amount_median=amount_median,
         favourites=np.empty((n, N_CATEGORIES, 0), dtype=np.int32),
         cc_text=pc.cast(pa.array(cc_num), pa.string()),
@@ -238,29 +261,37 @@ def build_cards(rng: np.random.Generator, n: int, start_date: date) -> Cards:
 
 def with_favourites(rng: np.random.Generator, cards: Cards, choice: ChoiceIndex) -> Cards:
     """``cards`` with FAVOURITES favourite merchants per category (see merchant_choice)."""
-    keys = cards.city[:, None, None] * N_CATEGORIES + np.arange(N_CATEGORIES)[None, :, None]
-    keys = np.broadcast_to(keys, (cards.n, N_CATEGORIES, FAVOURITES))
-    u = rng.random(keys.shape)
-    favourites = choice.pick(keys.ravel(), u.ravel()).reshape(keys.shape).astype(np.int32)
+    favourites = np.empty((cards.n, N_CATEGORIES, FAVOURITES), dtype=np.int32)
+    for k in range(N_CATEGORIES):  # one category at a time bounds memory
+        keys = np.repeat(cards.city * N_CATEGORIES + k, FAVOURITES)
+        favourites[:, k, :] = choice.pick(keys, rng.random(len(keys))).reshape(cards.n, -1)
     return Cards(**{**cards.__dict__, "favourites": favourites})
 
 
-def _merchant_names(rng: np.random.Generator, n: int, taken: set[str]) -> list[str]:
-    """``n`` distinct merchant names not in ``taken`` (``taken`` is updated)."""
-    last = names.LAST_NAMES
+def _merchant_names(rng: np.random.Generator, n: int, taken: set[int]) -> list[str]:
+    """``n`` distinct merchant names; ``taken`` holds codes of names in use and is updated."""
+    last, patterns = names.LAST_NAMES, names.MERCHANT_NAME_PATTERNS
+    flat = [p for group in patterns for p in group]
+    first_of_size = np.cumsum([0] + [len(group) for group in patterns])
+    n_last = len(last)
     out: list[str] = []
     while len(out) < n:
-        a, b, c = (last[i] for i in rng.integers(0, len(last), 3))
-        if rng.random() < 0.08:
-            pattern = names.MERCHANT_NAME_WITH_COMMA
-        else:
-            pattern = names.MERCHANT_NAME_PATTERNS[
-                rng.integers(0, len(names.MERCHANT_NAME_PATTERNS))
-            ]
-        name = pattern.format(a=a, b=b, c=c)
-        if name not in taken and a != b:
-            taken.add(name)
-            out.append(name)
+        batch = 2 * (n - len(out)) + 16
+        size = rng.choice(len(patterns), size=batch, p=names.MERCHANT_NAME_SIZE_SHARE)
+        group_len = first_of_size[size + 1] - first_of_size[size]
+        pattern = first_of_size[size] + (rng.random(batch) * group_len).astype(np.int64)
+        a, b, c = rng.integers(0, n_last, (3, batch))
+        b = np.where(size >= 1, b, 0)
+        c = np.where(size >= 2, c, 0)
+        ok = (size == 0) | (a != b)
+        code = ((pattern * n_last + a) * n_last + b) * n_last + c
+        for i in np.flatnonzero(ok):
+            if len(out) == n:
+                break
+            if int(code[i]) in taken:
+                continue
+            taken.add(int(code[i]))
+            out.append(flat[pattern[i]].format(a=last[a[i]], b=last[b[i]], c=last[c[i]]))
     return out
 
 
@@ -280,41 +311,27 @@ def build_merchants(
     New merchants are drawn from ``new_rng`` so that adding them changes nothing about the
     base population.
     """
-    taken: set[str] = set()
-    n_cities = len(CITIES)
+    taken: set[int] = set()
     name: list[str] = []
-    category, home, popularity, lat, long = [], [], [], [], []
+    category, home, popularity = [], [], []
+    branch_key = rng.integers(0, np.iinfo(np.uint64).max, dtype=np.uint64, endpoint=True)
     for r, k in ((rng, n_base), (new_rng, n_new)):
         if k == 0:
             continue
         name += _merchant_names(r, k, taken)
         category.append(_merchant_categories(r, k))
-        home.append(r.choice(n_cities, size=k, p=CITY_WEIGHT))
+        home.append(r.choice(len(CITIES), size=k, p=CITY_WEIGHT))
         popularity.append(r.lognormal(0.0, 1.0, k))
-        jitter = np.clip(
-            r.normal(0.0, _SHOP_JITTER_DEG, (2, k, n_cities)), -_MAX_JITTER_DEG, _MAX_JITTER_DEG
-        )
-        lat.append(CITY_LAT[None, :] + jitter[0])
-        long.append(CITY_LONG[None, :] + jitter[1])
     category_a = np.concatenate(category)
-    lat_a, long_a = np.concatenate(lat), np.concatenate(long)
     text = join_fields([_quoted(name), _quoted(CATEGORIES).take(pa.array(category_a))])
-    branch_text = join_fields(
-        [
-            decimal_text(np.round(lat_a.ravel() * 1e6).astype(np.int64), 6),
-            decimal_text(np.round(long_a.ravel() * 1e6).astype(np.int64), 6),
-        ]
-    )
     return Merchants(
         name=tuple(name),
         category=category_a,
         home_city=np.concatenate(home),
         popularity=np.concatenate(popularity),
-        branch_lat=lat_a,
-        branch_long=long_a,
         n_base=n_base,
         text=text,
-        branch_text=branch_text,
+        branch_key=branch_key,
     )
 
 

@@ -58,7 +58,6 @@ from mlplatform.datagen.episodes import (
     plan_windows,
 )
 from mlplatform.datagen.malformed import MALFORMED_KINDS, malformed_line, parse_line
-from mlplatform.datagen.places import CITIES
 from mlplatform.datagen.population import (
     FAVOURITE_CDF,
     FAVOURITES,
@@ -102,10 +101,11 @@ _FRAUD_AMOUNT_LOG_SIGMA = 0.35
 # Compromised merchants: share of their transactions that are fraud, and the amount factor.
 _COMPROMISED_MERCHANT_FRAUD_SHARE = 0.5
 _COMPROMISED_MERCHANT_AMOUNT_FACTOR = (2.0, 5.0)
-_DRIFT_ONLINE_SHARE_FACTOR = 2.0
+# Drift: the rate of online categories doubles, the card's total rate stays the same.
+_DRIFT_CATEGORY_FACTOR = np.where(IS_ONLINE, 2.0, 1.0)
 _MIN_AMOUNT_CENTS = 100
 # Rows formatted at once: bounds memory on very large days.
-_SLICE_ROWS = 200_000
+_SLICE_ROWS = 100_000
 # Random streams: (seed, stream, index).
 _POPULATION, _PLAN, _DAY, _MALFORMED = range(4)
 _CARDS, _MERCHANTS, _NEW_MERCHANTS, _FAVOURITES = range(4)
@@ -193,7 +193,7 @@ class _World:
     choice_new: ChoiceIndex | None  # merchants that open at the drift, by (city, category)
     far_city: ChoiceIndex  # cities far from each city
     base_rate: np.ndarray  # (n_cards, N_CATEGORIES) expected transactions per average day
-    drift_mix: np.ndarray  # (n_cards, N_CATEGORIES) rate factor of the category-mix shift
+    drift_norm: np.ndarray  # (n_cards,) keeps a card's total rate under the drift's mix shift
     revenge: RevengePlan
     fraud_cards: Windows
     compromised: Windows
@@ -225,9 +225,8 @@ def _build_world(config: SimulationConfig) -> _World:
     choice_new = merchant_choice(merchants, np.arange(n_base, merchants.n)) if n_new else None
     cards = with_favourites(_rng(seed, _POPULATION, _FAVOURITES), cards, choice_base)
 
-    base_rate = cards.rate[:, None] * cards.category_share
-    factor = np.where(IS_ONLINE, _DRIFT_ONLINE_SHARE_FACTOR, 1.0)
-    drift_mix = factor[None, :] / (cards.category_share @ factor)[:, None]
+    base_rate = cards.category_rate
+    drift_norm = cards.rate / (base_rate @ _DRIFT_CATEGORY_FACTOR)
 
     # The mean over a week of the day factors that apply to discretionary categories.
     weekend = np.arange(7) >= 5
@@ -240,7 +239,8 @@ def _build_world(config: SimulationConfig) -> _World:
         rate = base_rate[card]
         if drift_day is not None:
             drifted = burst_start >= drift_day
-            rate = np.where(drifted[:, None], rate * drift_mix[card], rate)
+            drift_mix = _DRIFT_CATEGORY_FACTOR[None, :] * drift_norm[card][:, None]
+            rate = np.where(drifted[:, None], rate * drift_mix, rate)
         spend = rate[:, IS_DISCRETIONARY] * mean_amount[card][:, IS_DISCRETIONARY]
         return spend.sum(axis=1) * discretionary_week
 
@@ -272,7 +272,7 @@ def _build_world(config: SimulationConfig) -> _World:
         choice_new=choice_new,
         far_city=far_city_choice(),
         base_rate=base_rate,
-        drift_mix=drift_mix,
+        drift_norm=drift_norm,
         revenge=revenge,
         fraud_cards=fraud_cards,
         compromised=compromised,
@@ -314,10 +314,11 @@ def _draw_day(world: _World, day: int) -> _DayRows:
     if weekday >= 5:
         rate[:, IS_DISCRETIONARY] *= WEEKEND_DISCRETIONARY_BOOST
     if drifted:
-        rate *= world.drift_mix
+        rate *= _DRIFT_CATEGORY_FACTOR[None, :]
+        rate *= world.drift_norm[:, None]
     restrained, keep = world.revenge.restrained(day)
     rate[np.ix_(restrained, DISCRETIONARY_IDX)] *= keep[:, None]
-    flat = np.repeat(np.arange(rate.size), rng.poisson(rate).ravel())
+    flat = np.repeat(np.arange(rate.size, dtype=np.int32), rng.poisson(rate).ravel())
     card, category = flat // N_CATEGORIES, flat % N_CATEGORIES
     amount = cards.amount_median[card, category] * np.exp(
         rng.standard_normal(len(card)) * AMOUNT_LOG_SIGMA[category]
@@ -401,7 +402,7 @@ def _lines(world: _World, day: int, rows: _DayRows, index: np.ndarray) -> pa.Str
         (np.datetime64(world.config.start_date + timedelta(days=day), "s")).astype(np.int64)
     )
     card, merchant = pa.array(rows.card[index]), pa.array(rows.merchant[index])
-    branch = pa.array(rows.merchant[index] * len(CITIES) + rows.city[index])
+    merch_lat, merch_long = world.merchants.branch_location(rows.merchant[index], rows.city[index])
     return join_fields(
         [
             timestamp_text(day_start + rows.seconds[index]),
@@ -410,7 +411,8 @@ def _lines(world: _World, day: int, rows: _DayRows, index: np.ndarray) -> pa.Str
             decimal_text(rows.cents[index], 2),
             world.cards.holder_text.take(card),
             transaction_ids(day, index, world.id_key, rows.high_ids[index]),
-            world.merchants.branch_text.take(branch),
+            decimal_text(np.round(merch_lat * 1e6).astype(np.int64), 6),
+            decimal_text(np.round(merch_long * 1e6).astype(np.int64), 6),
             _FRAUD_TEXT.take(pa.array(rows.fraud[index].astype(np.int8))),
         ]
     )
@@ -548,6 +550,8 @@ def simulate(config: SimulationConfig, out_dir: Path, progress: bool = False) ->
                 malformed[kind] += c
             rows += len(day_rows.card) + sum(counts.values())
             fraud_rows += int(day_rows.fraud.sum())
+            del day_rows  # before the next day is drawn: one day in memory at a time
+            pa.default_memory_pool().release_unused()
             if progress:
                 bar.update(task, advance=1, day=the_day.isoformat(), rows=rows)
     return SimulationSummary(

@@ -92,7 +92,7 @@ def load_card_reference(
 
     def column(canonical: str) -> str:
         source = reference.columns.get(canonical)
-        return f'nullif(trim("{source}"), \'\')' if source else "NULL::VARCHAR"
+        return f"nullif(trim(\"{source}\"), '')" if source else "NULL::VARCHAR"
 
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE reference_stage AS

@@ -608,8 +608,35 @@ def ingest_partition(
     """Load a partition's landing files into ``raw.transactions``, replacing the partition.
 
     Raises FileRejected (after logging it in ``raw.ingestion_log``) when a file is not a CSV of
-    the contract; the partition's previous rows then stay as they were.
+    the contract; the partition's previous rows then stay as they were. Whatever happens, the
+    connection keeps no staging table (they hold clear card numbers and names).
     """
+    try:
+        return _ingest_partition(
+            conn,
+            files=files,
+            partition_date=partition_date,
+            contract=contract,
+            pii_key=pii_key,
+            max_amount=max_amount,
+            max_line_bytes=max_line_bytes,
+            run_id=run_id,
+        )
+    finally:
+        _drop_staging(conn, len(files))
+
+
+def _ingest_partition(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    files: list[Path],
+    partition_date: date,
+    contract: Contract,
+    pii_key: bytes,
+    max_amount: float,
+    max_line_bytes: int,
+    run_id: str | None,
+) -> IngestionResult:
     if not files:
         raise FileNotFoundError(f"no landing file for partition {partition_date}")
     started = datetime.now()
@@ -700,7 +727,6 @@ def ingest_partition(
     finally:
         conn.unregister("quarantine_frame")
         conn.unregister("log_frame")
-        _drop_staging(conn, staged)
     return IngestionResult(
         partition_date=partition_date,
         files=tuple(outcomes),
@@ -708,14 +734,17 @@ def ingest_partition(
     )
 
 
-def _drop_staging(conn: duckdb.DuckDBPyConnection, staged: list[_StagedFile]) -> None:
-    for s in staged:
+def _drop_staging(conn: duckdb.DuckDBPyConnection, n_files: int) -> None:
+    for fid in range(n_files):
         conn.execute(
-            f"DROP VIEW IF EXISTS stage_rows_{s.file_id}; DROP TABLE IF EXISTS stage_{s.file_id};"
-            f"DROP TABLE IF EXISTS reject_positions_{s.file_id};"
-            f"DROP TABLE IF EXISTS line_map_{s.file_id}"
+            f"DROP VIEW IF EXISTS stage_rows_{fid}; DROP TABLE IF EXISTS stage_{fid};"
+            f"DROP TABLE IF EXISTS reject_positions_{fid}; DROP TABLE IF EXISTS line_map_{fid};"
+            f"DROP TABLE IF EXISTS rejects_{fid}; DROP TABLE IF EXISTS scans_{fid}"
         )
-    conn.execute("DROP TABLE IF EXISTS batch; DROP TABLE IF EXISTS checked")
+    conn.execute(
+        "DROP TABLE IF EXISTS batch; DROP TABLE IF EXISTS checked; "
+        "DROP TABLE IF EXISTS pseudonyms"
+    )
 
 
 def _log_frame(

@@ -64,6 +64,8 @@ _RESULT_FORMAT: dict[str, Any] = {
 _MAX_RENDERED_LIST = 5
 _MAX_ERROR_CHARS = 300
 _NS_DTYPE = np.dtype("datetime64[ns]")
+# In-set rules with more values than this are reduced to the values present in the frame.
+_LARGE_VALUE_SET = 1_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,7 +279,11 @@ def validate_frame(df: pd.DataFrame, suite: str, rules: Sequence[Rule]) -> Quali
         meta = {**(r.expectation.meta or {}), _RULE_META_KEY: r.rule}
         # A suite takes ownership of the expectations it is given (it rejects ones that already
         # have an id and registers a save callback), so hand it copies.
-        expectations.append(r.expectation.copy(update={"meta": meta, "id": None}))
+        update: dict[str, Any] = {"meta": meta, "id": None}
+        value_set = _shrink_value_set(r.expectation, df)
+        if value_set is not None:
+            update["value_set"] = value_set
+        expectations.append(r.expectation.copy(update=update))
     # Unique name: nothing is persisted, but names show up in GX results and logs.
     gx_suite = gx.ExpectationSuite(
         name=f"{suite}-{uuid.uuid4().hex[:12]}", expectations=expectations
@@ -307,6 +313,33 @@ def validate_frame(df: pd.DataFrame, suite: str, rules: Sequence[Rule]) -> Quali
         else:
             outcomes.append(_outcome(r.rule, readable, res, n_rows))
     return QualityReport(suite=suite, outcomes=tuple(outcomes))
+
+
+def _shrink_value_set(expectation: Any, df: pd.DataFrame) -> list[Any] | None:
+    """For a large ``ExpectColumnValuesToBeInSet``, the part of its set that occurs in ``df``.
+
+    GX rebuilds an expectation's configuration with pydantic ``.dict()`` dozens of times per
+    validation, walking the whole ``value_set`` each time: ~65 ms per 1,000 values per rule,
+    whatever the row count (100k reference cards: +6.5 s). Keeping only the set members that
+    actually occur in the column gives the same outcome for every row. Returns None (leave the
+    expectation as it is) for small or parameterised sets, or when the column is absent.
+    """
+    if type(expectation).__name__ != "ExpectColumnValuesToBeInSet":
+        return None
+    value_set = getattr(expectation, "value_set", None)
+    column = getattr(expectation, "column", None)
+    if (
+        not isinstance(value_set, list | tuple | set | frozenset)
+        or len(value_set) <= _LARGE_VALUE_SET
+        or not df.columns.is_unique
+        or column not in df.columns
+    ):
+        return None
+    try:
+        present = set(df[column].dropna().unique())
+        return [v for v in value_set if v in present]
+    except TypeError:  # unhashable values: leave it to GX
+        return None
 
 
 def _prepare_frame(df: pd.DataFrame) -> pd.DataFrame:

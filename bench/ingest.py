@@ -1,0 +1,126 @@
+"""Ingestion benchmark: generation, raw ingestion and curation beside bare DuckDB read_csv.
+
+Each phase runs in its own process (so its peak memory is its own), on the same files, in one
+run. Usage: python bench/ingest.py [--cards 330000] [--days 1] [--keep DIR]
+Prints rows/s per phase, the ratio to bare `read_csv` and the peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def phase_generate(folder: Path, cards: int, days: int) -> dict:
+    from mlplatform.datagen import SimulationConfig, simulate
+
+    summary = simulate(SimulationConfig(n_cards=cards, days=days, seed=1), folder / "landing")
+    return {"rows": summary.rows, "seconds": summary.seconds}
+
+
+def phase_bare_read_csv(folder: Path) -> dict:
+    import duckdb
+
+    files = sorted(str(p) for p in (folder / "landing").glob("transactions_*.csv"))
+    started = time.perf_counter()
+    with duckdb.connect(str(folder / "bare.duckdb")) as conn:
+        conn.execute("CREATE OR REPLACE TABLE t AS SELECT * FROM read_csv(?)", [files])
+        rows = conn.execute("SELECT count(*) FROM t").fetchone()[0]
+    return {"rows": rows, "seconds": time.perf_counter() - started}
+
+
+def phase_ingest_and_curate(folder: Path) -> dict:
+    from mlplatform.contract import load_contract
+    from mlplatform.settings import DEFAULT_CONTRACT
+    from mlplatform.warehouse.connection import connect
+    from mlplatform.warehouse.curation import curate_partition, load_card_reference
+    from mlplatform.warehouse.ingestion import ingest_partition, landing_files, partition_date_of
+
+    contract = load_contract(DEFAULT_CONTRACT)
+    landing = folder / "landing"
+    days = sorted({d for p in landing.glob("*.csv") if (d := partition_date_of(p))})
+    ingest = curate = 0.0
+    rows = 0
+    with connect(folder / "warehouse.duckdb") as conn:
+        load_card_reference(conn, landing, contract.reference, b"bench-key")
+        for day in days:
+            started = time.perf_counter()
+            result = ingest_partition(
+                conn, files=landing_files(landing, day), partition_date=day, contract=contract,
+                pii_key=b"bench-key", max_amount=100_000.0, max_line_bytes=1_000_000,
+            )  # fmt: skip
+            ingest += time.perf_counter() - started
+            started = time.perf_counter()
+            curate_partition(conn, day)
+            curate += time.perf_counter() - started
+            rows += result.rows_read
+    return {"rows": rows, "ingest_seconds": ingest, "curate_seconds": curate}
+
+
+PHASES = {
+    "generate": phase_generate,
+    "bare": phase_bare_read_csv,
+    "ingest": phase_ingest_and_curate,
+}
+
+
+def _run_phase(name: str, folder: Path, *args: object) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--phase", name, "--folder", str(folder),
+         *(str(a) for a in args)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cards", type=int, default=330_000)
+    parser.add_argument("--days", type=int, default=1)
+    parser.add_argument("--phase", choices=PHASES)
+    parser.add_argument("--folder", type=Path)
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    args = parser.parse_args()
+    if args.phase:  # child process: one phase, JSON on the last line
+        phase_args = (args.cards, args.days) if args.phase == "generate" else ()
+        result = PHASES[args.phase](args.folder, *phase_args)
+        print(json.dumps({**result, "peak_mb": _peak_mb()}))
+        return
+    with tempfile.TemporaryDirectory(dir=args.keep) as scratch:
+        folder = Path(scratch)
+        gen = _run_phase("generate", folder, "--cards", args.cards, "--days", args.days)
+        bare = _run_phase("bare", folder)
+        ing = _run_phase("ingest", folder)
+    bare_rate = bare["rows"] / bare["seconds"]
+    rows = [
+        ("bare DuckDB read_csv", bare["rows"], bare["seconds"], bare["peak_mb"]),
+        ("generation", gen["rows"], gen["seconds"], gen["peak_mb"]),
+        ("raw ingestion", ing["rows"], ing["ingest_seconds"], ing["peak_mb"]),
+        ("curation", ing["rows"], ing["curate_seconds"], ing["peak_mb"]),
+        ("ingestion + curation", ing["rows"], ing["ingest_seconds"] + ing["curate_seconds"],
+         ing["peak_mb"]),
+    ]  # fmt: skip
+    print(f"{date.today()}  {args.cards:,} cards x {args.days} day(s)")
+    print(f"{'phase':<24}{'rows':>12}{'seconds':>10}{'rows/s':>12}{'vs bare':>9}{'peak MB':>10}")
+    for name, n, seconds, peak in rows:
+        rate = n / seconds
+        print(f"{name:<24}{n:>12,}{seconds:>10.2f}{rate:>12,.0f}{rate / bare_rate:>9.2f}"
+              f"{peak:>10,.0f}")  # fmt: skip
+    print("targets: ingestion + curation >= 0.33 x bare and >= 200k rows/s; generation >= 200k "
+          "rows/s; peak memory < 1.5 GB for a 1M-row day")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    main()
