@@ -179,8 +179,9 @@ def _read_header(path: Path, contract: Contract, max_line_bytes: int) -> list[st
         text = first_line.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise FileRejected(
-            path, f"line 1 is not UTF-8 (byte 0x{first_line[error.start]:02x} at column "
-            f"{error.start + 1})"
+            path,
+            f"line 1 is not UTF-8 (byte 0x{first_line[error.start]:02x} at column "
+            f"{error.start + 1})",
         ) from error
     if not text.strip():
         raise FileRejected(path, "line 1: no header row")
@@ -432,8 +433,7 @@ def _violation(contract: Contract, max_amount: float) -> str:
 
     def rule(condition: str, name: str, column: str, detail: str) -> str:
         return (
-            f"WHEN {condition} THEN {{'rule': '{name}', 'column': '{column}', "
-            f"'detail': {detail}}}"
+            f"WHEN {condition} THEN {{'rule': '{name}', 'column': '{column}', 'detail': {detail}}}"
         )
 
     def quoted(column: str) -> str:
@@ -494,7 +494,9 @@ def _violation(contract: Contract, max_amount: float) -> str:
     return "CASE\n        " + "\n        ".join(whens) + "\n    END"
 
 
-def _masked_line(values: list[str | None], header: list[str], contract: Contract, key: bytes) -> str:
+def _masked_line(
+    values: list[str | None], header: list[str], contract: Contract, key: bytes
+) -> str:
     """A landing row rebuilt as one CSV line, with PII masked and dropped columns blanked.
 
     A malformed row may have more or fewer fields than the header: its value at position i
@@ -569,15 +571,27 @@ def _quarantine_frame(
         conn.unregister("wanted_rows")
         for _, row_idx, line, rule, column, detail in wanted:
             records.append(
-                (s.path.name, line, rule, column, _safe_detail(column, detail),
-                 _masked_line(values[row_idx], s.header, contract, key))
+                (
+                    s.path.name,
+                    line,
+                    rule,
+                    column,
+                    _safe_detail(column, detail),
+                    _masked_line(values[row_idx], s.header, contract, key),
+                )
             )
     for s in staged:
         for reject, line in zip(s.rejects.itertuples(), s.reject_lines, strict=True):
             rule = _STRUCTURAL_RULES.get(reject.error_type, "malformed_row")
             records.append(
-                (s.path.name, line, rule, None, _CARD_LIKE.sub(MASK, str(reject.error_message)),
-                 _masked_line(_split_raw(str(reject.csv_line)), s.header, contract, key))
+                (
+                    s.path.name,
+                    line,
+                    rule,
+                    None,
+                    _CARD_LIKE.sub(MASK, str(reject.error_message)),
+                    _masked_line(_split_raw(str(reject.csv_line)), s.header, contract, key),
+                )
             )
     frame = pd.DataFrame(
         records, columns=["file", "line", "reason", "column_name", "detail", "raw_line"]
@@ -715,9 +729,7 @@ def _ingest_partition(
     try:
         conn.execute("DELETE FROM raw.transactions WHERE partition_date = $partition_date", params)
         conn.execute("DELETE FROM raw.quarantine WHERE partition_date = $partition_date", params)
-        conn.execute(
-            read_sql("insert_raw_transactions"), {**params, "ingested_at": now}
-        )
+        conn.execute(read_sql("insert_raw_transactions"), {**params, "ingested_at": now})
         conn.execute("INSERT INTO raw.quarantine SELECT * FROM quarantine_frame")
         conn.execute("INSERT INTO raw.ingestion_log SELECT * FROM log_frame")
         conn.execute("COMMIT")
@@ -742,8 +754,7 @@ def _drop_staging(conn: duckdb.DuckDBPyConnection, n_files: int) -> None:
             f"DROP TABLE IF EXISTS rejects_{fid}; DROP TABLE IF EXISTS scans_{fid}"
         )
     conn.execute(
-        "DROP TABLE IF EXISTS batch; DROP TABLE IF EXISTS checked; "
-        "DROP TABLE IF EXISTS pseudonyms"
+        "DROP TABLE IF EXISTS batch; DROP TABLE IF EXISTS checked; DROP TABLE IF EXISTS pseudonyms"
     )
 
 
@@ -756,12 +767,36 @@ def _log_frame(
 ) -> pd.DataFrame:
     return pd.DataFrame(
         [
-            (partition_date, o.file, o.sha256, o.size_bytes, o.rows_read, o.rows_loaded,
-             o.rows_quarantined, o.status, o.error, run_id, started, finished)
+            (
+                partition_date,
+                o.file,
+                o.sha256,
+                o.size_bytes,
+                o.rows_read,
+                o.rows_loaded,
+                o.rows_quarantined,
+                o.status,
+                o.error,
+                run_id,
+                started,
+                finished,
+            )
             for o in outcomes
         ],
-        columns=["partition_date", "file", "sha256", "size_bytes", "rows_read", "rows_loaded",
-                 "rows_quarantined", "status", "error", "run_id", "started_at", "finished_at"],
+        columns=[
+            "partition_date",
+            "file",
+            "sha256",
+            "size_bytes",
+            "rows_read",
+            "rows_loaded",
+            "rows_quarantined",
+            "status",
+            "error",
+            "run_id",
+            "started_at",
+            "finished_at",
+        ],
     ).astype({"sha256": "object", "size_bytes": "Int64", "error": "object", "run_id": "object"})
 
 
@@ -783,6 +818,7 @@ def _log_rejection(
         status="rejected",
         error=rejected.reason,
     )
-    conn.register("log_frame", _log_frame([outcome], partition_date, started, datetime.now(), run_id))
+    frame = _log_frame([outcome], partition_date, started, datetime.now(), run_id)
+    conn.register("log_frame", frame)
     conn.execute("INSERT INTO raw.ingestion_log SELECT * FROM log_frame")
     conn.unregister("log_frame")
