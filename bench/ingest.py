@@ -42,7 +42,7 @@ def phase_bare_read_csv(folder: Path) -> dict:
 
 def phase_ingest_and_curate(folder: Path) -> dict:
     from mlplatform.contract import load_contract
-    from mlplatform.settings import DEFAULT_CONTRACT
+    from mlplatform.settings import DEFAULT_CONTRACT, get_settings
     from mlplatform.warehouse.connection import connect
     from mlplatform.warehouse.curation import curate_partition, load_card_reference
     from mlplatform.warehouse.ingestion import ingest_partition, landing_files, partition_date_of
@@ -52,7 +52,8 @@ def phase_ingest_and_curate(folder: Path) -> dict:
     days = sorted({d for p in landing.glob("*.csv") if (d := partition_date_of(p))})
     ingest = curate = 0.0
     rows = 0
-    with connect(folder / "warehouse.duckdb") as conn:
+    limit = get_settings().duckdb_memory_limit
+    with connect(folder / "warehouse.duckdb", memory_limit=limit) as conn:
         load_card_reference(conn, landing, contract.reference, b"bench-key")
         for day in days:
             started = time.perf_counter()

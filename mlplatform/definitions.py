@@ -14,7 +14,9 @@ from mlplatform.settings import Settings, get_settings
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """The resources every asset and sensor uses, configured from settings."""
     return {
-        "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
+        "warehouse": WarehouseResource(
+            path=str(settings.warehouse_path), memory_limit=settings.duckdb_memory_limit
+        ),
         "landing": LandingZoneResource(
             landing_dir=str(settings.landing_dir), contract_path=str(settings.contract)
         ),

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     max_line_bytes: int = Field(
         default=1_000_000, description="A landing-file line longer than this is quarantined."
     )
+    duckdb_memory_limit: str = Field(
+        default="1GB",
+        description="DuckDB's memory limit per connection; beyond it, work spills to disk.",
+    )
     sensor_interval_seconds: int = Field(default=30, description="Landing sensor tick.")
     landing_settle_seconds: float = Field(
         default=5.0,

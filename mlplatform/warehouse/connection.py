@@ -14,11 +14,17 @@ def read_sql(name: str) -> str:
     return (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
 
 
-def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """A connection to the warehouse file; a writable one creates the schema if missing."""
+def connect(
+    path: Path, *, read_only: bool = False, memory_limit: str | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A connection to the warehouse file; a writable one creates the schema if missing.
+
+    ``memory_limit`` (e.g. ``"1GB"``) bounds DuckDB's memory; larger work spills to disk.
+    """
+    config = {"memory_limit": memory_limit} if memory_limit else {}
     if read_only:
-        return duckdb.connect(str(path), read_only=True)
+        return duckdb.connect(str(path), read_only=True, config=config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = duckdb.connect(str(path))
+    conn = duckdb.connect(str(path), config=config)
     conn.execute(read_sql("create_schema"))
     return conn

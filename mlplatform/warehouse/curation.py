@@ -47,7 +47,8 @@ def curate_partition(conn: duckdb.DuckDBPyConnection, partition_date: date) -> C
         )
         conn.execute(read_sql("curated_transactions"), params)
         raw_rows, curated_rows, with_reference = conn.execute(
-            """SELECT (SELECT count(*) FROM raw.transactions WHERE partition_date = $partition_date),
+            """SELECT (SELECT count(*) FROM raw.transactions
+                       WHERE partition_date = $partition_date),
                       count(*), count(credit_limit)
                FROM curated.transactions WHERE partition_date = $partition_date""",
             params,

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from mlplatform.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS, Contract
 from mlplatform.warehouse.connection import read_sql
-from mlplatform.warehouse.pii import MASK, card_pseudonym
+from mlplatform.warehouse.pii import MASK, card_pseudonym, card_pseudonym_sql, hmac_pads
 
 DATE_IN_NAME = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 _OTHER_DELIMITERS = (";", "\t", "|")
@@ -678,7 +678,7 @@ def _ingest_partition(
     for s in staged:
         _prepare_line_numbers(conn, s)
     conn.execute(
-        "CREATE OR REPLACE TEMP TABLE batch AS "
+        "CREATE OR REPLACE TEMP VIEW batch AS "
         + " UNION ALL ".join(_batch_select(s, contract) for s in staged)
     )
     params = {"partition_date": partition_date}
@@ -688,18 +688,12 @@ def _ingest_partition(
         ),
         params,
     )
-    cards = [
-        row[0]
-        for row in conn.execute(
-            "SELECT DISTINCT card_number FROM checked WHERE card_number IS NOT NULL"
-        ).fetchall()
-    ]
-    conn.register(
-        "pseudonym_frame",
-        pa.table({"card_number": cards, "card_id": [card_pseudonym(c, pii_key) for c in cards]}),
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE pseudonyms AS
+            SELECT card_number, {card_pseudonym_sql("card_number")} AS card_id
+            FROM (SELECT DISTINCT card_number FROM checked WHERE card_number IS NOT NULL)""",
+        hmac_pads(pii_key),
     )
-    conn.execute("CREATE OR REPLACE TEMP TABLE pseudonyms AS SELECT * FROM pseudonym_frame")
-    conn.unregister("pseudonym_frame")
     now = datetime.now()
     quarantine = _quarantine_frame(conn, staged, partition_date, contract, pii_key, now)
     counts = dict(
@@ -754,7 +748,7 @@ def _drop_staging(conn: duckdb.DuckDBPyConnection, n_files: int) -> None:
             f"DROP TABLE IF EXISTS rejects_{fid}; DROP TABLE IF EXISTS scans_{fid}"
         )
     conn.execute(
-        "DROP TABLE IF EXISTS batch; DROP TABLE IF EXISTS checked; DROP TABLE IF EXISTS pseudonyms"
+        "DROP VIEW IF EXISTS batch; DROP TABLE IF EXISTS checked; DROP TABLE IF EXISTS pseudonyms"
     )
 
 

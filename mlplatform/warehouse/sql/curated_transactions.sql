@@ -1,33 +1,40 @@
 -- One partition of curated.transactions from raw: the same event submitted twice (same card,
 -- time, amount and merchant under another id) kept once; text, categories and coordinates
 -- normalised; reference data joined; calendar, age and distance derived.
+-- Raw text is already trimmed at ingestion; regexes run only on values that need them.
 INSERT INTO curated.transactions
-WITH day AS (
-    SELECT * FROM raw.transactions WHERE partition_date = $partition_date
+WITH later_copies AS (  -- hash aggregate, no sort of the day
+    SELECT unnest(list_sort(list((source_file, source_line)))[2:]) AS copy
+    FROM raw.transactions
+    WHERE partition_date = $partition_date
+    GROUP BY card_id, event_time, amount, coalesce(merchant, '')
+    HAVING count(*) > 1
 ),
 deduplicated AS (
-    SELECT * FROM day
-    QUALIFY row_number() OVER (
-        PARTITION BY card_id, event_time, amount, coalesce(merchant, '')
-        ORDER BY source_file, source_line
-    ) = 1
+    SELECT * FROM raw.transactions
+    WHERE partition_date = $partition_date
+      AND (source_file, source_line) NOT IN (SELECT copy FROM later_copies)
 )
 SELECT
     d.transaction_id,
     d.event_time,
     d.partition_date,
     d.card_id,
-    nullif(regexp_replace(trim(d.merchant), '\s+', ' ', 'g'), '') AS merchant,
-    nullif(regexp_replace(lower(trim(d.category)), '[\s-]+', '_', 'g'), '') AS category,
+    CASE WHEN regexp_matches(d.merchant, '\s\s|[\t\n\r]')
+        THEN regexp_replace(d.merchant, '\s+', ' ', 'g') ELSE d.merchant END AS merchant,
+    CASE WHEN regexp_matches(d.category, '[^a-z_]')
+        THEN regexp_replace(lower(d.category), '[\s-]+', '_', 'g') ELSE d.category END
+        AS category,
     round(d.amount, 2) AS amount,
-    CASE upper(trim(d.gender))
+    CASE upper(d.gender)
         WHEN 'F' THEN 'F' WHEN 'FEMALE' THEN 'F' WHEN 'M' THEN 'M' WHEN 'MALE' THEN 'M'
     END AS gender,
-    nullif(regexp_replace(trim(d.city), '\s+', ' ', 'g'), '') AS city,
-    nullif(upper(trim(d.state)), '') AS state,
-    nullif(trim(d.zip), '') AS zip,
+    CASE WHEN regexp_matches(d.city, '\s\s|[\t\n\r]')
+        THEN regexp_replace(d.city, '\s+', ' ', 'g') ELSE d.city END AS city,
+    upper(d.state) AS state,
+    d.zip,
     d.city_pop,
-    nullif(lower(trim(d.job)), '') AS job,
+    lower(d.job) AS job,
     d.birth_year,
     round(d.home_lat, 6) AS home_lat,
     round(d.home_long, 6) AS home_long,
@@ -48,5 +55,4 @@ SELECT
     d.source_file,
     d.source_line
 FROM deduplicated AS d
-LEFT JOIN raw.card_reference AS r ON r.card_id = d.card_id
-ORDER BY d.event_time, d.transaction_id;
+LEFT JOIN raw.card_reference AS r ON r.card_id = d.card_id;

@@ -25,5 +25,5 @@ SELECT
     $ingested_at
 FROM checked AS c
 JOIN pseudonyms AS p ON p.card_number = c.card_number
-WHERE c.violation IS NULL
-ORDER BY c.event_time_ts, c.transaction_id;
+WHERE c.violation IS NULL;
+
