@@ -82,14 +82,16 @@ def demo(
         {d.isoformat() for p in settings.landing_dir.glob("*.csv") if (d := partition_date_of(p))}
     )
     instance = dg.DagsterInstance.get()
-    defs.get_job_def("reference_data").execute_in_process(instance=instance)
-    job = defs.get_job_def("daily_ingestion")
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    defs.resolve_job_def("reference_data").execute_in_process(instance=instance, run_config=quiet)
+    job = defs.resolve_job_def("daily_ingestion")
     failed = []
     with console.status("running daily_ingestion") as status:
         for key in partitions:
             status.update(f"daily_ingestion {key}")
-            result = job.execute_in_process(partition_key=key, instance=instance,
-                                            raise_on_error=False)  # fmt: skip
+            result = job.execute_in_process(
+                partition_key=key, instance=instance, run_config=quiet, raise_on_error=False
+            )
             if not result.success:
                 failed.append(key)
     _print_ingestion_summary(settings.warehouse_path)
@@ -118,3 +120,7 @@ def _print_ingestion_summary(warehouse: Path) -> None:
     for row in rows:
         table.add_row(str(row[0]), *(f"{v:,}" for v in row[1:]))
     console.print(table)
+
+
+if __name__ == "__main__":
+    app()
