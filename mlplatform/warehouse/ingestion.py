@@ -688,6 +688,7 @@ def _ingest_partition(
         ),
         params,
     )
+    conn.execute(read_sql("flag_duplicate_ids"), params)
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE pseudonyms AS
             SELECT card_number, {card_pseudonym_sql("card_number")} AS card_id
