@@ -626,119 +626,109 @@ def ingest_partition(
     connection keeps no staging table (they hold clear card numbers and names).
     """
     try:
-        return _ingest_partition(
-            conn,
-            files=files,
+        if not files:
+            raise FileNotFoundError(f"no landing file for partition {partition_date}")
+        started = datetime.now()
+        staged: list[_StagedFile] = []
+        try:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                for file_id, path in enumerate(files):
+                    header = _read_header(path, contract, max_line_bytes)
+                    hashing = pool.submit(inspect_file, path)  # hashes while DuckDB parses
+                    rows, rejects = _stage_file(
+                        conn, file_id, path, header, contract, max_line_bytes
+                    )
+                    inspection = hashing.result()
+                    if inspection.nul_offset is not None:
+                        raise FileRejected(
+                            path, f"binary content: NUL byte at offset {inspection.nul_offset}"
+                        )
+                    good_lines, reject_lines = _physical_lines(path, inspection, rows, rejects)
+                    staged.append(
+                        _StagedFile(
+                            file_id,
+                            path,
+                            header,
+                            inspection,
+                            rows,
+                            rejects,
+                            good_lines,
+                            reject_lines,
+                        )
+                    )
+        except FileRejected as rejected:
+            _log_rejection(conn, rejected, partition_date, started, run_id)
+            raise
+        for s in staged:
+            _prepare_line_numbers(conn, s)
+        conn.execute(
+            "CREATE OR REPLACE TEMP VIEW batch AS "
+            + " UNION ALL ".join(_batch_select(s, contract) for s in staged)
+        )
+        params = {"partition_date": partition_date}
+        conn.execute(
+            read_sql("check_rows").format(
+                typed_columns=_typed_columns(contract), violation=_violation(contract, max_amount)
+            ),
+            params,
+        )
+        conn.execute(read_sql("flag_duplicate_ids"), params)
+        conn.execute(
+            f"""CREATE OR REPLACE TEMP TABLE pseudonyms AS
+                SELECT card_number, {card_pseudonym_sql("card_number")} AS card_id
+                FROM (SELECT DISTINCT card_number FROM checked WHERE card_number IS NOT NULL)""",
+            hmac_pads(pii_key),
+        )
+        now = datetime.now()
+        quarantine = _quarantine_frame(conn, staged, partition_date, contract, pii_key, now)
+        counts = dict(
+            conn.execute(
+                "SELECT file_id, count(*) FILTER (WHERE violation IS NULL) FROM checked GROUP BY 1"
+            ).fetchall()
+        )
+        outcomes = []
+        for s in staged:
+            quarantined = int((quarantine["file"] == s.path.name).sum())
+            loaded = int(counts.get(s.file_id, 0))
+            outcomes.append(
+                FileOutcome(
+                    file=s.path.name,
+                    sha256=s.inspection.sha256,
+                    size_bytes=s.inspection.size_bytes,
+                    rows_read=s.rows + len(s.rejects),
+                    rows_loaded=loaded,
+                    rows_quarantined=quarantined,
+                    status="loaded",
+                )
+            )
+        log = _log_frame(outcomes, partition_date, started, datetime.now(), run_id)
+        conn.register("quarantine_frame", quarantine)
+        conn.register("log_frame", log)
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            conn.execute(
+                "DELETE FROM raw.transactions WHERE partition_date = $partition_date", params
+            )
+            conn.execute(
+                "DELETE FROM raw.quarantine WHERE partition_date = $partition_date", params
+            )
+            conn.execute(read_sql("insert_raw_transactions"), {**params, "ingested_at": now})
+            conn.execute("INSERT INTO raw.quarantine SELECT * FROM quarantine_frame")
+            conn.execute("INSERT INTO raw.ingestion_log SELECT * FROM log_frame")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.unregister("quarantine_frame")
+            conn.unregister("log_frame")
+        return IngestionResult(
             partition_date=partition_date,
-            contract=contract,
-            pii_key=pii_key,
-            max_amount=max_amount,
-            max_line_bytes=max_line_bytes,
-            run_id=run_id,
+            files=tuple(outcomes),
+            quarantine_reasons=dict(Counter(quarantine["reason"])),
         )
     finally:
         _drop_staging(conn, len(files))
-
-
-def _ingest_partition(
-    conn: duckdb.DuckDBPyConnection,
-    *,
-    files: list[Path],
-    partition_date: date,
-    contract: Contract,
-    pii_key: bytes,
-    max_amount: float,
-    max_line_bytes: int,
-    run_id: str | None,
-) -> IngestionResult:
-    if not files:
-        raise FileNotFoundError(f"no landing file for partition {partition_date}")
-    started = datetime.now()
-    staged: list[_StagedFile] = []
-    try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            for file_id, path in enumerate(files):
-                header = _read_header(path, contract, max_line_bytes)
-                hashing = pool.submit(inspect_file, path)  # hashes while DuckDB parses
-                rows, rejects = _stage_file(conn, file_id, path, header, contract, max_line_bytes)
-                inspection = hashing.result()
-                if inspection.nul_offset is not None:
-                    raise FileRejected(
-                        path, f"binary content: NUL byte at offset {inspection.nul_offset}"
-                    )
-                good_lines, reject_lines = _physical_lines(path, inspection, rows, rejects)
-                staged.append(
-                    _StagedFile(
-                        file_id, path, header, inspection, rows, rejects, good_lines, reject_lines
-                    )
-                )
-    except FileRejected as rejected:
-        _log_rejection(conn, rejected, partition_date, started, run_id)
-        raise
-    for s in staged:
-        _prepare_line_numbers(conn, s)
-    conn.execute(
-        "CREATE OR REPLACE TEMP VIEW batch AS "
-        + " UNION ALL ".join(_batch_select(s, contract) for s in staged)
-    )
-    params = {"partition_date": partition_date}
-    conn.execute(
-        read_sql("check_rows").format(
-            typed_columns=_typed_columns(contract), violation=_violation(contract, max_amount)
-        ),
-        params,
-    )
-    conn.execute(read_sql("flag_duplicate_ids"), params)
-    conn.execute(
-        f"""CREATE OR REPLACE TEMP TABLE pseudonyms AS
-            SELECT card_number, {card_pseudonym_sql("card_number")} AS card_id
-            FROM (SELECT DISTINCT card_number FROM checked WHERE card_number IS NOT NULL)""",
-        hmac_pads(pii_key),
-    )
-    now = datetime.now()
-    quarantine = _quarantine_frame(conn, staged, partition_date, contract, pii_key, now)
-    counts = dict(
-        conn.execute(
-            "SELECT file_id, count(*) FILTER (WHERE violation IS NULL) FROM checked GROUP BY 1"
-        ).fetchall()
-    )
-    outcomes = []
-    for s in staged:
-        quarantined = int((quarantine["file"] == s.path.name).sum())
-        loaded = int(counts.get(s.file_id, 0))
-        outcomes.append(
-            FileOutcome(
-                file=s.path.name,
-                sha256=s.inspection.sha256,
-                size_bytes=s.inspection.size_bytes,
-                rows_read=s.rows + len(s.rejects),
-                rows_loaded=loaded,
-                rows_quarantined=quarantined,
-                status="loaded",
-            )
-        )
-    log = _log_frame(outcomes, partition_date, started, datetime.now(), run_id)
-    conn.register("quarantine_frame", quarantine)
-    conn.register("log_frame", log)
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        conn.execute("DELETE FROM raw.transactions WHERE partition_date = $partition_date", params)
-        conn.execute("DELETE FROM raw.quarantine WHERE partition_date = $partition_date", params)
-        conn.execute(read_sql("insert_raw_transactions"), {**params, "ingested_at": now})
-        conn.execute("INSERT INTO raw.quarantine SELECT * FROM quarantine_frame")
-        conn.execute("INSERT INTO raw.ingestion_log SELECT * FROM log_frame")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    finally:
-        conn.unregister("quarantine_frame")
-        conn.unregister("log_frame")
-    return IngestionResult(
-        partition_date=partition_date,
-        files=tuple(outcomes),
-        quarantine_reasons=dict(Counter(quarantine["reason"])),
-    )
 
 
 def _drop_staging(conn: duckdb.DuckDBPyConnection, n_files: int) -> None:
