@@ -7,12 +7,11 @@ from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
 from mlplatform.contract import ReferenceContract
-from mlplatform.warehouse.connection import read_sql
+from mlplatform.warehouse.connection import read_sql, transaction
 from mlplatform.warehouse.ingestion import FileRejected, inspect_file
-from mlplatform.warehouse.pii import card_pseudonym
+from mlplatform.warehouse.pii import card_pseudonym_sql, hmac_pads
 
 
 @dataclass(frozen=True)
@@ -40,8 +39,7 @@ class ReferenceResult:
 def curate_partition(conn: duckdb.DuckDBPyConnection, partition_date: date) -> CurationResult:
     """Rebuild one partition of ``curated.transactions`` from raw, in one transaction."""
     params = {"partition_date": partition_date}
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute(
             "DELETE FROM curated.transactions WHERE partition_date = $partition_date", params
         )
@@ -53,10 +51,6 @@ def curate_partition(conn: duckdb.DuckDBPyConnection, partition_date: date) -> C
                FROM curated.transactions WHERE partition_date = $partition_date""",
             params,
         ).fetchone()
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return CurationResult(
         partition_date=partition_date,
         raw_rows=raw_rows,
@@ -104,38 +98,24 @@ def load_card_reference(
             FROM read_csv(?, header = true, all_varchar = true)""",
         [str(path)],
     )
-    cards = [
-        row[0]
-        for row in conn.execute(
-            "SELECT DISTINCT card_number FROM reference_stage WHERE card_number IS NOT NULL"
-        ).fetchall()
-    ]
-    conn.register(
-        "reference_pseudonyms",
-        pa.table({"card_number": cards, "card_id": [card_pseudonym(c, pii_key) for c in cards]}),
-    )
     total, invalid = conn.execute(
         """SELECT count(*), count(*) FILTER (WHERE credit_limit_text IS NOT NULL
                                               AND coalesce(credit_limit, 0) <= 0)
            FROM reference_stage WHERE card_number IS NOT NULL"""
     ).fetchone()
-    conn.execute("BEGIN TRANSACTION")
     try:
-        conn.execute("DELETE FROM raw.card_reference")
-        conn.execute(
-            """INSERT INTO raw.card_reference
-               SELECT p.card_id, CASE WHEN s.credit_limit > 0 THEN s.credit_limit END,
-                      s.income_band, ?, ?
-               FROM reference_stage s JOIN reference_pseudonyms p USING (card_number)
-               QUALIFY row_number() OVER (PARTITION BY p.card_id ORDER BY s.rowid) = 1""",
-            [path.name, datetime.now()],
-        )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+        with transaction(conn):
+            conn.execute("DELETE FROM raw.card_reference")
+            conn.execute(
+                f"""INSERT INTO raw.card_reference
+                    SELECT card_id, CASE WHEN credit_limit > 0 THEN credit_limit END,
+                           income_band, $file, $loaded_at
+                    FROM (SELECT *, {card_pseudonym_sql("card_number")} AS card_id, rowid AS n
+                          FROM reference_stage WHERE card_number IS NOT NULL)
+                    QUALIFY row_number() OVER (PARTITION BY card_id ORDER BY n) = 1""",
+                {"file": path.name, "loaded_at": datetime.now(), **hmac_pads(pii_key)},
+            )
     finally:
-        conn.unregister("reference_pseudonyms")
         conn.execute("DROP TABLE IF EXISTS reference_stage")
     rows = conn.execute("SELECT count(*) FROM raw.card_reference").fetchone()[0]
     return ReferenceResult(path.name, inspect_file(path).sha256, rows, total - rows, invalid)

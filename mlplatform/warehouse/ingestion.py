@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from mlplatform.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS, Contract
-from mlplatform.warehouse.connection import read_sql
+from mlplatform.warehouse.connection import read_sql, transaction
 from mlplatform.warehouse.pii import MASK, card_pseudonym, card_pseudonym_sql, hmac_pads
 
 DATE_IN_NAME = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
@@ -704,21 +704,17 @@ def ingest_partition(
         log = _log_frame(outcomes, partition_date, started, datetime.now(), run_id)
         conn.register("quarantine_frame", quarantine)
         conn.register("log_frame", log)
-        conn.execute("BEGIN TRANSACTION")
         try:
-            conn.execute(
-                "DELETE FROM raw.transactions WHERE partition_date = $partition_date", params
-            )
-            conn.execute(
-                "DELETE FROM raw.quarantine WHERE partition_date = $partition_date", params
-            )
-            conn.execute(read_sql("insert_raw_transactions"), {**params, "ingested_at": now})
-            conn.execute("INSERT INTO raw.quarantine SELECT * FROM quarantine_frame")
-            conn.execute("INSERT INTO raw.ingestion_log SELECT * FROM log_frame")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            with transaction(conn):
+                conn.execute(
+                    "DELETE FROM raw.transactions WHERE partition_date = $partition_date", params
+                )
+                conn.execute(
+                    "DELETE FROM raw.quarantine WHERE partition_date = $partition_date", params
+                )
+                conn.execute(read_sql("insert_raw_transactions"), {**params, "ingested_at": now})
+                conn.execute("INSERT INTO raw.quarantine SELECT * FROM quarantine_frame")
+                conn.execute("INSERT INTO raw.ingestion_log SELECT * FROM log_frame")
         finally:
             conn.unregister("quarantine_frame")
             conn.unregister("log_frame")
