@@ -3,8 +3,10 @@
 import dagster as dg
 
 from mlplatform.assets.curation import curated_transactions
+from mlplatform.assets.features import card_features
 from mlplatform.assets.ingestion import card_reference, raw_transactions
-from mlplatform.automation.jobs import daily_ingestion_job, reference_data_job
+from mlplatform.assets.training_data import master_table, target_labels, training_reference_profile
+from mlplatform.automation.jobs import daily_ingestion_job, reference_data_job, training_data_job
 from mlplatform.automation.schedules import daily_ingestion_schedule
 from mlplatform.automation.sensors import landing_sensor
 from mlplatform.resources import LandingZoneResource, WarehouseResource
@@ -24,8 +26,16 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 
 
 defs = dg.Definitions(
-    assets=[card_reference, raw_transactions, curated_transactions],
-    jobs=[daily_ingestion_job, reference_data_job],
+    assets=[
+        card_reference,
+        raw_transactions,
+        curated_transactions,
+        card_features,
+        target_labels,
+        master_table,
+        training_reference_profile,
+    ],
+    jobs=[daily_ingestion_job, reference_data_job, training_data_job],
     schedules=[daily_ingestion_schedule],
     sensors=[landing_sensor],
     resources=build_resources(get_settings()),

@@ -8,17 +8,45 @@ from datetime import date
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_CONTRACT = PACKAGE_DIR / "contract" / "generator.yaml"
 
 
+DISCRETIONARY_CATEGORIES = (
+    "entertainment", "food_dining", "misc_net", "misc_pos", "shopping_net", "shopping_pos",
+    "travel",
+)  # fmt: skip
+
+
+class RevengeTargetSettings(BaseModel):
+    """The revenge-spending target (``MLPLATFORM_REVENGE__<NAME>``): see ``transaction_targets``.
+
+    Label 1 when the card has ``min_history_days`` of history, its mean daily discretionary
+    spend R over (T-recent, T) is at most ``restraint_ratio`` x its baseline B over
+    (T-baseline, T-recent], and its discretionary spend S over [T, T+horizon) reaches
+    max(``burst_multiple`` x B, min burst): ``min_burst_credit_limit_share`` of the credit limit
+    when known, else ``min_burst_amount``.
+    """
+
+    min_history_days: int = 30
+    baseline_days: int = 90
+    recent_days: int = 14
+    horizon_hours: int = 72
+    restraint_ratio: float = 0.5
+    burst_multiple: float = 9.0
+    min_burst_credit_limit_share: float = 0.10
+    min_burst_amount: float = 500.0
+
+
 class Settings(BaseSettings):
     """Paths, dates and thresholds of the platform; every field is ``MLPLATFORM_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="MLPLATFORM_", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="MLPLATFORM_", env_nested_delimiter="__", frozen=True
+    )
 
     home: Path = Field(
         default=Path(".mlplatform"), description="Data home: landing, warehouse, registry."
@@ -49,6 +77,41 @@ class Settings(BaseSettings):
         "(it may still be being written).",
     )
 
+    label_delay_days: int = Field(
+        default=7,
+        ge=0,
+        description="Days before a carried label (e.g. fraud) is known: features never use a "
+        "younger label, and such a target matures this long after the transaction.",
+    )
+    discretionary_categories: tuple[str, ...] = Field(
+        default=DISCRETIONARY_CATEGORIES,
+        description="Categories of discretionary spending (the revenge-spending signal).",
+    )
+    income_band_monthly_income: dict[str, float] = Field(
+        default={"low": 2_500.0, "middle": 4_500.0, "high": 8_000.0, "very_high": 15_000.0},
+        description="Nominal monthly income of each reference income band (spend-to-income).",
+    )
+    revenge: RevengeTargetSettings = Field(default_factory=lambda: RevengeTargetSettings())
+    holdout_days: int = Field(
+        default=7, ge=1, description="Latest matured days kept out of time as the holdout."
+    )
+    validation_share: float = Field(
+        default=0.2, gt=0, lt=1, description="Share of cards (before the holdout) in validation."
+    )
+    min_train_rows: int = Field(default=1_000, description="Master-table check: train rows.")
+    min_train_positives: int = Field(
+        default=20, description="Master-table check: positive targets in train."
+    )
+    max_feature_correlation: float = Field(
+        default=0.98, description="Of two features correlated above this (|r|), one is dropped."
+    )
+    leakage_auc: float = Field(
+        default=0.98, description="A single feature this predictive on train is a leak (ERROR)."
+    )
+    profile_bins: int = Field(
+        default=10, ge=2, description="Quantile bins per numeric feature in the reference profile."
+    )
+
     @field_validator("home", "contract")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
@@ -61,6 +124,11 @@ class Settings(BaseSettings):
     @property
     def warehouse_path(self) -> Path:
         return self.home / "warehouse.duckdb"
+
+    @property
+    def datasets_dir(self) -> Path:
+        """Parquet snapshots of the master table, named by their content hash."""
+        return self.home / "datasets"
 
     @property
     def dagster_home(self) -> Path:

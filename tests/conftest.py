@@ -7,6 +7,8 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
+import duckdb
+import pandas as pd
 import pytest
 
 from mlplatform.datagen import SimulationConfig, SimulationSummary, simulate
@@ -50,3 +52,33 @@ def simulate_landing(landing: Path, days: int = 3, cards: int = 60, **options) -
 def instance(platform_home: PlatformHome):
     with dg.DagsterInstance.get() as instance:
         yield instance
+
+
+def load_warehouse(landing: Path, warehouse: Path, contract_path: Path | None = None) -> None:
+    """Ingest and curate every landing file with the domain functions (no Dagster)."""
+    from mlplatform.contract import load_contract
+    from mlplatform.settings import DEFAULT_CONTRACT
+    from mlplatform.warehouse.connection import connect
+    from mlplatform.warehouse.curation import curate_partition, load_card_reference
+    from mlplatform.warehouse.ingestion import ingest_partition, partition_date_of
+
+    contract = load_contract(contract_path or DEFAULT_CONTRACT)
+    with connect(warehouse) as conn:
+        load_card_reference(conn, landing, contract.reference, b"test-pii-key")
+        for path in sorted(landing.glob("transactions_*.csv")):
+            day = partition_date_of(path)
+            ingest_partition(
+                conn, files=[path], partition_date=day, contract=contract,
+                pii_key=b"test-pii-key", max_amount=1e5, max_line_bytes=1_000_000,
+            )  # fmt: skip
+            curate_partition(conn, day)
+
+
+def insert_curated(conn: duckdb.DuckDBPyConnection, events: pd.DataFrame) -> None:
+    """Insert hand-built curated-shaped events (feature input columns) into the warehouse."""
+    conn.register("hand_built", events)
+    conn.execute(
+        "INSERT INTO curated.transactions BY NAME SELECT *, 'hand-built' AS source_file, "
+        "1 AS source_line FROM hand_built"
+    )
+    conn.unregister("hand_built")

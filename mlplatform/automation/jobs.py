@@ -3,14 +3,23 @@
 import dagster as dg
 
 from mlplatform.assets.curation import curated_transactions
+from mlplatform.assets.features import card_features
 from mlplatform.assets.ingestion import card_reference, raw_transactions
 from mlplatform.assets.partitions import daily_partitions
+from mlplatform.assets.training_data import master_table, target_labels, training_reference_profile
 
 daily_ingestion_job = dg.define_asset_job(
     "daily_ingestion",
-    selection=dg.AssetSelection.assets(raw_transactions, curated_transactions),
+    selection=dg.AssetSelection.assets(raw_transactions, curated_transactions, card_features),
     partitions_def=daily_partitions,
-    description="Validate one day's landing file(s) into raw, then curate them.",
+    description="Validate one day's landing file(s) into raw, curate them and build their "
+    "features (a range of days runs as one run).",
+)
+training_data_job = dg.define_asset_job(
+    "training_data",
+    selection=dg.AssetSelection.assets(target_labels, master_table, training_reference_profile),
+    description="Matured targets, the master table (and its snapshot) and the training "
+    "reference profile.",
 )
 reference_data_job = dg.define_asset_job(
     "reference_data",

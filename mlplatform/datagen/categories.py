@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mlplatform.settings import DISCRETIONARY_CATEGORIES
+
 #: The merchant categories of the public Kaggle card-transaction data set, in a fixed order.
 CATEGORIES: tuple[str, ...] = (
     "entertainment",
@@ -21,17 +23,6 @@ CATEGORIES: tuple[str, ...] = (
     "misc_net",
     "misc_pos",
     "personal_care",
-    "shopping_net",
-    "shopping_pos",
-    "travel",
-)
-
-#: Categories that count as discretionary spending (the revenge-spending target uses these).
-DISCRETIONARY_CATEGORIES: tuple[str, ...] = (
-    "entertainment",
-    "food_dining",
-    "misc_net",
-    "misc_pos",
     "shopping_net",
     "shopping_pos",
     "travel",

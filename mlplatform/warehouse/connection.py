@@ -25,10 +25,12 @@ def connect(
     """
     config = {"memory_limit": memory_limit} if memory_limit else {}
     if read_only:
-        return duckdb.connect(str(path), read_only=True, config=config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = duckdb.connect(str(path), config=config)
-    conn.execute(read_sql("create_schema"))
+        conn = duckdb.connect(str(path), read_only=True, config=config)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = duckdb.connect(str(path), config=config)
+        conn.execute(read_sql("create_schema"))
+    conn.execute(read_sql("macros"))
     return conn
 
 

@@ -62,11 +62,7 @@ SELECT
     isodow(d.event_time) AS weekday,
     isodow(d.event_time) >= 6 AS is_weekend,
     year(d.event_time) - d.birth_year AS age,
-    2 * 6371.0088 * asin(sqrt(
-        pow(sin(radians(d.merchant_lat - d.home_lat) / 2), 2)
-        + cos(radians(d.home_lat)) * cos(radians(d.merchant_lat))
-        * pow(sin(radians(d.merchant_long - d.home_long) / 2), 2)
-    )) AS home_merchant_km,
+    haversine_km(d.home_lat, d.home_long, d.merchant_lat, d.merchant_long) AS home_merchant_km,
     d.source_file,
     d.source_line
 FROM deduplicated AS d

@@ -1,0 +1,228 @@
+"""``features.card_features``: the registry's features, offline (per partition range) and online.
+
+Both paths run the same generated SELECT over a relation of curated-shaped events: offline
+over the warehouse's curated rows of the range plus its lookback, online over a card's (and
+its merchant's) recent events plus the new transaction. Sums run on exact decimals, so the
+two paths agree to the last bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from mlplatform.warehouse.connection import read_sql, transaction
+from mlplatform.warehouse.feature_registry import (
+    INPUT_COLUMNS,
+    KEY_COLUMNS,
+    Feature,
+    FeatureRegistry,
+    sql_literal,
+)
+
+TABLE = "features.card_features"
+
+
+@dataclass(frozen=True)
+class FeatureBuildResult:
+    """A built range of ``features.card_features``."""
+
+    start: date
+    end: date
+    rows: int
+    curated_rows: int
+    lookback_start: date
+    seconds: float
+    table_recreated: bool
+
+
+def feature_sql(registry: FeatureRegistry, source: str, where: str) -> str:
+    """The SELECT of the enabled features for the rows of ``source`` matching ``where``.
+
+    ``source`` is a relation with the :data:`INPUT_COLUMNS`; window features see all of its
+    rows, the output keeps those that match ``where``.
+    """
+    enabled = registry.enabled
+    discretionary = ", ".join(sql_literal(c) for c in registry.discretionary_categories)
+    framed = [f for f in enabled if f.over and not f.over.daily]
+    daily: dict[tuple[str, ...], list[Feature]] = {}
+    for feature in enabled:
+        if feature.over and feature.over.daily:
+            daily.setdefault(feature.over.partition_by, []).append(feature)
+    ctes = [
+        f"""events AS (
+    SELECT {", ".join(INPUT_COLUMNS)},
+        amount::DECIMAL(18, 2) AS amount_exact,
+        CASE WHEN category IN ({discretionary or "NULL"}) THEN amount::DECIMAL(18, 2) ELSE 0 END
+            AS disc_amount,
+        (event_time::DATE - DATE '1970-01-01') AS event_day
+    FROM {source}
+)"""
+    ]
+    joins = []
+    for number, (keys, features) in enumerate(daily.items()):
+        key_list = ", ".join((*keys, "event_day"))
+        partials = ", ".join(f"{f.sql} AS {f.name}" for f in features)
+        totals = ", ".join(f"coalesce(sum({f.name}) OVER ({f.over.sql()}), 0) AS {f.name}"
+                           for f in features)  # fmt: skip
+        ctes.append(
+            f"""daily_{number} AS (
+    SELECT {key_list}, {partials} FROM events GROUP BY {key_list}
+),
+daily_windows_{number} AS (SELECT {key_list}, {totals} FROM daily_{number})"""
+        )
+        joins.append(f"LEFT JOIN daily_windows_{number} USING ({key_list})")
+    windows = ", ".join(f"{w.name} AS ({w.sql()})" for w in registry.windows if not w.daily)
+    ctes.append(
+        f"""windowed AS (
+    SELECT *{"".join(f", {f.expression()} AS {f.name}" for f in framed)}
+    FROM events {" ".join(joins)}
+    {"WINDOW " + windows if windows else ""}
+)"""
+    )
+    outputs = ",\n    ".join(
+        f.name if f.over else f"CAST({f.expression()} AS {f.dtype}) AS {f.name}" for f in enabled
+    )
+    with_clause = ",\n".join(ctes)
+    return f"""WITH {with_clause}
+SELECT {", ".join(KEY_COLUMNS)},
+    {outputs}
+FROM windowed
+WHERE {where}"""
+
+
+def table_ddl(registry: FeatureRegistry) -> str:
+    """CREATE TABLE of ``features.card_features`` with the keys and the enabled features."""
+    columns = [f"{c} {INPUT_COLUMNS[c]} NOT NULL" for c in KEY_COLUMNS]
+    columns += [f"{f.name} {f.dtype}" for f in registry.enabled]
+    return f"CREATE TABLE {TABLE} (\n    " + ",\n    ".join(columns) + "\n)"
+
+
+def _ensure_table(conn: duckdb.DuckDBPyConnection, registry: FeatureRegistry) -> bool:
+    """Create the table, or recreate it when the enabled features changed. True if (re)made."""
+    existing = [
+        row[0]
+        for row in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'features' "
+            "AND table_name = 'card_features' ORDER BY ordinal_position"
+        ).fetchall()
+    ]
+    wanted = [*KEY_COLUMNS, *(f.name for f in registry.enabled)]
+    if existing == wanted:
+        return False
+    conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
+    conn.execute(table_ddl(registry))
+    return True
+
+
+def build_card_features(
+    conn: duckdb.DuckDBPyConnection, registry: FeatureRegistry, start: date, end: date
+) -> FeatureBuildResult:
+    """Replace the partitions ``start``..``end`` (inclusive) of ``features.card_features``.
+
+    Reads the curated rows of the range and of the registry's lookback before it; writes only
+    the range, in one transaction. When the set of enabled features changed (another
+    contract), the table is recreated and holds only this range until the rest is rebuilt.
+    """
+    began = datetime.now()
+    lookback_start = start - timedelta(days=registry.lookback.days + 1)
+    params = {"start": start, "end": end}
+    source = (
+        "(SELECT * FROM curated.transactions WHERE partition_date BETWEEN $lookback_start AND $end)"
+    )
+    with transaction(conn):
+        recreated = _ensure_table(conn, registry)
+        conn.execute(f"DELETE FROM {TABLE} WHERE partition_date BETWEEN $start AND $end", params)
+        conn.execute(
+            f"INSERT INTO {TABLE} BY NAME "
+            + feature_sql(registry, source, "partition_date BETWEEN $start AND $end"),
+            {**params, "lookback_start": lookback_start},
+        )
+        rows, curated = conn.execute(
+            f"""SELECT (SELECT count(*) FROM {TABLE} WHERE partition_date BETWEEN $start AND $end),
+                       (SELECT count(*) FROM curated.transactions
+                        WHERE partition_date BETWEEN $start AND $end)""",
+            params,
+        ).fetchone()
+    return FeatureBuildResult(
+        start=start,
+        end=end,
+        rows=rows,
+        curated_rows=curated,
+        lookback_start=lookback_start,
+        seconds=(datetime.now() - began).total_seconds(),
+        table_recreated=recreated,
+    )
+
+
+def context_events(
+    conn: duckdb.DuckDBPyConnection,
+    registry: FeatureRegistry,
+    card_id: str,
+    merchant: str | None,
+    event_time: datetime,
+    exclude_transaction_id: str | None = None,
+) -> pd.DataFrame:
+    """The curated events the online features of a transaction need: the card's events in the
+    registry's lookback up to ``event_time`` (same second included) and, for merchant risk,
+    the merchant's events in the same span."""
+    columns = ", ".join(INPUT_COLUMNS)
+    return conn.execute(
+        f"""SELECT {columns} FROM curated.transactions
+            WHERE event_time BETWEEN $since AND $until
+              AND (card_id = $card_id OR merchant = $merchant)
+              AND transaction_id IS DISTINCT FROM $exclude
+            ORDER BY event_time, transaction_id""",
+        {
+            "since": event_time - registry.lookback,
+            "until": event_time,
+            "card_id": card_id,
+            "merchant": merchant,
+            "exclude": exclude_transaction_id,
+        },
+    ).df()
+
+
+def online_features(
+    registry: FeatureRegistry, history: pd.DataFrame, transaction: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The feature vector of one new ``transaction`` given its ``history``.
+
+    ``history`` holds curated-shaped events (:data:`INPUT_COLUMNS`; e.g. from
+    :func:`context_events`): the card's events of the lookback and the merchant's for merchant
+    risk. ``transaction`` is one curated-shaped row. Returns ``{feature: value}`` for the
+    enabled features: exactly what the offline table holds for the same events.
+    """
+    with duckdb.connect() as conn:
+        conn.execute(read_sql("macros"))
+        schema = ", ".join(f"{name} {dtype}" for name, dtype in INPUT_COLUMNS.items())
+        conn.execute(f"CREATE TABLE context ({schema})")
+        new = pd.DataFrame([{c: transaction.get(c) for c in INPUT_COLUMNS}])
+        for frame in (history, new):
+            if len(frame):
+                conn.register("frame", frame.reindex(columns=list(INPUT_COLUMNS)))
+                conn.execute("INSERT INTO context BY NAME SELECT * FROM frame")
+                conn.unregister("frame")
+        result = conn.execute(
+            feature_sql(registry, "context", "transaction_id = $transaction_id"),
+            {"transaction_id": transaction["transaction_id"]},
+        ).df()
+    if len(result) != 1:
+        raise ValueError(
+            f"transaction {transaction['transaction_id']!r} appears {len(result)} times in the "
+            "history and the new transaction together; transaction ids must be unique"
+        )
+    row = result.iloc[0]
+    return {f.name: _python(row[f.name]) for f in registry.enabled}
+
+
+def _python(value: Any) -> Any:
+    """A pandas/numpy scalar as a plain Python value (None for missing)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
