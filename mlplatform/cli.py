@@ -67,7 +67,11 @@ def demo(
     days: Annotated[int, typer.Option(help="Number of days to simulate.")] = 31,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
 ) -> None:
-    """Generate data (if the landing folder has none) and run the pipeline on every day."""
+    """Generate data (if the landing folder has none) and run the pipeline on every day.
+
+    Every run of consecutive landing-file days is one Dagster run of `daily_ingestion` over
+    that partition range (normally one run for the whole simulation).
+    """
     import dagster as dg
 
     settings = get_settings()
@@ -78,27 +82,50 @@ def demo(
     from mlplatform.definitions import defs
     from mlplatform.warehouse.ingestion import partition_date_of
 
-    partitions = sorted(
-        {d.isoformat() for p in settings.landing_dir.glob("*.csv") if (d := partition_date_of(p))}
+    days_with_files = sorted(
+        {d for p in settings.landing_dir.glob("*.csv") if (d := partition_date_of(p))}
     )
     instance = dg.DagsterInstance.get()
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     defs.resolve_job_def("reference_data").execute_in_process(instance=instance, run_config=quiet)
     job = defs.resolve_job_def("daily_ingestion")
-    failed = []
-    with console.status("running daily_ingestion") as status:
-        for key in partitions:
-            status.update(f"daily_ingestion {key}")
+    failures = []
+    for first, last in _consecutive_ranges(days_with_files):
+        label = f"{first} .. {last}"
+        with console.status(f"running daily_ingestion over {label} in one run"):
             result = job.execute_in_process(
-                partition_key=key, instance=instance, run_config=quiet, raise_on_error=False
+                instance=instance,
+                run_config=quiet,
+                tags={
+                    "dagster/asset_partition_range_start": first.isoformat(),
+                    "dagster/asset_partition_range_end": last.isoformat(),
+                },
+                raise_on_error=False,
             )
-            if not result.success:
-                failed.append(key)
+        if not result.success:
+            messages = [
+                e.step_failure_data.error.message.strip()
+                for e in result.get_step_failure_events()
+                if e.step_failure_data.error
+            ]
+            failures.append(f"{label} (run {result.run_id}): " + "\n".join(messages))
     _print_ingestion_summary(settings.warehouse_path)
     console.print(f"Dagster instance: {home} (runs are visible in `make ui`)")
-    if failed:
-        console.print(f"[red]failed partitions: {failed}[/red]")
+    if failures:
+        for failure in failures:
+            console.print(f"failed: {failure}", style="red", markup=False, highlight=False)
         raise typer.Exit(1)
+
+
+def _consecutive_ranges(days: list[date]) -> list[tuple[date, date]]:
+    """Sorted days grouped into (first, last) runs of consecutive days."""
+    ranges: list[tuple[date, date]] = []
+    for day in days:
+        if ranges and (day - ranges[-1][1]).days == 1:
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges
 
 
 def _print_ingestion_summary(warehouse: Path) -> None:
@@ -119,6 +146,9 @@ def _print_ingestion_summary(warehouse: Path) -> None:
     table = Table("partition", "read", "loaded", "quarantined", "curated", title="ingestion")
     for row in rows:
         table.add_row(str(row[0]), *(f"{v:,}" for v in row[1:]))
+    if len(rows) > 1:
+        totals = [sum(row[i] for row in rows) for i in range(1, 5)]
+        table.add_row("total", *(f"{v:,}" for v in totals), style="bold")
     console.print(table)
 
 

@@ -11,7 +11,7 @@ import duckdb
 from tests.conftest import PlatformHome
 
 
-def test_demo_generates_and_runs_every_partition(platform_home: PlatformHome) -> None:
+def test_demo_runs_every_partition_in_one_run(platform_home: PlatformHome) -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "mlplatform.cli", "demo", "--cards", "40", "--days", "3"],
         capture_output=True,
@@ -30,9 +30,14 @@ def test_demo_generates_and_runs_every_partition(platform_home: PlatformHome) ->
     assert all(read == loaded + quarantined for _, read, loaded, quarantined in log)
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_run_records(dg.RunsFilter(job_name="daily_ingestion"))
-        assert sorted(r.dagster_run.tags["dagster/partition"] for r in runs) == [
-            "2025-01-01",
-            "2025-01-02",
-            "2025-01-03",
-        ]
-        assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        assert len(runs) == 1  # the whole range in one run
+        run = runs[0].dagster_run
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        assert run.tags["dagster/asset_partition_range_start"] == "2025-01-01"
+        assert run.tags["dagster/asset_partition_range_end"] == "2025-01-03"
+        for asset in ("raw_transactions", "curated_transactions"):
+            assert instance.get_materialized_partitions(dg.AssetKey(asset)) == {
+                "2025-01-01",
+                "2025-01-02",
+                "2025-01-03",
+            }

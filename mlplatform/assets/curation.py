@@ -4,7 +4,14 @@ from datetime import date
 
 import dagster as dg
 
-from mlplatform.assets.ingestion import OWNERS, card_reference, raw_transactions
+from mlplatform.assets.ingestion import (
+    OWNERS,
+    card_reference,
+    markdown_table,
+    partitions_result,
+    range_label,
+    raw_transactions,
+)
 from mlplatform.assets.metadata import table_metadata
 from mlplatform.assets.partitions import daily_partitions
 from mlplatform.assets.quality_checks import (
@@ -16,7 +23,12 @@ from mlplatform.assets.quality_checks import (
 )
 from mlplatform.resources import LandingZoneResource, WarehouseResource
 from mlplatform.settings import get_settings
-from mlplatform.warehouse.curation import curate_partition, expected_curated_rows
+from mlplatform.warehouse.curation import (
+    CurationResult,
+    curate_partition,
+    expected_curated_rows,
+)
+from mlplatform.warehouse.quality import QualityReport
 from mlplatform.warehouse.tables import CURATED_TRANSACTION_COLUMNS
 
 CURATED_CHECKS = {**TRANSACTION_CHECKS, **CURATED_ONLY_CHECKS}
@@ -28,48 +40,71 @@ CURATED_CHECKS = {**TRANSACTION_CHECKS, **CURATED_ONLY_CHECKS}
     owners=OWNERS,
     pool="warehouse",
     partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[raw_transactions, card_reference],
     check_specs=check_specs("curated_transactions", CURATED_CHECKS, blocking=True),
     description="`curated.transactions`: the partition's raw rows deduplicated (the same "
     "event submitted twice), normalised (categories, text case, coordinates), joined to the "
     "card reference (credit limit, income band) and with hour, weekday, age and home-merchant "
-    "distance. Its checks are blocking: bad data does not flow on.",
+    "distance. Its checks are blocking: bad data does not flow on. A backfill is one run "
+    "over the range, each day curated in its own transaction; a check fails if it fails on "
+    "any day.",
 )
 def curated_transactions(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
 ) -> dg.MaterializeResult:
-    partition_date = date.fromisoformat(context.partition_key)
+    curated: dict[str, CurationResult] = {}
+    per_partition: dict[str, dict[str, object]] = {}
+    reports: dict[str, QualityReport] = {}
+    max_amount = get_settings().max_amount
     with warehouse.connection() as conn:
-        result = curate_partition(conn, partition_date)
         has_reference = conn.execute("SELECT count(*) FROM raw.card_reference").fetchone()[0] > 0
         reference_ids = (
             [row[0] for row in conn.execute("SELECT card_id FROM raw.card_reference").fetchall()]
             if has_reference
             else None
         )
-        report = validate_partition(
-            conn,
-            table="curated.transactions",
-            columns=CURATED_TRANSACTION_COLUMNS,
-            partition_date=partition_date,
-            contract=landing.contract,
-            max_amount=get_settings().max_amount,
-            reference_card_ids=reference_ids,
-            expected_row_count=expected_curated_rows(conn, partition_date),
-        )
-        metadata = table_metadata(conn, "curated.transactions", partition_date)
-    context.log.info(
-        "curated %d of %d raw rows (%d duplicate submissions removed)",
-        result.curated_rows,
-        result.raw_rows,
-        result.duplicates_removed,
-    )
-    return dg.MaterializeResult(
-        metadata={
-            **metadata,
-            "raw_rows": result.raw_rows,
-            "duplicates_removed": result.duplicates_removed,
-            "rows_with_reference": result.with_reference,
+        for key in context.partition_keys:  # one transaction per day, in date order
+            partition_date = date.fromisoformat(key)
+            result = curated[key] = curate_partition(conn, partition_date)
+            context.log.info(
+                "%s: curated %d of %d raw rows (%d duplicate submissions removed)",
+                key,
+                result.curated_rows,
+                result.raw_rows,
+                result.duplicates_removed,
+            )
+            reports[key] = validate_partition(
+                conn,
+                table="curated.transactions",
+                columns=CURATED_TRANSACTION_COLUMNS,
+                partition_date=partition_date,
+                contract=landing.contract,
+                max_amount=max_amount,
+                reference_card_ids=reference_ids,
+                expected_row_count=expected_curated_rows(conn, partition_date),
+            )
+            per_partition[key] = {
+                **table_metadata(conn, "curated.transactions", partition_date),
+                "raw_rows": result.raw_rows,
+                "duplicates_removed": result.duplicates_removed,
+                "rows_with_reference": result.with_reference,
+            }
+    return partitions_result(
+        context,
+        per_partition,
+        {
+            "range": range_label(list(curated)),
+            "range_raw_rows": sum(r.raw_rows for r in curated.values()),
+            "range_duplicates_removed": sum(r.duplicates_removed for r in curated.values()),
+            "range_rows_curated": sum(r.curated_rows for r in curated.values()),
+            "range_by_partition": markdown_table(
+                ["partition", "raw", "duplicates removed", "curated", "with reference"],
+                [
+                    [key, r.raw_rows, r.duplicates_removed, r.curated_rows, r.with_reference]
+                    for key, r in curated.items()
+                ],
+            ),
         },
-        check_results=check_results(report, "curated_transactions", CURATED_CHECKS),
+        check_results(reports, "curated_transactions", CURATED_CHECKS),
     )

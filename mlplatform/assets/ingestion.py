@@ -1,8 +1,10 @@
 """Ingestion stage: card reference data and the validated daily raw transactions."""
 
+import warnings
 from datetime import date
 
 import dagster as dg
+import duckdb
 
 from mlplatform.assets.metadata import table_metadata
 from mlplatform.assets.partitions import daily_partitions
@@ -15,10 +17,14 @@ from mlplatform.assets.quality_checks import (
 from mlplatform.resources import LandingZoneResource, WarehouseResource
 from mlplatform.settings import get_settings
 from mlplatform.warehouse.curation import load_card_reference
-from mlplatform.warehouse.ingestion import ingest_partition
+from mlplatform.warehouse.ingestion import FileRejected, IngestionResult, ingest_partition
 from mlplatform.warehouse.tables import RAW_TRANSACTION_COLUMNS
 
 OWNERS = ["team:data-platform"]
+
+# `backfill_policy` (a backfill of the daily assets is one run over the range) is a beta
+# parameter of @asset in Dagster 1.13: known and chosen, so not worth a warning on every import.
+warnings.filterwarnings("ignore", r"Parameter `backfill_policy`", dg.BetaWarning)
 
 
 @dg.asset(
@@ -51,63 +57,174 @@ def card_reference(
     )
 
 
+def partitions_result(
+    context: dg.AssetExecutionContext,
+    per_partition: dict[str, dict[str, object]],
+    range_metadata: dict[str, object],
+    check_results: list[dg.AssetCheckResult],
+) -> dg.MaterializeResult:
+    """The result of a run over one partition or a range of them.
+
+    One partition: its metadata, as before ranges existed. A range: every partition's
+    materialization carries that partition's own metadata plus ``range_metadata`` (the run's
+    totals and per-partition table), which is the same on all of them.
+    """
+    if len(per_partition) == 1:
+        return dg.MaterializeResult(
+            metadata=next(iter(per_partition.values())), check_results=check_results
+        )
+    for key, metadata in per_partition.items():
+        context.add_asset_metadata(metadata, partition_key=key)
+    return dg.MaterializeResult(metadata=range_metadata, check_results=check_results)
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> dg.MetadataValue:
+    """A small markdown table: the first column text, the others counts."""
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    for first, *counts in rows:
+        lines.append("| " + " | ".join([str(first), *(f"{n:,}" for n in counts)]) + " |")
+    return dg.MetadataValue.md("\n".join(lines) + "\n")
+
+
+def range_label(keys: list[str]) -> str:
+    return f"{keys[0]} .. {keys[-1]} ({len(keys)} partitions)"
+
+
 @dg.asset(
     group_name="ingestion",
     kinds={"duckdb", "csv"},
     owners=OWNERS,
     pool="warehouse",
     partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
     check_specs=check_specs("raw_transactions", TRANSACTION_CHECKS, blocking=False),
     description="The partition's landing file(s) validated into `raw.transactions`: bad rows "
     "in `raw.quarantine` (file, line, rule, masked line), every file in `raw.ingestion_log` "
     "(rows read = loaded + quarantined), PII pseudonymised or dropped. A file that is not a "
-    "CSV of the contract fails the partition and loads nothing.",
+    "CSV of the contract fails the partition and loads nothing. A backfill is one run over "
+    "the range: each day is loaded in its own transaction, in date order; a rejected or "
+    "missing file leaves its day as it was, the other days load, and the run fails at the end "
+    "naming every such file.",
 )
 def raw_transactions(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
 ) -> dg.MaterializeResult:
-    partition_date = date.fromisoformat(context.partition_key)
     settings = get_settings()
-    files = landing.files_for(partition_date)
-    if not files:
-        raise dg.Failure(f"no landing file for {partition_date} in {landing.path}")
+    keys = list(context.partition_keys)
     with warehouse.connection() as conn:
-        result = ingest_partition(
-            conn,
-            files=files,
-            partition_date=partition_date,
-            contract=landing.contract,
-            pii_key=settings.pseudonym_key,
-            max_amount=settings.max_amount,
-            max_line_bytes=settings.max_line_bytes,
-            run_id=context.run_id,
-        )
-        metadata = table_metadata(conn, "raw.transactions", partition_date)
-        report = validate_partition(
-            conn,
-            table="raw.transactions",
-            columns=RAW_TRANSACTION_COLUMNS,
-            partition_date=partition_date,
-            contract=landing.contract,
-            max_amount=settings.max_amount,
-        )
-    for outcome in result.files:
-        context.log.info(
-            "%s: read %d, loaded %d, quarantined %d",
-            outcome.file,
-            outcome.rows_read,
-            outcome.rows_loaded,
-            outcome.rows_quarantined,
-        )
-    return dg.MaterializeResult(
-        metadata={
-            **metadata,
-            "files": [f.file for f in result.files],
-            "rows_read": result.rows_read,
-            "rows_loaded": result.rows_loaded,
-            "rows_quarantined": result.rows_quarantined,
-            "quarantine_reasons": dg.MetadataValue.json(result.quarantine_reasons),
-            "sha256": dg.MetadataValue.json({f.file: f.sha256 for f in result.files}),
+        loaded, problems = _ingest_days(context, conn, landing, keys)
+        per_partition = {key: _partition_metadata(conn, result) for key, result in loaded.items()}
+        if problems:
+            # What did load is in the warehouse: say so in Dagster too, then fail the run.
+            for key, metadata in per_partition.items():
+                context.log_event(
+                    dg.AssetMaterialization(context.asset_key, partition=key, metadata=metadata)
+                )
+            raise dg.Failure(
+                description=_failure_message(keys, problems),
+                metadata={
+                    "partitions_failed": dg.MetadataValue.json(problems),
+                    "partitions_loaded": list(loaded),
+                },
+            )
+        reports = {
+            key: validate_partition(
+                conn,
+                table="raw.transactions",
+                columns=RAW_TRANSACTION_COLUMNS,
+                partition_date=result.partition_date,
+                contract=landing.contract,
+                max_amount=settings.max_amount,
+            )
+            for key, result in loaded.items()
+        }
+    return partitions_result(
+        context,
+        per_partition,
+        {
+            "range": range_label(keys),
+            "range_rows_read": sum(r.rows_read for r in loaded.values()),
+            "range_rows_loaded": sum(r.rows_loaded for r in loaded.values()),
+            "range_rows_quarantined": sum(r.rows_quarantined for r in loaded.values()),
+            "range_by_partition": markdown_table(
+                ["partition", "files", "read", "loaded", "quarantined"],
+                [
+                    [key, len(r.files), r.rows_read, r.rows_loaded, r.rows_quarantined]
+                    for key, r in loaded.items()
+                ],
+            ),
         },
-        check_results=check_results(report, "raw_transactions", TRANSACTION_CHECKS),
+        check_results(reports, "raw_transactions", TRANSACTION_CHECKS),
+    )
+
+
+def _ingest_days(
+    context: dg.AssetExecutionContext,
+    conn: duckdb.DuckDBPyConnection,
+    landing: LandingZoneResource,
+    keys: list[str],
+) -> tuple[dict[str, IngestionResult], dict[str, str]]:
+    """Ingest the partitions in order, each in its own transaction.
+
+    Returns the loaded partitions and, for each partition whose file is missing or rejected,
+    why (a rejected file leaves its partition as it was). Any other error stops the run.
+    """
+    settings = get_settings()
+    loaded: dict[str, IngestionResult] = {}
+    problems: dict[str, str] = {}
+    for key in keys:
+        partition_date = date.fromisoformat(key)
+        files = landing.files_for(partition_date)
+        if not files:
+            problems[key] = f"no landing file for {partition_date} in {landing.path}"
+            context.log.error(problems[key])
+            continue
+        try:
+            result = ingest_partition(
+                conn,
+                files=files,
+                partition_date=partition_date,
+                contract=landing.contract,
+                pii_key=settings.pseudonym_key,
+                max_amount=settings.max_amount,
+                max_line_bytes=settings.max_line_bytes,
+                run_id=context.run_id,
+            )
+        except FileRejected as rejected:
+            problems[key] = f"rejected {rejected}"
+            context.log.error("%s: %s", key, problems[key])
+            continue
+        for outcome in result.files:
+            context.log.info(
+                "%s: read %d, loaded %d, quarantined %d",
+                outcome.file,
+                outcome.rows_read,
+                outcome.rows_loaded,
+                outcome.rows_quarantined,
+            )
+        loaded[key] = result
+    return loaded, problems
+
+
+def _partition_metadata(
+    conn: duckdb.DuckDBPyConnection, result: IngestionResult
+) -> dict[str, object]:
+    return {
+        **table_metadata(conn, "raw.transactions", result.partition_date),
+        "files": [f.file for f in result.files],
+        "rows_read": result.rows_read,
+        "rows_loaded": result.rows_loaded,
+        "rows_quarantined": result.rows_quarantined,
+        "quarantine_reasons": dg.MetadataValue.json(result.quarantine_reasons),
+        "sha256": dg.MetadataValue.json({f.file: f.sha256 for f in result.files}),
+    }
+
+
+def _failure_message(keys: list[str], problems: dict[str, str]) -> str:
+    if len(keys) == 1:
+        return next(iter(problems.values()))
+    lines = [f"{key}: {problem}" for key, problem in problems.items()]
+    return (
+        f"{len(problems)} of {len(keys)} partitions not loaded (they stay as they were; the "
+        f"other {len(keys) - len(problems)} were loaded):\n" + "\n".join(lines)
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 
 import dagster as dg
@@ -49,20 +50,49 @@ def _outcome_metadata(outcome: ExpectationOutcome) -> dict[str, object]:
     }
 
 
+_MAX_DESCRIBED = 5  # failing expectations spelled out in a range result's description
+
+
 def check_results(
-    report: QualityReport, asset: str, checks: dict[str, str]
+    reports: Mapping[str, QualityReport], asset: str, checks: dict[str, str]
 ) -> list[dg.AssetCheckResult]:
-    """The report's outcomes folded into one result per check (not applicable -> passed)."""
+    """The reports' outcomes folded into one result per check (not applicable -> passed).
+
+    ``reports`` maps each partition key of the run to its report. A check passes only if it
+    passes on every partition. For one partition the metadata is that partition's; for a range
+    it also says how many partitions were checked and which failed, with counts and examples.
+    """
+    ranged = len(reports) > 1
     results = []
     for name in checks:
-        outcomes = [o for o in report.outcomes if _group(o.rule) == name]
-        failed = [o for o in outcomes if not o.success]
-        metadata: dict[str, object] = {"applicable": bool(outcomes)}
+        applicable = False
+        failed: list[tuple[str, ExpectationOutcome]] = []
+        for key, report in reports.items():
+            outcomes = [o for o in report.outcomes if _group(o.rule) == name]
+            applicable = applicable or bool(outcomes)
+            failed.extend((key, o) for o in outcomes if not o.success)
+        metadata: dict[str, object] = {"applicable": applicable}
+        if ranged:
+            metadata["partitions_checked"] = len(reports)
+            metadata["partitions_failing"] = len({key for key, _ in failed})
         if failed:
             metadata["failed_expectations"] = dg.MetadataValue.json(
-                [_outcome_metadata(o) for o in failed]
+                [
+                    {"partition": key, **_outcome_metadata(o)} if ranged else _outcome_metadata(o)
+                    for key, o in failed
+                ]
             )
-            metadata["rows_failing"] = sum(o.unexpected_count for o in failed)
+            metadata["rows_failing"] = sum(o.unexpected_count for _, o in failed)
+            if ranged:
+                metadata["failing_partitions"] = dg.MetadataValue.md(_failures_markdown(failed))
+        described = [
+            f"{key}: {o.expectation}: {o.unexpected_count} rows"
+            if ranged
+            else f"{o.expectation}: {o.unexpected_count} rows"
+            for key, o in failed[:_MAX_DESCRIBED]
+        ]
+        if len(failed) > _MAX_DESCRIBED:
+            described.append(f"and {len(failed) - _MAX_DESCRIBED} more")
         results.append(
             dg.AssetCheckResult(
                 asset_key=asset,
@@ -70,12 +100,25 @@ def check_results(
                 passed=not failed,
                 severity=dg.AssetCheckSeverity.ERROR,
                 metadata=metadata,
-                description=(
-                    "; ".join(f"{o.expectation}: {o.unexpected_count} rows" for o in failed) or None
-                ),
+                description="; ".join(described) or None,
             )
         )
     return results
+
+
+def _failures_markdown(failed: list[tuple[str, ExpectationOutcome]]) -> str:
+    lines = [
+        "| partition | expectation | rows failing | examples |",
+        "|---|---|---:|---|",
+    ]
+    for key, o in failed:
+        examples = ", ".join(f"`{_md(e)}`" for e in o.examples)
+        lines.append(f"| {key} | {_md(o.expectation)} | {o.unexpected_count} | {examples} |")
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("`", "'").replace("\n", " ")
 
 
 def validate_partition(

@@ -172,8 +172,10 @@ def _select_features(
         if column.notna().sum() == 0:
             decisions[feature.name] = SelectionDecision(feature.name, False, "all missing", None)
         elif column.nunique(dropna=True) <= 1 and not column.isna().any():
+            value = column.dropna().iloc[0]
+            value = value.item() if hasattr(value, "item") else value
             decisions[feature.name] = SelectionDecision(
-                feature.name, False, f"constant ({column.dropna().iloc[0]!r})", None
+                feature.name, False, f"constant ({value!r})", None
             )
         elif feature.dtype != "VARCHAR":
             numeric.append(feature.name)
