@@ -64,13 +64,16 @@ def _dagster_home() -> Path:
 @app.command()
 def demo(
     cards: Annotated[int, typer.Option(help="Number of cards to simulate.")] = 2000,
-    days: Annotated[int, typer.Option(help="Number of days to simulate.")] = 31,
+    days: Annotated[int, typer.Option(help="Number of days to simulate.")] = 90,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
 ) -> None:
     """Generate data (if the landing folder has none) and run the pipeline on every day.
 
-    Every run of consecutive landing-file days is one Dagster run of `daily_ingestion` over
-    that partition range (normally one run for the whole simulation).
+    Every run of consecutive landing-file days is one Dagster run of `daily_ingestion`
+    (ingestion, curation, features) over that partition range, normally one run for the
+    whole simulation; then one run of `training_data` (targets, master table, profile).
+    The revenge-spending target needs 30 days of history and a 72-hour horizon: simulate
+    two months or more to have matured positives.
     """
     import dagster as dg
 
@@ -86,35 +89,50 @@ def demo(
         {d for p in settings.landing_dir.glob("*.csv") if (d := partition_date_of(p))}
     )
     instance = dg.DagsterInstance.get()
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    defs.resolve_job_def("reference_data").execute_in_process(instance=instance, run_config=quiet)
-    job = defs.resolve_job_def("daily_ingestion")
+    _run_job(defs, instance, "reference_data")
     failures = []
     for first, last in _consecutive_ranges(days_with_files):
-        label = f"{first} .. {last}"
-        with console.status(f"running daily_ingestion over {label} in one run"):
-            result = job.execute_in_process(
-                instance=instance,
-                run_config=quiet,
-                tags={
-                    "dagster/asset_partition_range_start": first.isoformat(),
-                    "dagster/asset_partition_range_end": last.isoformat(),
-                },
-                raise_on_error=False,
-            )
-        if not result.success:
-            messages = [
-                e.step_failure_data.error.message.strip()
-                for e in result.get_step_failure_events()
-                if e.step_failure_data.error
-            ]
-            failures.append(f"{label} (run {result.run_id}): " + "\n".join(messages))
+        tags = {
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        }
+        if failure := _run_job(defs, instance, "daily_ingestion", tags, f"{first} .. {last}"):
+            failures.append(failure)
     _print_ingestion_summary(settings.warehouse_path)
+    if not failures and (failure := _run_job(defs, instance, "training_data")):
+        failures.append(failure)
+    if not failures:
+        _print_training_data_summary(settings.warehouse_path)
     console.print(f"Dagster instance: {home} (runs are visible in `make ui`)")
     if failures:
         for failure in failures:
             console.print(f"failed: {failure}", style="red", markup=False, highlight=False)
         raise typer.Exit(1)
+
+
+def _run_job(
+    defs: object, instance: object, name: str, tags: dict[str, str] | None = None, label: str = ""
+) -> str | None:
+    """Run a job of the code location in process, quietly; the failure message, if any."""
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    with console.status(f"running {name} {label}".strip()):
+        result = defs.resolve_job_def(name).execute_in_process(
+            instance=instance, run_config=quiet, tags=tags, raise_on_error=False
+        )
+    if result.success:
+        return None
+    messages = [
+        e.step_failure_data.error.message.strip()
+        for e in result.get_step_failure_events()
+        if e.step_failure_data.error
+    ]
+    failed_checks = [
+        f"check {e.asset_check_evaluation_data.check_name} failed"
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and not e.asset_check_evaluation_data.passed
+    ]
+    return f"{name} {label} (run {result.run_id}): " + "\n".join(messages + failed_checks)
 
 
 def _consecutive_ranges(days: list[date]) -> list[tuple[date, date]]:
@@ -149,6 +167,48 @@ def _print_ingestion_summary(warehouse: Path) -> None:
     if len(rows) > 1:
         totals = [sum(row[i] for row in rows) for i in range(1, 5)]
         table.add_row("total", *(f"{v:,}" for v in totals), style="bold")
+    console.print(table)
+
+
+def _print_training_data_summary(warehouse: Path) -> None:
+    import duckdb
+
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        splits = conn.execute(
+            """SELECT split, count(*), sum(target), min(partition_date), max(partition_date)
+               FROM ml.master_table GROUP BY 1 ORDER BY 1"""
+        ).fetchall()
+        version, kept, dropped = conn.execute(
+            """SELECT any_value(dataset_version), count(*) FILTER (WHERE kept),
+                      count(*) FILTER (WHERE NOT kept) FROM ml.feature_selection"""
+        ).fetchone()
+    table = Table("split", "rows", "positives", "from", "to", title="master table")
+    for split, rows, positives, first, last in splits:
+        table.add_row(split, f"{rows:,}", f"{positives:,}", str(first), str(last))
+    console.print(table)
+    console.print(
+        f"dataset version {version[:16]}: {kept} features kept, {dropped} dropped "
+        "(reasons in ml.feature_selection)"
+    )
+
+
+@app.command()
+def features(
+    contract: Annotated[
+        Path | None, typer.Option(help="Mapping YAML (default: MLPLATFORM_CONTRACT).")
+    ] = None,
+) -> None:
+    """Print the feature registry: every feature, its window and type, on or off and why."""
+    from mlplatform.contract import load_contract
+    from mlplatform.warehouse.feature_registry import feature_registry
+
+    settings = get_settings()
+    registry = feature_registry(settings, load_contract(contract or settings.contract))
+    rows = registry.describe()
+    table = Table(*rows[0], title=f"feature registry ({len(registry.enabled)} on, "
+                  f"{len(registry.disabled)} off)")  # fmt: skip
+    for row in rows:
+        table.add_row(*row.values(), style=None if row["status"] == "on" else "dim")
     console.print(table)
 
 

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import date, timedelta
 
 import dagster as dg
 import duckdb
+import pytest
 
 from tests.conftest import PlatformHome
 
+DAYS = 60
 
-def test_demo_runs_every_partition_in_one_run(platform_home: PlatformHome) -> None:
+
+def test_demo_runs_every_partition_in_one_run_then_the_training_data(
+    platform_home: PlatformHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLPLATFORM_MIN_TRAIN_POSITIVES", "3")  # 60 cards: a few episodes
     completed = subprocess.run(
-        [sys.executable, "-m", "mlplatform.cli", "demo", "--cards", "40", "--days", "3"],
+        [sys.executable, "-m", "mlplatform.cli", "demo", "--cards", "60", "--days", str(DAYS)],
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-3000:]
+    assert "master table" in completed.stdout and "dataset version" in completed.stdout
     with duckdb.connect(str(platform_home.warehouse), read_only=True) as conn:
         log = conn.execute(
             "SELECT partition_date, rows_read, rows_loaded, rows_quarantined FROM raw.ingestion_log"
@@ -26,7 +34,20 @@ def test_demo_runs_every_partition_in_one_run(platform_home: PlatformHome) -> No
         curated_days = conn.execute(
             "SELECT count(DISTINCT partition_date) FROM curated.transactions"
         ).fetchone()[0]
-    assert len(log) == 3 and curated_days == 3
+        feature_rows, curated_rows = conn.execute(
+            "SELECT (SELECT count(*) FROM features.card_features), "
+            "(SELECT count(*) FROM curated.transactions)"
+        ).fetchone()
+        splits = dict(
+            conn.execute("SELECT split, count(*) FROM ml.master_table GROUP BY 1").fetchall()
+        )
+        profiled = conn.execute(
+            "SELECT count(DISTINCT feature) FROM ml.training_reference_profile"
+        ).fetchone()[0]
+    assert len(log) == DAYS and curated_days == DAYS
+    assert feature_rows == curated_rows > 0
+    assert set(splits) == {"train", "validation", "holdout"}
+    assert profiled > 40
     assert all(read == loaded + quarantined for _, read, loaded, quarantined in log)
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_run_records(dg.RunsFilter(job_name="daily_ingestion"))
@@ -34,10 +55,9 @@ def test_demo_runs_every_partition_in_one_run(platform_home: PlatformHome) -> No
         run = runs[0].dagster_run
         assert run.status == dg.DagsterRunStatus.SUCCESS
         assert run.tags["dagster/asset_partition_range_start"] == "2025-01-01"
-        assert run.tags["dagster/asset_partition_range_end"] == "2025-01-03"
-        for asset in ("raw_transactions", "curated_transactions"):
-            assert instance.get_materialized_partitions(dg.AssetKey(asset)) == {
-                "2025-01-01",
-                "2025-01-02",
-                "2025-01-03",
-            }
+        assert run.tags["dagster/asset_partition_range_end"] == "2025-03-01"
+        days = {(date(2025, 1, 1) + timedelta(days=d)).isoformat() for d in range(DAYS)}
+        for asset in ("raw_transactions", "curated_transactions", "card_features"):
+            assert instance.get_materialized_partitions(dg.AssetKey(asset)) == days
+        for asset in ("target_labels", "master_table", "training_reference_profile"):
+            assert instance.get_latest_materialization_event(dg.AssetKey(asset)) is not None
