@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import dagster as dg
+import pandas as pd
 
 from mlplatform.assets.curation import curated_transactions
 from mlplatform.assets.ingestion import OWNERS
@@ -10,15 +11,8 @@ from mlplatform.assets.metadata import table_metadata
 from mlplatform.assets.partitions import daily_partitions
 from mlplatform.resources import LandingZoneResource, WarehouseResource
 from mlplatform.settings import get_settings
-from mlplatform.warehouse.feature_registry import FeatureRegistry, feature_registry
+from mlplatform.warehouse.feature_registry import feature_registry
 from mlplatform.warehouse.features import TABLE, build_card_features
-
-
-def registry_markdown(registry: FeatureRegistry) -> str:
-    """The feature registry as a markdown table (on and off features, and why)."""
-    rows = registry.describe()
-    header = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
-    return header + "".join("| " + " | ".join(row.values()) + " |\n" for row in rows)
 
 
 @dg.asset(
@@ -75,7 +69,9 @@ def card_features(
             "lookback_from": str(result.lookback_start),
             "features_on": len(registry.enabled),
             "features_off": ", ".join(f.name for f in registry.disabled) or "(none)",
-            "feature_registry": dg.MetadataValue.md(registry_markdown(registry)),
+            "feature_registry": dg.MetadataValue.md(
+                pd.DataFrame(registry.describe()).to_markdown(index=False)
+            ),
             "seconds": round(result.seconds, 2),
             "rows_per_second": round(result.rows / max(result.seconds, 1e-9)),
         },

@@ -41,11 +41,6 @@ INPUT_COLUMNS: dict[str, str] = {
     "weekday": "TINYINT",
     "is_weekend": "BOOLEAN",
 }
-#: Curated columns that exist only when the contract maps (or the reference carries) these.
-DERIVED_FROM: dict[str, tuple[str, ...]] = {
-    "age": ("birth_date",),
-    "home_merchant_km": ("home_lat", "home_long", "merchant_lat", "merchant_long"),
-}
 KEY_COLUMNS = ("transaction_id", "card_id", "event_time", "partition_date")
 COORDINATES = ("home_lat", "home_long", "merchant_lat", "merchant_long")
 
