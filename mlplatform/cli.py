@@ -71,7 +71,8 @@ def demo(
 
     Every run of consecutive landing-file days is one Dagster run of `daily_ingestion`
     (ingestion, curation, features) over that partition range, normally one run for the
-    whole simulation; then one run of `training_data` (targets, master table, profile).
+    whole simulation; then one run of `training` (targets, master table, profile, the
+    candidate models and the champion competition).
     The revenge-spending target needs 30 days of history and a 72-hour horizon: simulate
     two months or more to have matured positives.
     """
@@ -99,10 +100,11 @@ def demo(
         if failure := _run_job(defs, instance, "daily_ingestion", tags, f"{first} .. {last}"):
             failures.append(failure)
     _print_ingestion_summary(settings.warehouse_path)
-    if not failures and (failure := _run_job(defs, instance, "training_data")):
+    if not failures and (failure := _run_job(defs, instance, "training")):
         failures.append(failure)
     if not failures:
         _print_training_data_summary(settings.warehouse_path)
+        _print_promotion_log(settings.warehouse_path, limit=1)
     console.print(f"Dagster instance: {home} (runs are visible in `make ui`)")
     if failures:
         for failure in failures:
@@ -190,6 +192,91 @@ def _print_training_data_summary(warehouse: Path) -> None:
         f"dataset version {version[:16]}: {kept} features kept, {dropped} dropped "
         "(reasons in ml.feature_selection)"
     )
+
+
+def _print_promotion_log(warehouse: Path, limit: int) -> None:
+    import duckdb
+
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        rows = conn.execute(
+            """SELECT decided_at, decision, version, family, champion_before, champion_after,
+                      average_precision, reason, actor
+               FROM ml.promotion_log ORDER BY decided_at DESC LIMIT ?""",
+            [limit],
+        ).fetchall()
+    table = Table(
+        "time", "decision", "version", "family", "champion before", "after", "holdout AP",
+        "reason", "by", title="promotion log (latest first)",
+    )  # fmt: skip
+    for when, decision, *rest, ap, reason, actor in rows:
+        style = "green" if decision == "promoted" else "yellow"
+        table.add_row(
+            f"{when:%Y-%m-%d %H:%M:%S}", decision, *(str(v or "") for v in rest),
+            "" if ap is None else f"{ap:.4f}", reason, actor[:12], style=style,
+        )  # fmt: skip
+    console.print(table)
+
+
+def _decision_store() -> tuple[object, object, str]:
+    """The MLflow client, a warehouse connection and the registered model's name."""
+    from mlplatform.ml.registry import configure
+    from mlplatform.warehouse.connection import connect
+
+    settings = get_settings()
+    client = configure(settings.tracking_uri)
+    return client, connect(settings.warehouse_path), settings.model_name
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str, typer.Option(help="Why (recorded in ml.promotion_log).")],
+) -> None:
+    """Move the `champion` alias back to the previous champion."""
+    from mlplatform.ml.champion import ChampionError
+    from mlplatform.ml.champion import rollback as rollback_champion
+
+    client, conn, name = _decision_store()
+    try:
+        version = rollback_champion(client, conn, name, reason, actor=_actor())
+    except ChampionError as error:
+        console.print(str(error), style="red")
+        raise typer.Exit(1) from error
+    finally:
+        conn.close()
+    console.print(f"{name}: champion is version {version} again")
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="Registered model version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in ml.promotion_log).")],
+) -> None:
+    """Make VERSION the champion by hand (the old champion becomes `previous`)."""
+    from mlplatform.ml.champion import ChampionError, promote_manually
+
+    client, conn, name = _decision_store()
+    try:
+        before = promote_manually(client, conn, name, version, reason, actor=_actor())
+    except ChampionError as error:
+        console.print(str(error), style="red")
+        raise typer.Exit(1) from error
+    finally:
+        conn.close()
+    console.print(f"{name}: champion is version {version} (was {before or 'none'})")
+
+
+@app.command()
+def promotions(
+    limit: Annotated[int, typer.Option(help="How many decisions to show.")] = 20,
+) -> None:
+    """Show the latest champion decisions (ml.promotion_log)."""
+    _print_promotion_log(get_settings().warehouse_path, limit)
+
+
+def _actor() -> str:
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
 
 
 @app.command()

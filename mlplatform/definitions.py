@@ -5,15 +5,21 @@ import dagster as dg
 from mlplatform.assets.curation import curated_transactions
 from mlplatform.assets.features import card_features
 from mlplatform.assets.ingestion import card_reference, raw_transactions
+from mlplatform.assets.models import ChampionIOManager, candidate_asset, champion_asset
 from mlplatform.assets.training_data import master_table, target_labels, training_reference_profile
-from mlplatform.automation.jobs import daily_ingestion_job, reference_data_job, training_data_job
+from mlplatform.automation.jobs import (
+    daily_ingestion_job,
+    reference_data_job,
+    training_data_job,
+    training_job,
+)
 from mlplatform.automation.schedules import daily_ingestion_schedule
 from mlplatform.automation.sensors import landing_sensor
-from mlplatform.resources import LandingZoneResource, WarehouseResource
+from mlplatform.resources import LandingZoneResource, MlflowResource, WarehouseResource
 from mlplatform.settings import Settings, get_settings
 
 
-def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+def build_resources(settings: Settings) -> dict[str, object]:
     """The resources every asset and sensor uses, configured from settings."""
     return {
         "warehouse": WarehouseResource(
@@ -22,7 +28,17 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "landing": LandingZoneResource(
             landing_dir=str(settings.landing_dir), contract_path=str(settings.contract)
         ),
+        "mlflow_store": MlflowResource(
+            tracking_uri=settings.tracking_uri,
+            artifacts_dir=None if settings.mlflow_tracking_uri else str(settings.artifacts_dir),
+            experiment=settings.mlflow_experiment,
+            model_name=settings.model_name,
+        ),
+        "champion_io_manager": ChampionIOManager(),
     }
+
+
+SETTINGS = get_settings()
 
 
 defs = dg.Definitions(
@@ -34,9 +50,11 @@ defs = dg.Definitions(
         target_labels,
         master_table,
         training_reference_profile,
+        *(candidate_asset(family) for family in SETTINGS.candidate_families),
+        champion_asset(SETTINGS.candidate_families),
     ],
-    jobs=[daily_ingestion_job, reference_data_job, training_data_job],
+    jobs=[daily_ingestion_job, reference_data_job, training_data_job, training_job],
     schedules=[daily_ingestion_schedule],
     sensors=[landing_sensor],
-    resources=build_resources(get_settings()),
+    resources=build_resources(SETTINGS),
 )

@@ -112,6 +112,56 @@ class Settings(BaseSettings):
         default=10, ge=2, description="Quantile bins per numeric feature in the reference profile."
     )
 
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking and registry server; default: SQLite `<home>/mlflow.db` "
+        "with artifacts in `<home>/mlartifacts`.",
+    )
+    mlflow_experiment: str = Field(default="mlplatform", description="MLflow experiment.")
+    model_name: str = Field(
+        default="mlplatform-transactions", description="Registered model of the champion."
+    )
+    search_iterations: int = Field(
+        default=4, ge=1, description="Random-search trials per candidate family."
+    )
+    search_folds: int = Field(
+        default=2, ge=2, description="Card-grouped folds of the random search (on train)."
+    )
+    search_max_rows: int = Field(
+        default=150_000,
+        description="Train rows the search sees (whole cards, deterministic sample); the "
+        "final fit uses all of train.",
+    )
+    candidate_families: tuple[str, ...] = Field(
+        default=("logistic_regression", "random_forest", "lightgbm"),
+        description="Candidate model families trained by the `training` job.",
+    )
+    value_true_positive: float = Field(
+        default=100.0, description="Value of a correctly flagged positive (threshold choice)."
+    )
+    cost_false_positive: float = Field(
+        default=5.0, description="Cost of flagging a negative (threshold choice)."
+    )
+    precision_at_k_cards: int = Field(
+        default=100, description="k of card precision@k on the holdout."
+    )
+    min_average_precision: float = Field(
+        default=0.05, description="Promotion floor: holdout average precision."
+    )
+    max_calibration_error: float = Field(
+        default=0.05, description="Promotion floor: holdout expected calibration error."
+    )
+    bootstrap_resamples: int = Field(
+        default=200, ge=20, description="Paired card bootstrap of challenger vs champion."
+    )
+    bootstrap_confidence: float = Field(
+        default=0.90, gt=0, lt=1, description="Confidence of the bootstrap's lower bound."
+    )
+    smoke_latency_ms: float = Field(
+        default=250.0,
+        description="Smoke test: a fresh process must score 100 rows within this budget.",
+    )
+
     @field_validator("home", "contract")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
@@ -129,6 +179,16 @@ class Settings(BaseSettings):
     def datasets_dir(self) -> Path:
         """Parquet snapshots of the master table, named by their content hash."""
         return self.home / "datasets"
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking (and registry) URI."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Artifacts of the default (SQLite) MLflow store."""
+        return self.home / "mlartifacts"
 
     @property
     def dagster_home(self) -> Path:

@@ -21,6 +21,12 @@ training_data_job = dg.define_asset_job(
     description="Matured targets, the master table (and its snapshot) and the training "
     "reference profile.",
 )
+training_job = dg.define_asset_job(
+    "training",
+    selection=dg.AssetSelection.groups("training_data", "training"),
+    description="Retrain: targets, master table and profile, every candidate family, then the "
+    "champion competition (promotion only when the challenger beats the champion).",
+)
 reference_data_job = dg.define_asset_job(
     "reference_data",
     selection=dg.AssetSelection.assets(card_reference),

@@ -1,6 +1,7 @@
-"""Dagster resources: the warehouse and the landing zone."""
+"""Dagster resources: the warehouse, the landing zone and the MLflow store."""
 
 from mlplatform.resources.landing import LandingZoneResource
+from mlplatform.resources.mlflow import MlflowResource
 from mlplatform.resources.warehouse import WarehouseResource
 
-__all__ = ["LandingZoneResource", "WarehouseResource"]
+__all__ = ["LandingZoneResource", "MlflowResource", "WarehouseResource"]

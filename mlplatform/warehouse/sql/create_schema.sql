@@ -94,3 +94,22 @@ CREATE TABLE IF NOT EXISTS curated.transactions (
     source_file VARCHAR NOT NULL,
     source_line BIGINT NOT NULL
 );
+
+-- Every champion decision: automatic promotions and rejections, rollbacks, manual promotions.
+CREATE TABLE IF NOT EXISTS ml.promotion_log (
+    decided_at TIMESTAMP NOT NULL,
+    model_name VARCHAR NOT NULL,
+    decision VARCHAR NOT NULL,         -- promoted | rejected | rollback | manual_promotion
+    version VARCHAR,                   -- the registered version decided on
+    family VARCHAR,
+    champion_before VARCHAR,           -- the champion version when the decision was made
+    champion_after VARCHAR,
+    dataset_version VARCHAR,
+    average_precision DOUBLE,          -- the challenger's, on the holdout
+    calibration_error DOUBLE,
+    champion_average_precision DOUBLE, -- the champion's, on the same holdout
+    ap_difference_lower DOUBLE,        -- paired bootstrap lower bound (challenger - champion)
+    ap_difference_mean DOUBLE,
+    reason VARCHAR NOT NULL,
+    actor VARCHAR NOT NULL             -- the Dagster run id, or cli:<user>
+);

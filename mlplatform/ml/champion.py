@@ -1,0 +1,351 @@
+"""Model competition: the best candidate against the champion, and the promotion log.
+
+A challenger is promoted only when (a) it clears the absolute floors (holdout average
+precision, calibration error), (b) it beats the champion on the same holdout under a paired
+card bootstrap (lower bound of the average-precision difference above zero; the first model
+skips this), and (c) a smoke test passes: the registered model loads in a fresh process with
+pickle disabled, scores a sample exactly as here, within the latency budget. Every decision,
+rejections included, is appended to ``ml.promotion_log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+
+from mlplatform.ml.evaluation import (
+    BootstrapResult,
+    CostModel,
+    HoldoutMetrics,
+    holdout_metrics,
+    paired_bootstrap_ap_difference,
+)
+from mlplatform.ml.registry import (
+    CHAMPION,
+    PREVIOUS,
+    alias_version,
+    load_scoring_model,
+    set_champion,
+)
+from mlplatform.settings import Settings
+
+PROMOTION_LOG = "ml.promotion_log"
+SMOKE_ROWS = 100
+#: A fresh process must reproduce this process's probabilities to this tolerance.
+SMOKE_TOLERANCE = 1e-9
+
+
+class ChampionError(RuntimeError):
+    """A rollback or manual promotion that cannot be done (no such version, no previous)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained candidate as its MLflow run recorded it."""
+
+    family: str
+    run_id: str
+    model_uri: str
+    average_precision: float
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    """The registered model, loaded in a fresh process with pickle disabled."""
+
+    passed: bool
+    load_seconds: float
+    predict_ms: float
+    max_abs_difference: float
+    detail: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Promote or not, why, and each criterion's outcome."""
+
+    promote: bool
+    reason: str
+    checks: dict[str, bool]
+
+
+@dataclass(frozen=True)
+class Election:
+    """The outcome of one competition."""
+
+    decision: Decision
+    challenger: Candidate
+    version: str
+    champion_before: str | None
+    champion_after: str | None
+    metrics: HoldoutMetrics
+    champion_metrics: HoldoutMetrics | None
+    comparison: BootstrapResult | None
+    smoke: SmokeResult
+
+
+def latest_candidates(
+    client: MlflowClient, experiment_id: str, dataset_version: str, families: Sequence[str]
+) -> list[Candidate]:
+    """The latest finished candidate run of each family on ``dataset_version``."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlplatform.dataset_version` = '{dataset_version}' "
+        "AND tags.`mlplatform.model_uri` != '' AND attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    latest: dict[str, Candidate] = {}
+    for run in runs:
+        family = run.data.tags.get("mlplatform.family")
+        if family in families and family not in latest:
+            latest[family] = Candidate(
+                family=family,
+                run_id=run.info.run_id,
+                model_uri=run.data.tags["mlplatform.model_uri"],
+                average_precision=run.data.metrics["holdout_average_precision"],
+            )
+    return list(latest.values())
+
+
+def cost_model(settings: Settings) -> CostModel:
+    """The value and costs the threshold and expected value are computed with."""
+    return CostModel(
+        value_true_positive=settings.value_true_positive,
+        cost_false_positive=settings.cost_false_positive,
+    )
+
+
+def decide(
+    metrics: HoldoutMetrics,
+    comparison: BootstrapResult | None,
+    smoke: SmokeResult,
+    settings: Settings,
+) -> Decision:
+    """Apply the promotion rules (see the module docstring) and say why in one line."""
+    checks = {
+        "average_precision_floor": metrics.average_precision >= settings.min_average_precision,
+        "calibration_error_ceiling": metrics.ece <= settings.max_calibration_error,
+        "beats_champion": comparison is None or comparison.lower > 0,
+        "smoke_test": smoke.passed,
+    }
+    reasons = {
+        "average_precision_floor": f"average precision {metrics.average_precision:.4f} "
+        f"{'>=' if checks['average_precision_floor'] else '<'} floor "
+        f"{settings.min_average_precision}",
+        "calibration_error_ceiling": f"calibration error {metrics.ece:.4f} "
+        f"{'<=' if checks['calibration_error_ceiling'] else '>'} ceiling "
+        f"{settings.max_calibration_error}",
+        "beats_champion": "no champion yet"
+        if comparison is None
+        else f"AP difference vs champion {comparison.mean_difference:+.4f}, "
+        f"{comparison.confidence:.0%} lower bound {comparison.lower:+.4f} "
+        f"{'>' if checks['beats_champion'] else '<='} 0",
+        "smoke_test": f"smoke test: {smoke.detail}",
+    }
+    promote = all(checks.values())
+    shown = reasons.values() if promote else [reasons[k] for k, ok in checks.items() if not ok]
+    return Decision(promote, "; ".join(shown), checks)
+
+
+def smoke_test(
+    model_uri: str, tracking_uri: str, sample: pd.DataFrame, expected: np.ndarray, budget_ms: float
+) -> SmokeResult:
+    """Load ``model_uri`` in a fresh Python process with pickle disabled (MLflow's switch,
+    plus an audit hook that fails any unpickling), score ``sample``, compare with
+    ``expected`` (this process's probabilities) and time it against ``budget_ms``."""
+    with tempfile.TemporaryDirectory(prefix="mlplatform-smoke-") as folder:
+        sample_path = Path(folder) / "sample.parquet"
+        sample.to_parquet(sample_path)
+        env = {
+            **os.environ,
+            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "MLFLOW_REGISTRY_URI": tracking_uri,
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "mlplatform.ml.smoke", model_uri, str(sample_path)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return SmokeResult(False, 0.0, 0.0, float("nan"), f"fresh process failed: {last}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    difference = float(np.max(np.abs(np.asarray(report["proba"]) - expected)))
+    problems = []
+    if not difference <= SMOKE_TOLERANCE:
+        problems.append(f"scores differ from this process by {difference:.2e}")
+    if report["predict_ms"] > budget_ms:
+        problems.append(f"{report['predict_ms']:.0f} ms > budget {budget_ms:.0f} ms")
+    detail = (
+        f"loaded in {report['load_seconds']:.2f} s without pickle, scored {len(sample)} rows "
+        f"in {report['predict_ms']:.1f} ms" + (f" ({'; '.join(problems)})" if problems else "")
+    )
+    return SmokeResult(
+        not problems, report["load_seconds"], report["predict_ms"], difference, detail
+    )
+
+
+def elect_champion(
+    client: MlflowClient,
+    conn: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    candidates: Sequence[Candidate],
+    holdout: pd.DataFrame,
+    dataset_version: str,
+    actor: str,
+) -> Election:
+    """Register the best candidate, compete it against the champion on ``holdout`` (rows
+    with ``target``, ``card_id`` and every feature either model needs) and record the result.
+    """
+    if not candidates:
+        raise ValueError(f"no candidate models were trained on dataset {dataset_version}")
+    best = max(candidates, key=lambda c: c.average_precision)
+    name = settings.model_name
+    registered = mlflow.register_model(
+        best.model_uri, name,
+        tags={"mlplatform.family": best.family, "mlplatform.dataset_version": dataset_version},
+    )  # fmt: skip
+    version = str(registered.version)
+    y = holdout["target"].to_numpy(dtype=int)
+    cards = holdout["card_id"].to_numpy()
+    cost = cost_model(settings)
+    k = settings.precision_at_k_cards
+    challenger = load_scoring_model(f"models:/{name}/{version}")
+    proba = challenger.predict_proba(holdout)[:, 1]
+    metrics = holdout_metrics(y, proba, challenger.threshold, cards, k, cost)
+    champion_before = alias_version(client, name, CHAMPION)
+    champion_metrics = comparison = None
+    if champion_before is not None:
+        champion = load_scoring_model(f"models:/{name}/{champion_before}")
+        champion_proba = champion.predict_proba(holdout)[:, 1]
+        champion_metrics = holdout_metrics(y, champion_proba, champion.threshold, cards, k, cost)
+        comparison = paired_bootstrap_ap_difference(
+            y, proba, champion_proba, cards, resamples=settings.bootstrap_resamples,
+            confidence=settings.bootstrap_confidence,
+        )  # fmt: skip
+    sample = holdout.head(SMOKE_ROWS)
+    smoke = smoke_test(
+        f"models:/{name}/{version}", settings.tracking_uri, sample[list(challenger.feature_names)],
+        proba[: len(sample)], settings.smoke_latency_ms,
+    )  # fmt: skip
+    decision = decide(metrics, comparison, smoke, settings)
+    champion_after = champion_before
+    if decision.promote:
+        set_champion(client, name, version)
+        champion_after = version
+    client.set_model_version_tag(
+        name, version, "mlplatform.decision", "promoted" if decision.promote else "rejected"
+    )
+    client.set_model_version_tag(name, version, "mlplatform.reason", decision.reason[:4000])
+    append_promotion_log(
+        conn,
+        model_name=name,
+        decision="promoted" if decision.promote else "rejected",
+        version=version,
+        family=best.family,
+        champion_before=champion_before,
+        champion_after=champion_after,
+        dataset_version=dataset_version,
+        metrics=metrics,
+        champion_metrics=champion_metrics,
+        comparison=comparison,
+        reason=decision.reason,
+        actor=actor,
+    )
+    return Election(
+        decision, best, version, champion_before, champion_after, metrics, champion_metrics,
+        comparison, smoke,
+    )  # fmt: skip
+
+
+def append_promotion_log(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    model_name: str,
+    decision: str,
+    version: str | None,
+    reason: str,
+    actor: str,
+    champion_before: str | None,
+    champion_after: str | None,
+    family: str | None = None,
+    dataset_version: str | None = None,
+    metrics: HoldoutMetrics | None = None,
+    champion_metrics: HoldoutMetrics | None = None,
+    comparison: BootstrapResult | None = None,
+) -> None:
+    """Append one decision to ``ml.promotion_log``."""
+    conn.execute(
+        f"INSERT INTO {PROMOTION_LOG} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            datetime.now(),
+            model_name,
+            decision,
+            version,
+            family,
+            champion_before,
+            champion_after,
+            dataset_version,
+            metrics.average_precision if metrics else None,
+            metrics.ece if metrics else None,
+            champion_metrics.average_precision if champion_metrics else None,
+            comparison.lower if comparison else None,
+            comparison.mean_difference if comparison else None,
+            reason,
+            actor,
+        ],
+    )
+
+
+def rollback(
+    client: MlflowClient, conn: duckdb.DuckDBPyConnection, model_name: str, reason: str, actor: str
+) -> str:
+    """Move ``champion`` back to the ``previous`` version (which then loses that alias);
+    returns the version now champion."""
+    current = alias_version(client, model_name, CHAMPION)
+    previous = alias_version(client, model_name, PREVIOUS)
+    if previous is None:
+        raise ChampionError(f"{model_name} has no previous champion to roll back to")
+    client.set_registered_model_alias(model_name, CHAMPION, previous)
+    client.delete_registered_model_alias(model_name, PREVIOUS)
+    append_promotion_log(
+        conn, model_name=model_name, decision="rollback", version=previous, reason=reason,
+        actor=actor, champion_before=current, champion_after=previous,
+    )  # fmt: skip
+    return previous
+
+
+def promote_manually(
+    client: MlflowClient,
+    conn: duckdb.DuckDBPyConnection,
+    model_name: str,
+    version: str,
+    reason: str,
+    actor: str,
+) -> str | None:
+    """Make ``version`` the champion by hand (the old one becomes ``previous``); returns the
+    old champion."""
+    known = {str(v.version) for v in client.search_model_versions(f"name = '{model_name}'")}
+    if version not in known:
+        raise ChampionError(
+            f"{model_name} has no version {version}; versions: {sorted(known, key=int)}"
+        )
+    before = set_champion(client, model_name, version)
+    append_promotion_log(
+        conn, model_name=model_name, decision="manual_promotion", version=version,
+        reason=reason, actor=actor, champion_before=before, champion_after=version,
+    )  # fmt: skip
+    return before

@@ -1,0 +1,463 @@
+"""Candidate models: the families, a random search on card-grouped folds, calibration.
+
+A :class:`ScoringModel` follows scikit-learn's estimator contract (``predict_proba(X)`` with
+an ``(n, 2)`` result) over master-table feature columns; it holds the fitted estimator (a
+scikit-learn pipeline or a LightGBM booster), the probability calibrator and the decision
+threshold. :func:`train_candidate` tunes, fits and calibrates one family; every estimator fit
+it does is timed, so a benchmark can set the platform's overhead against the bare fits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss
+from sklearn.model_selection import GroupKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+from mlplatform.ml.evaluation import LearningCurvePoint, expected_calibration_error
+
+FAMILIES = ("logistic_regression", "random_forest", "lightgbm")
+#: Share of train (whole cards) of the learning curve's smaller fits; the last point is train.
+LEARNING_CURVE_SHARES = (0.2, 0.5)
+#: Rows (whole cards) a learning-curve point's training score is measured on.
+LEARNING_CURVE_SCORE_ROWS = 50_000
+THREADS = 2
+Sampler = Callable[[np.random.Generator], Any]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Model inputs: numeric columns and categorical columns with their train levels."""
+
+    numeric: tuple[str, ...]
+    categorical: Mapping[str, tuple[str, ...]]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (*self.numeric, *self.categorical)
+
+    def frame(self, data: pd.DataFrame) -> pd.DataFrame:
+        """The model's input frame: numbers as float64 (booleans 0/1, missing NaN) and
+        categories as pandas categoricals over the train levels (unseen levels: missing)."""
+        missing = [name for name in self.names if name not in data.columns]
+        if missing:
+            raise KeyError(f"the model needs feature columns that are absent: {missing}")
+        columns = {name: pd.to_numeric(data[name], errors="coerce").astype("float64")
+                   for name in self.numeric}  # fmt: skip
+        for name, levels in self.categorical.items():
+            columns[name] = pd.Categorical(data[name], categories=list(levels))
+        return pd.DataFrame(columns, index=data.index)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"numeric": list(self.numeric),
+                "categorical": {k: list(v) for k, v in self.categorical.items()}}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
+        return cls(
+            numeric=tuple(data["numeric"]),
+            categorical={k: tuple(v) for k, v in data["categorical"].items()},
+        )
+
+
+def feature_spec(train: pd.DataFrame, features: Sequence[str]) -> FeatureSpec:
+    """Text columns are categorical (levels as seen on ``train``); the rest numeric."""
+    categorical = {
+        name: tuple(sorted(train[name].dropna().astype(str).unique()))
+        for name in features
+        if pd.api.types.is_object_dtype(train[name]) or pd.api.types.is_string_dtype(train[name])
+    }
+    numeric = tuple(name for name in features if name not in categorical)
+    return FeatureSpec(numeric=numeric, categorical=categorical)
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """Maps a raw score to a probability: ``sigmoid`` (Platt, on the score's logit) or
+    ``isotonic`` (piecewise linear through the fitted thresholds)."""
+
+    method: str
+    params: Mapping[str, Any]
+
+    def transform(self, score: np.ndarray) -> np.ndarray:
+        if self.method == "sigmoid":
+            z = self.params["slope"] * _logit(score) + self.params["intercept"]
+            return 1.0 / (1.0 + np.exp(-z))
+        return np.interp(score, self.params["x"], self.params["y"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "params": dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Calibrator:
+        return cls(method=data["method"], params=data["params"])
+
+
+def fit_calibrator(method: str, score: np.ndarray, y: np.ndarray) -> Calibrator:
+    """Fit a ``sigmoid`` or ``isotonic`` calibrator of ``score`` to the 0/1 ``y``."""
+    if method == "sigmoid":
+        platt = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(score)[:, None], y)
+        params = {"slope": float(platt.coef_[0, 0]), "intercept": float(platt.intercept_[0])}
+        return Calibrator("sigmoid", params)
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(score, y)
+    params = {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
+    return Calibrator("isotonic", params)
+
+
+def _logit(score: np.ndarray) -> np.ndarray:
+    p = np.clip(score, 1e-9, 1 - 1e-9)
+    return np.log(p / (1 - p))
+
+
+@dataclass
+class ScoringModel:
+    """A calibrated binary classifier over master-table features (``predict_proba``)."""
+
+    family: str
+    spec: FeatureSpec
+    estimator: Any
+    calibrator: Calibrator
+    threshold: float
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.spec.names
+
+    def raw_score(self, data: pd.DataFrame) -> np.ndarray:
+        """The estimator's uncalibrated score of the positive class, one per row."""
+        return estimator_score(self.estimator, self.spec.frame(data))
+
+    def predict_proba(self, data: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities, shape ``(n, 2)``: column 1 is the positive class."""
+        p = self.calibrator.transform(self.raw_score(data))
+        return np.column_stack([1.0 - p, p])
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the estimator, JSON-able (stored beside the model in MLflow)."""
+        return {
+            "family": self.family,
+            "spec": self.spec.as_dict(),
+            "calibrator": self.calibrator.as_dict(),
+            "threshold": self.threshold,
+            "params": {k: _json_scalar(v) for k, v in self.params.items()},
+        }
+
+
+def _json_scalar(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def estimator_score(estimator: Any, frame: pd.DataFrame) -> np.ndarray:
+    """Positive-class score of a fitted pipeline or LightGBM booster on a model frame."""
+    if isinstance(estimator, lgb.Booster):
+        return estimator.predict(frame, num_threads=THREADS)
+    return estimator.predict_proba(frame)[:, 1]
+
+
+# --- the families -----------------------------------------------------------------------------
+
+SEARCH_SPACES: dict[str, dict[str, Sampler]] = {
+    "logistic_regression": {
+        "C": lambda rng: float(10 ** rng.uniform(-3, 1)),
+        "class_weight": lambda rng: [None, "balanced"][rng.integers(2)],
+    },
+    "random_forest": {
+        "n_estimators": lambda rng: int(rng.choice([60, 100])),
+        "max_depth": lambda rng: int(rng.choice([10, 14])),
+        "min_samples_leaf": lambda rng: int(rng.choice([10, 30])),
+        "max_features": lambda rng: ["sqrt", 0.2][rng.integers(2)],
+        "max_samples": lambda rng: float(rng.choice([0.05, 0.1])),
+        "class_weight": lambda rng: [None, "balanced_subsample"][rng.integers(2)],
+    },
+    "lightgbm": {
+        "num_boost_round": lambda rng: int(rng.choice([150, 300])),
+        "learning_rate": lambda rng: float(10 ** rng.uniform(-1.5, -0.8)),
+        "num_leaves": lambda rng: int(rng.choice([15, 31, 63])),
+        "min_child_samples": lambda rng: int(rng.choice([20, 50, 100])),
+        "feature_fraction": lambda rng: float(rng.choice([0.6, 0.8, 1.0])),
+        "lambda_l2": lambda rng: float(rng.choice([0.0, 1.0, 10.0])),
+        "scale_pos_weight": lambda rng: float(rng.choice([1.0, 5.0, 20.0])),
+    },
+}
+
+
+def fit_estimator(
+    family: str, params: Mapping[str, Any], spec: FeatureSpec, frame: pd.DataFrame, y: np.ndarray
+) -> Any:
+    """Fit one estimator of ``family`` with ``params`` on a model frame (see FeatureSpec)."""
+    if family == "lightgbm":
+        lgb_params = {k: v for k, v in params.items() if k != "num_boost_round"}
+        lgb_params |= {"objective": "binary", "verbose": -1, "num_threads": THREADS,
+                       "bagging_fraction": 0.8, "bagging_freq": 1, "seed": 0}  # fmt: skip
+        data = lgb.Dataset(frame, label=y, categorical_feature=list(spec.categorical) or "auto")
+        return lgb.train(lgb_params, data, num_boost_round=params["num_boost_round"])
+    categories = [list(levels) for levels in spec.categorical.values()]
+    if family == "logistic_regression":
+        numeric = Pipeline(
+            [("impute", SimpleImputer(add_indicator=True, keep_empty_features=True)),
+             ("scale", StandardScaler())]
+        )  # fmt: skip
+        encoder = OneHotEncoder(categories=categories, handle_unknown="ignore")
+        model = LogisticRegression(max_iter=300, tol=1e-3, **params)
+    elif family == "random_forest":
+        numeric = "passthrough"  # trees split on missing values themselves
+        encoder = OrdinalEncoder(
+            categories=categories, handle_unknown="use_encoded_value", unknown_value=-1,
+            encoded_missing_value=-1,
+        )  # fmt: skip
+        model = RandomForestClassifier(n_jobs=THREADS, random_state=0, **params)
+    else:
+        raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+    steps = [("numeric", numeric, list(spec.numeric))]
+    if spec.categorical:
+        steps.append(("categorical", encoder, list(spec.categorical)))
+    pipeline = Pipeline([("prepare", ColumnTransformer(steps)), ("model", model)])
+    return pipeline.fit(frame, y)
+
+
+def feature_importances(estimator: Any, spec: FeatureSpec) -> dict[str, float]:
+    """Importance per input feature, summing to 1: LightGBM gain, forest impurity decrease,
+    or the logistic regression's absolute standardised coefficients (one-hot columns summed)."""
+    if isinstance(estimator, lgb.Booster):
+        values = estimator.feature_importance("gain")
+        raw = dict(zip(estimator.feature_name(), values, strict=True))
+    else:
+        prepare, model = estimator.named_steps["prepare"], estimator.named_steps["model"]
+        weights = np.abs(model.coef_[0]) if hasattr(model, "coef_") else model.feature_importances_
+        raw = dict.fromkeys(spec.names, 0.0)
+        names = prepare.get_feature_names_out()
+        for name, weight in zip(names, weights, strict=True):
+            raw[_input_feature(name, spec)] += float(weight)
+    total = sum(raw.values()) or 1.0
+    return {name: float(value) / total for name, value in raw.items()}
+
+
+def _input_feature(output_name: str, spec: FeatureSpec) -> str:
+    """The input feature behind a ColumnTransformer output (``numeric__x``,
+    ``missingindicator_x``, ``categorical__c_level``)."""
+    bare = output_name.split("__", 1)[1]
+    bare = bare.removeprefix("missingindicator_")
+    if bare in spec.names:
+        return bare
+    return next(name for name in spec.categorical if bare.startswith(f"{name}_"))
+
+
+# --- search, fit, calibrate --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One random-search trial: parameters and mean validation-fold average precision."""
+
+    params: Mapping[str, Any]
+    score: float
+    fold_scores: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class FitRecord:
+    """One estimator fit the training did: what for, on how many rows, how long (s)."""
+
+    purpose: str
+    params: Mapping[str, Any]
+    rows: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """A trained candidate and what its training measured (validation only; no holdout)."""
+
+    model: ScoringModel
+    trials: tuple[Trial, ...]
+    calibration_brier: Mapping[str, float]
+    calibration_ece: Mapping[str, float]
+    validation_proba: np.ndarray
+    learning_curve: tuple[LearningCurvePoint, ...]
+    importances: Mapping[str, float]
+    fits: tuple[FitRecord, ...]
+
+    @property
+    def fit_seconds(self) -> float:
+        return sum(f.seconds for f in self.fits)
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """How to tune: trials, folds, search rows and the seed (from settings)."""
+
+    iterations: int
+    folds: int
+    search_max_rows: int
+    seed: int = 0
+
+
+def sample_params(family: str, iterations: int, seed: int) -> list[dict[str, Any]]:
+    """``iterations`` distinct parameter sets drawn from the family's search space."""
+    rng = np.random.default_rng(seed)
+    space = SEARCH_SPACES[family]
+    drawn: list[dict[str, Any]] = []
+    for _ in range(iterations * 20):  # duplicates are redrawn; the spaces are large enough
+        params = {name: sample(rng) for name, sample in space.items()}
+        if params not in drawn:
+            drawn.append(params)
+        if len(drawn) == iterations:
+            break
+    return drawn
+
+
+def card_sample(cards: pd.Series, max_rows: int, seed: int) -> np.ndarray:
+    """Row mask of whole cards, in a seeded random order, until ``max_rows`` rows."""
+    if len(cards) <= max_rows:
+        return np.ones(len(cards), dtype=bool)
+    counts = cards.value_counts(sort=False)
+    order = np.random.default_rng(seed).permutation(len(counts))
+    cumulative = counts.iloc[order].cumsum()
+    chosen = cumulative.index[cumulative.to_numpy() <= max_rows]
+    return cards.isin(chosen).to_numpy()
+
+
+def search_folds(
+    cards: pd.Series, plan: TrainingPlan
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """Rows the search uses (mask over train) and its folds over them, grouped by card."""
+    mask = card_sample(cards, plan.search_max_rows, plan.seed)
+    folds = list(GroupKFold(n_splits=plan.folds).split(np.zeros(mask.sum()),
+                                                       groups=cards[mask].to_numpy()))  # fmt: skip
+    return mask, folds
+
+
+def train_candidate(
+    family: str,
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    features: Sequence[str],
+    plan: TrainingPlan,
+    choose_threshold: Callable[[np.ndarray, np.ndarray], float],
+) -> CandidateResult:
+    """Tune ``family`` on card-grouped folds of ``train``, refit on all of train, calibrate
+    on ``validation`` and choose the threshold there.
+
+    ``train`` and ``validation`` are master-table rows (``card_id``, ``target`` and the
+    feature columns); no card is on both sides. ``choose_threshold(y, proba)`` picks the
+    decision threshold from validation probabilities.
+    """
+    for name, split in (("train", train), ("validation", validation)):
+        if split["target"].nunique() < 2:
+            raise ValueError(f"the {name} split has one target class only: nothing to learn")
+    spec = feature_spec(train, features)
+    x_train, y_train = spec.frame(train), train["target"].to_numpy(dtype=int)
+    x_val, y_val = spec.frame(validation), validation["target"].to_numpy(dtype=int)
+    fits: list[FitRecord] = []
+
+    def timed_fit(purpose: str, params: Mapping[str, Any], x: pd.DataFrame, y: np.ndarray) -> Any:
+        start = time.perf_counter()
+        estimator = fit_estimator(family, params, spec, x, y)
+        fits.append(FitRecord(purpose, dict(params), len(x), time.perf_counter() - start))
+        return estimator
+
+    cards = train["card_id"]
+    mask, folds = search_folds(cards, plan)
+    x_search, y_search = x_train[mask], y_train[mask]
+    trials = []
+    for params in sample_params(family, plan.iterations, plan.seed):
+        scores = []
+        for fit_rows, score_rows in folds:
+            estimator = timed_fit("search", params, x_search.iloc[fit_rows], y_search[fit_rows])
+            score = estimator_score(estimator, x_search.iloc[score_rows])
+            scores.append(_average_precision(y_search[score_rows], score))
+        valid = [s for s in scores if not np.isnan(s)]
+        trials.append(Trial(params, float(np.mean(valid)) if valid else np.nan, tuple(scores)))
+    best = max(trials, key=lambda t: -np.inf if np.isnan(t.score) else t.score)
+
+    estimator = timed_fit("final", best.params, x_train, y_train)
+    val_score = estimator_score(estimator, x_val)
+    calibrator, brier, ece, val_proba = _calibrate(val_score, y_val, validation["card_id"])
+    model = ScoringModel(
+        family=family,
+        spec=spec,
+        estimator=estimator,
+        calibrator=calibrator,
+        threshold=choose_threshold(y_val, val_proba),
+        params=best.params,
+    )
+    curve = []
+    for share in LEARNING_CURVE_SHARES:
+        subset = card_sample(cards, round(share * len(train)), plan.seed + 1)
+        small = timed_fit(f"learning_curve_{share}", best.params, x_train[subset], y_train[subset])
+        curve.append(
+            _curve_point(small, cards[subset], x_train[subset], y_train[subset], x_val, y_val)
+        )
+    curve.append(_curve_point(estimator, cards, x_train, y_train, x_val, y_val, val_score))
+    return CandidateResult(
+        model=model,
+        trials=tuple(trials),
+        calibration_brier=brier,
+        calibration_ece=ece,
+        validation_proba=val_proba,
+        learning_curve=tuple(curve),
+        importances=feature_importances(estimator, spec),
+        fits=tuple(fits),
+    )
+
+
+def _average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """Average precision, NaN when ``y`` has no positive (a fold too small to judge)."""
+    return float(average_precision_score(y, score)) if y.any() else np.nan
+
+
+def _curve_point(
+    estimator: Any,
+    cards: pd.Series,
+    x_fit: pd.DataFrame,
+    y_fit: np.ndarray,
+    x_val: pd.DataFrame,
+    y_val: np.ndarray,
+    val_score: np.ndarray | None = None,
+) -> LearningCurvePoint:
+    if val_score is None:
+        val_score = estimator_score(estimator, x_val)
+    scored = card_sample(cards, LEARNING_CURVE_SCORE_ROWS, seed=0)
+    return LearningCurvePoint(
+        train_rows=len(x_fit),
+        train_score=_average_precision(y_fit[scored], estimator_score(estimator, x_fit[scored])),
+        validation_score=_average_precision(y_val, val_score),
+    )
+
+
+def _calibrate(
+    score: np.ndarray, y: np.ndarray, cards: pd.Series
+) -> tuple[Calibrator, dict[str, float], dict[str, float], np.ndarray]:
+    """Choose sigmoid or isotonic by cross-fitted Brier score on validation (two halves by
+    card, each calibrated on the other), then fit the winner on all of validation.
+
+    Returns the calibrator, Brier and ECE per method, and the winner's cross-fitted
+    probabilities (honest validation probabilities for the threshold choice)."""
+    half = (pd.util.hash_pandas_object(cards, index=False).to_numpy() % 2).astype(bool)
+    brier, ece, cross_fitted = {}, {}, {}
+    for method in ("sigmoid", "isotonic"):
+        proba = np.empty(len(score))
+        for side in (half, ~half):
+            if y[~side].min() == y[~side].max():  # one class on the fitting half: no information
+                proba[side] = y[~side].mean()
+            else:
+                proba[side] = fit_calibrator(method, score[~side], y[~side]).transform(score[side])
+        brier[method] = float(brier_score_loss(y, proba))
+        ece[method] = float(expected_calibration_error(y, proba))
+        cross_fitted[method] = proba
+    method = min(brier, key=brier.__getitem__)
+    return fit_calibrator(method, score, y), brier, ece, cross_fitted[method]

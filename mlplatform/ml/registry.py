@@ -1,0 +1,150 @@
+"""The MLflow side of models: the store, logging a scoring model, loading it without pickle.
+
+A :class:`~mlplatform.ml.models.ScoringModel` is logged as one MLflow model: LightGBM boosters
+in LightGBM's native text format, scikit-learn pipelines through skops; the calibrator,
+threshold and feature spec travel in the MLmodel file's metadata. :func:`load_scoring_model`
+reads those files itself: a skops file loads only when every type it holds is on this
+module's allow-list (decided here, never by the model file), and nothing is unpickled, so
+loading works with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import mlflow
+import pandas as pd
+import skops.io
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.types import ColSpec, Schema, TensorSpec
+
+from mlplatform import __version__
+from mlplatform.ml.models import Calibrator, FeatureSpec, ScoringModel
+
+CHAMPION, PREVIOUS = "champion", "previous"
+METADATA_KEY = "mlplatform"
+#: Types a skops file may hold beyond skops' own defaults (found with skops'
+#: ``get_untrusted_types`` on every family's pipeline).
+TRUSTED_SKOPS_TYPES = frozenset({"numpy.dtype", "sklearn.tree._tree.Tree"})
+
+
+class ModelLoadError(RuntimeError):
+    """A registered model cannot be loaded safely (unknown format or untrusted types)."""
+
+
+def configure(tracking_uri: str) -> MlflowClient:
+    """Point MLflow (tracking and registry) at ``tracking_uri``; a client for it."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifacts_dir: Path | None) -> str:
+    """The experiment's id, created (with its artifacts under ``artifacts_dir``) if missing."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = artifacts_dir.resolve().as_uri() if artifacts_dir else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def code_version() -> str:
+    """The package version plus the git commit when running from a checkout."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__}+{commit}"
+
+
+def log_scoring_model(model: ScoringModel, sample: pd.DataFrame, name: str = "model") -> str:
+    """Log ``model`` to the active MLflow run; returns its model URI (``models:/<id>``).
+
+    ``sample`` is a few master-table rows: the signature's input schema and the example."""
+    signature = ModelSignature(
+        inputs=Schema(
+            [ColSpec("double", n) for n in model.spec.numeric]
+            + [ColSpec("string", n, required=False) for n in model.spec.categorical]
+        ),
+        outputs=Schema([TensorSpec(model.predict_proba(sample).dtype, (-1, 2))]),
+    )
+    common: dict[str, Any] = {
+        "name": name,
+        "signature": signature,
+        "metadata": {METADATA_KEY: model.metadata()},
+        "pip_requirements": [f"mlplatform=={__version__}"],
+    }
+    if isinstance(model.estimator, lgb.Booster):
+        info = mlflow.lightgbm.log_model(model.estimator, **common)
+    else:
+        info = mlflow.sklearn.log_model(
+            model.estimator,
+            serialization_format="skops",
+            skops_trusted_types=sorted(TRUSTED_SKOPS_TYPES),
+            **common,
+        )
+    return info.model_uri
+
+
+def load_scoring_model(model_uri: str) -> ScoringModel:
+    """Load a model logged by :func:`log_scoring_model` (any MLflow model URI), unpickled."""
+    with tempfile.TemporaryDirectory(prefix="mlplatform-model-") as folder:
+        local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=folder))
+        mlmodel = Model.load(local)
+        meta = (mlmodel.metadata or {}).get(METADATA_KEY)
+        if meta is None:
+            raise ModelLoadError(f"{model_uri} was not logged by mlplatform (no metadata)")
+        estimator = _load_estimator(local, mlmodel.flavors, model_uri)
+    return ScoringModel(
+        family=meta["family"],
+        spec=FeatureSpec.from_dict(meta["spec"]),
+        estimator=estimator,
+        calibrator=Calibrator.from_dict(meta["calibrator"]),
+        threshold=float(meta["threshold"]),
+        params=meta["params"],
+    )
+
+
+def _load_estimator(local: Path, flavors: dict[str, Any], model_uri: str) -> Any:
+    if "lightgbm" in flavors:
+        flavor = flavors["lightgbm"]
+        if flavor.get("model_class") != "lightgbm.basic.Booster":
+            raise ModelLoadError(f"{model_uri}: only native LightGBM boosters are loaded")
+        return lgb.Booster(model_file=str(local / flavor["data"]))
+    flavor = flavors.get("sklearn", {})
+    if flavor.get("serialization_format") != "skops":
+        raise ModelLoadError(f"{model_uri}: not a skops model; pickled models are never loaded")
+    path = local / flavor["pickled_model"]
+    untrusted = set(skops.io.get_untrusted_types(file=path))
+    if not untrusted <= TRUSTED_SKOPS_TYPES:
+        raise ModelLoadError(
+            f"{model_uri}: the skops file holds types outside the allow-list: "
+            f"{sorted(untrusted - TRUSTED_SKOPS_TYPES)}"
+        )
+    return skops.io.load(path, trusted=sorted(untrusted))
+
+
+def alias_version(client: MlflowClient, model_name: str, alias: str) -> str | None:
+    """The version the alias points at, or None (no such model or alias)."""
+    try:
+        return str(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def set_champion(client: MlflowClient, model_name: str, version: str) -> str | None:
+    """Point ``champion`` at ``version`` and ``previous`` at the old champion; returns it."""
+    old = alias_version(client, model_name, CHAMPION)
+    if old is not None and old != version:
+        client.set_registered_model_alias(model_name, PREVIOUS, old)
+    client.set_registered_model_alias(model_name, CHAMPION, version)
+    return old

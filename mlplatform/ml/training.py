@@ -1,0 +1,216 @@
+"""Training one candidate end to end: data from the warehouse, fit, evaluate, log to MLflow.
+
+:func:`load_training_data` reads the master table (train and validation with the kept
+features) and the holdout with every feature column (so any model, e.g. an older champion,
+can be scored on it); :func:`train_and_evaluate` tunes, calibrates and evaluates a family on
+the out-of-time holdout with plots, fairness slices and a model card; :func:`log_candidate`
+records it all in the active MLflow run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import mlflow
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from mlplatform.ml.champion import cost_model
+from mlplatform.ml.evaluation import (
+    HoldoutMetrics,
+    age_band,
+    calibration_figure,
+    choose_threshold,
+    confusion_figure,
+    fairness_slices,
+    holdout_metrics,
+    importance_figure,
+    learning_curve_figure,
+    lift_gain_figure,
+    model_card,
+    precision_recall_figure,
+    prevalence_baseline,
+    roc_figure,
+    save_figures,
+)
+from mlplatform.ml.models import CandidateResult, TrainingPlan, train_candidate
+from mlplatform.ml.registry import log_scoring_model
+from mlplatform.settings import Settings
+from mlplatform.warehouse.features import TABLE as FEATURES_TABLE
+
+#: What the model card says the model is not for, whatever its metrics.
+LIMITS = (
+    "Trained on the transactions of one data source and period; scores outside the "
+    "training population (new markets, products, currencies) are not validated.",
+    "Probabilities are calibrated on the validation split; recalibrate after drift.",
+    "Fairness slices are descriptive; they do not prove the absence of bias.",
+    "A decision aid: do not act on a score alone where a person is affected.",
+)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The master table's splits, its kept features and its dataset version."""
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    holdout: pd.DataFrame
+    features: tuple[str, ...]
+    dataset_version: str
+    target: str
+    holdout_period: str
+
+
+def load_training_data(conn: duckdb.DuckDBPyConnection, target: str) -> TrainingData:
+    """Read ``ml.master_table`` (kept features) and its holdout with every feature column;
+    ``target`` names the contract's target (for the model card)."""
+    selection = conn.execute(
+        "SELECT feature, kept, dataset_version FROM ml.feature_selection"
+    ).fetchall()
+    if not selection:
+        raise RuntimeError("ml.feature_selection is empty: materialize master_table first")
+    features = tuple(name for name, kept, _ in selection if kept)
+    frame = conn.execute(
+        "SELECT * FROM ml.master_table WHERE split <> 'holdout' ORDER BY transaction_id"
+    ).df()
+    holdout = load_holdout(conn)
+    period = conn.execute(
+        "SELECT min(partition_date)::VARCHAR || ' .. ' || max(partition_date)::VARCHAR "
+        "FROM ml.master_table WHERE split = 'holdout'"
+    ).fetchone()[0]
+    return TrainingData(
+        train=frame[frame["split"] == "train"].reset_index(drop=True),
+        validation=frame[frame["split"] == "validation"].reset_index(drop=True),
+        holdout=holdout,
+        features=features,
+        dataset_version=selection[0][2],
+        target=target,
+        holdout_period=period,
+    )
+
+
+def load_holdout(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """The master table's holdout rows with target, card and every feature column."""
+    return conn.execute(
+        f"""SELECT m.transaction_id, m.card_id, m.target,
+                f.* EXCLUDE (transaction_id, card_id, event_time, partition_date),
+                m.event_time, m.partition_date
+            FROM ml.master_table AS m JOIN {FEATURES_TABLE} AS f USING (transaction_id)
+            WHERE m.split = 'holdout' ORDER BY m.transaction_id"""
+    ).df()
+
+
+@dataclass(frozen=True)
+class CandidateReport:
+    """A trained candidate with its holdout evaluation."""
+
+    family: str
+    result: CandidateResult
+    metrics: HoldoutMetrics
+    baseline: HoldoutMetrics
+    slices: pd.DataFrame
+    figures: dict[str, Figure]
+    card: str
+    seconds: float
+
+
+def train_and_evaluate(family: str, data: TrainingData, settings: Settings) -> CandidateReport:
+    """Tune, fit and calibrate ``family``; evaluate it on the holdout against the
+    prevalence-only baseline, with plots, fairness slices and a model card."""
+    start = time.perf_counter()
+    cost = cost_model(settings)
+    plan = TrainingPlan(
+        iterations=settings.search_iterations,
+        folds=settings.search_folds,
+        search_max_rows=settings.search_max_rows,
+    )
+    result = train_candidate(
+        family, data.train, data.validation, data.features, plan,
+        lambda y, p: choose_threshold(y, p, cost),
+    )  # fmt: skip
+    model = result.model
+    y = data.holdout["target"].to_numpy(dtype=int)
+    cards = data.holdout["card_id"].to_numpy()
+    proba = model.predict_proba(data.holdout)[:, 1]
+    k = settings.precision_at_k_cards
+    metrics = holdout_metrics(y, proba, model.threshold, cards, k, cost)
+    baseline = prevalence_baseline(float(data.train["target"].mean()), y, cards, k, cost)
+    slices = fairness_slices(
+        data.holdout.assign(proba=proba), "target", "proba", model.threshold,
+        _slice_columns(data.holdout),
+    )  # fmt: skip
+    figures = {
+        "roc": roc_figure(y, proba, family),
+        "precision_recall": precision_recall_figure(y, proba, family, metrics.prevalence),
+        "lift_gain": lift_gain_figure(y, proba),
+        "calibration": calibration_figure(y, proba),
+        "confusion_matrix": confusion_figure(metrics),
+        "learning_curve": learning_curve_figure(result.learning_curve),
+        "feature_importance": importance_figure(result.importances),
+    }
+    card = model_card(
+        model_name=settings.model_name,
+        family=family,
+        version=None,
+        dataset_version=data.dataset_version,
+        trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        target=data.target,
+        features=model.feature_names,
+        params=model.params,
+        calibration=model.calibrator.method,
+        metrics=metrics,
+        baseline=baseline,
+        slices=slices,
+        holdout_period=data.holdout_period,
+        limits=LIMITS,
+    )
+    return CandidateReport(
+        family, result, metrics, baseline, slices, figures, card, time.perf_counter() - start
+    )
+
+
+def _slice_columns(holdout: pd.DataFrame) -> dict[str, pd.Series]:
+    """Fairness slices: gender and age band, where the data has them."""
+    slices = {}
+    if "gender" in holdout:
+        slices["gender"] = holdout["gender"]
+    if "age" in holdout:
+        slices["age_band"] = age_band(holdout["age"])
+    return slices
+
+
+def log_candidate(report: CandidateReport, data: TrainingData) -> str:
+    """Log params, metrics, plots, slices, model card and the model to the active MLflow
+    run; returns the model URI."""
+    result, model = report.result, report.result.model
+    mlflow.log_params({f"model.{k}": v for k, v in model.params.items()})
+    mlflow.log_params({
+        "family": report.family, "calibration": model.calibrator.method,
+        "threshold": round(model.threshold, 6), "features": len(model.feature_names),
+        "train_rows": len(data.train), "validation_rows": len(data.validation),
+        "holdout_rows": len(data.holdout), "search_trials": len(result.trials),
+    })  # fmt: skip
+    metrics = {f"holdout_{k}": float(v) for k, v in report.metrics.as_dict().items()}
+    metrics |= {f"baseline_{k}": float(v) for k, v in report.baseline.as_dict().items()}
+    metrics |= {f"validation_brier_{k}": v for k, v in result.calibration_brier.items()}
+    metrics |= {"search_best_average_precision": max(t.score for t in result.trials),
+                "fit_seconds": result.fit_seconds, "training_seconds": report.seconds}  # fmt: skip
+    mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+    with tempfile.TemporaryDirectory(prefix="mlplatform-candidate-") as folder:
+        out = Path(folder)
+        save_figures(report.figures, out / "plots")
+        report.slices.to_csv(out / "fairness_slices.csv", index=False)
+        (out / "model_card.md").write_text(report.card, encoding="utf-8")
+        pd.DataFrame([{**t.params, "average_precision": t.score} for t in result.trials]).to_csv(
+            out / "search_trials.csv", index=False
+        )
+        mlflow.log_artifacts(folder)
+    model_uri = log_scoring_model(model, data.validation.head(50))
+    mlflow.set_tag("mlplatform.model_uri", model_uri)
+    return model_uri

@@ -1,0 +1,59 @@
+"""MLflow tracking and registry as a Dagster resource (dagster-mlflow is not needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+from mlflow import MlflowClient
+
+from mlplatform.ml.registry import code_version, configure, ensure_experiment
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """Where runs and models go: by default SQLite and an artifact folder in the data home."""
+
+    tracking_uri: str
+    artifacts_dir: str | None = None
+    experiment: str = "mlplatform"
+    model_name: str = "mlplatform-transactions"
+
+    def client(self) -> MlflowClient:
+        """A client of the tracking and registry store (and MLflow's fluent API set to it)."""
+        return configure(self.tracking_uri)
+
+    def experiment_id(self) -> str:
+        """The experiment's id, created if missing."""
+        folder = Path(self.artifacts_dir) if self.artifacts_dir else None
+        return ensure_experiment(self.client(), self.experiment, folder)
+
+    @contextmanager
+    def run(
+        self, context: dg.AssetExecutionContext, tags: dict[str, str]
+    ) -> Iterator[mlflow.ActiveRun]:
+        """One MLflow run for this asset materialization, tagged with the Dagster run id,
+        the asset key and the code version (plus ``tags``)."""
+        experiment_id = self.experiment_id()
+        asset = context.asset_key.to_user_string()
+        all_tags = {
+            "dagster.run_id": context.run.run_id,
+            "dagster.asset_key": asset,
+            "mlplatform.code_version": code_version(),
+            **tags,
+        }
+        with mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"{asset}-{context.run.run_id[:8]}", tags=all_tags
+        ) as active:
+            yield active
+
+    def run_link(self, run: mlflow.entities.Run) -> dg.MetadataValue:
+        """The run in the MLflow UI when there is a server, else its artifact folder."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            base = self.tracking_uri.rstrip("/")
+            return dg.MetadataValue.url(
+                f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+            )
+        return dg.MetadataValue.path(run.info.artifact_uri.removeprefix("file://"))

@@ -1,0 +1,1 @@
+"""Serving: online features for new transactions and the champion that scores them."""

@@ -1,0 +1,259 @@
+"""Candidate models, the champion competition and the champion from Python.
+
+One small simulated platform (real DuckDB file, real MLflow SQLite store, real Dagster
+instance) is trained once for the module; the tests read what that left behind, and the last
+test plays a worse challenger, a manual promotion and a rollback on top of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import START, load_warehouse
+from mlflow import MlflowClient
+
+from mlplatform import load_champion
+from mlplatform.assets.models import candidate_asset, champion_asset
+from mlplatform.contract import load_contract
+from mlplatform.datagen import SimulationConfig, simulate
+from mlplatform.definitions import build_resources, defs
+from mlplatform.ml.master_table import build_master_table
+from mlplatform.ml.models import FAMILIES
+from mlplatform.settings import DEFAULT_CONTRACT, Settings, get_settings
+from mlplatform.warehouse.connection import connect
+from mlplatform.warehouse.feature_registry import feature_registry
+from mlplatform.warehouse.features import build_card_features
+from mlplatform.warehouse.targets import build_targets
+
+DAYS = 60
+ENV = {
+    "MLPLATFORM_PII_KEY": "test-pii-key",
+    "MLPLATFORM_START_DATE": START.isoformat(),
+    "MLPLATFORM_SEARCH_ITERATIONS": "2",
+    "MLPLATFORM_MIN_TRAIN_POSITIVES": "5",
+    "MLPLATFORM_MIN_AVERAGE_PRECISION": "0.05",
+    "MLPLATFORM_MAX_CALIBRATION_ERROR": "0.05",
+    "MLPLATFORM_SMOKE_LATENCY_MS": "5000",  # a busy CI machine: latency is the bench's job
+}
+ASSETS = [*(candidate_asset(f) for f in FAMILIES), champion_asset(FAMILIES)]
+
+
+@dataclass(frozen=True)
+class Trained:
+    home: Path
+    settings: Settings
+    instance: dg.DagsterInstance
+    result: dg.ExecuteInProcessResult
+
+
+def _train(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        ASSETS, instance=instance, resources=build_resources(get_settings()), raise_on_error=True
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
+    root = tmp_path_factory.mktemp("models")
+    home, dagster_home = root / "home", root / "dagster"
+    dagster_home.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {
+            **ENV, "MLPLATFORM_HOME": str(home), "DAGSTER_HOME": str(dagster_home)
+        }.items():  # fmt: skip
+            patch.setenv(name, value)
+        settings = get_settings()
+        simulate(SimulationConfig(n_cards=250, days=DAYS, start_date=START, seed=5),
+                 home / "landing")  # fmt: skip
+        load_warehouse(home / "landing", settings.warehouse_path)
+        registry = feature_registry(settings, load_contract(DEFAULT_CONTRACT))
+        with connect(settings.warehouse_path) as conn:
+            build_card_features(conn, registry, START, START + timedelta(days=DAYS - 1))
+            build_targets(conn, settings, load_contract(DEFAULT_CONTRACT))
+            build_master_table(conn, registry, settings, settings.datasets_dir)
+        with dg.DagsterInstance.get() as instance:
+            yield Trained(home, settings, instance, _train(instance))
+
+
+def _client(settings: Settings) -> MlflowClient:
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+
+def _promotion_log(settings: Settings) -> pd.DataFrame:
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        return conn.execute("SELECT * FROM ml.promotion_log ORDER BY decided_at").df()
+
+
+def test_each_candidate_logs_a_tagged_run_with_metrics_plots_and_a_model_card(
+    trained: Trained,
+) -> None:
+    client = _client(trained.settings)
+    experiment = client.get_experiment_by_name(trained.settings.mlflow_experiment)
+    runs = client.search_runs([experiment.experiment_id])
+    with duckdb.connect(str(trained.settings.warehouse_path), read_only=True) as conn:
+        version = conn.execute("SELECT any_value(dataset_version) FROM ml.feature_selection")
+        dataset_version = version.fetchone()[0]
+    by_family = {r.data.tags["mlplatform.family"]: r for r in runs}
+    assert set(by_family) == set(FAMILIES)
+    for family, run in by_family.items():
+        tags, metrics = run.data.tags, run.data.metrics
+        assert tags["dagster.run_id"] == trained.result.run_id
+        assert tags["dagster.asset_key"] == f"candidate_{family}"
+        assert tags["mlplatform.dataset_version"] == dataset_version
+        assert tags["mlplatform.code_version"].startswith("0.1.0")
+        # beats the prevalence-only baseline on the out-of-time holdout
+        assert metrics["holdout_average_precision"] > metrics["baseline_average_precision"]
+        assert 0 <= metrics["holdout_ece"] <= 1 and 0 <= metrics["holdout_brier"] <= 1
+        artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
+        plots = sorted(p.stem for p in (artifacts / "plots").glob("*.png"))
+        assert plots == sorted(
+            ["roc", "precision_recall", "lift_gain", "calibration", "confusion_matrix",
+             "learning_curve", "feature_importance"]
+        )  # fmt: skip
+        card = (artifacts / "model_card.md").read_text()
+        assert dataset_version in card and family in card
+        slices = pd.read_csv(artifacts / "fairness_slices.csv")
+        assert {"gender", "age_band"} <= set(slices["slice"])
+        assert run.data.params["calibration"] in {"sigmoid", "isotonic"}
+    materialized = {
+        e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata
+        for e in trained.result.get_asset_materialization_events()
+    }
+    meta = materialized["candidate_lightgbm"]
+    assert meta["model_uri"].value.startswith("models:/")
+    assert "mlflow_run" in meta and "model_card" in meta
+
+
+def test_the_first_candidate_clearing_the_floors_becomes_champion(trained: Trained) -> None:
+    log = _promotion_log(trained.settings)
+    first = log.iloc[0]
+    assert first.decision == "promoted" and first.version == "1"
+    assert pd.isna(first.champion_before) and first.champion_after == "1"
+    assert "no champion yet" in first.reason and "smoke test" in first.reason
+    assert first.actor == trained.result.run_id
+    client = _client(trained.settings)
+    champion = client.get_model_version_by_alias(trained.settings.model_name, "champion")
+    assert str(champion.version) == "1"
+    assert champion.tags["mlplatform.decision"] == "promoted"
+
+
+def test_champion_loads_in_a_fresh_process_with_pickle_disabled(trained: Trained) -> None:
+    code = (
+        "import sys, json\n"
+        "sys.addaudithook(lambda e, a: (_ for _ in ()).throw(RuntimeError(e))"
+        " if e == 'pickle.find_class' else None)\n"
+        "import mlplatform\n"
+        "c = mlplatform.load_champion()\n"
+        "print(json.dumps({'version': c.version, 'family': c.model.family,"
+        " 'features': len(c.feature_names), 'ap': c.metrics['average_precision']}))\n"
+    )
+    env = {**os.environ, **ENV, "MLPLATFORM_HOME": str(trained.home),
+           "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded["version"] == "1" and loaded["features"] > 20 and loaded["ap"] > 0
+
+
+def test_load_champion_scores_canonical_transactions_as_the_batch_path_does(
+    trained: Trained,
+) -> None:
+    champion = load_champion(trained.settings)
+    contract = load_contract(DEFAULT_CONTRACT)
+    with duckdb.connect(str(trained.settings.warehouse_path), read_only=True) as conn:
+        rows = conn.execute(
+            """SELECT f.*, c.source_file, c.source_line FROM features.card_features AS f
+               JOIN curated.transactions AS c USING (transaction_id)
+               WHERE f.partition_date = (SELECT max(partition_date) FROM ml.master_table)
+               ORDER BY hash(transaction_id) LIMIT 25"""
+        ).df()
+    batch = champion.model.predict_proba(rows)
+    landing = pd.concat(
+        pd.read_csv(trained.home / "landing" / name, dtype=str)
+        for name in sorted(set(rows.source_file.map(lambda p: Path(p).name)))
+    )
+    canonical = (
+        landing.rename(columns={column: name for name, column in contract.columns.items()})
+        .set_index("transaction_id")
+        .loc[rows.transaction_id]
+        .reset_index()
+    )
+    assert "card_number" in canonical and "card_id" not in canonical
+    online = champion.predict_proba(canonical)
+    assert online.shape == (25, 2)
+    np.testing.assert_allclose(online, batch, rtol=0, atol=1e-12)
+    assert champion.threshold > 0 and champion.version == "1"
+
+
+def test_defs_load_asset_value_returns_the_champion(trained: Trained) -> None:
+    value = defs.load_asset_value("champion_model", instance=trained.instance)
+    assert value.version == "1" and value.model.family in FAMILIES
+
+
+def test_worse_challenger_is_rejected_then_manual_promotion_and_rollback(
+    trained: Trained,
+) -> None:
+    settings = trained.settings
+    with connect(settings.warehouse_path) as conn:  # a new dataset whose labels are noise
+        conn.execute(
+            """CREATE TEMP TABLE shuffled AS
+               WITH ids AS (SELECT transaction_id, row_number() OVER (ORDER BY transaction_id)
+                            AS i FROM ml.master_table WHERE split <> 'holdout'),
+                    labels AS (SELECT target, row_number() OVER (
+                                   ORDER BY hash(transaction_id || 'shuffle')) AS i
+                               FROM ml.master_table WHERE split <> 'holdout')
+               SELECT transaction_id, target FROM ids JOIN labels USING (i);
+               UPDATE ml.master_table AS m SET target = s.target
+               FROM shuffled AS s WHERE m.transaction_id = s.transaction_id;
+               UPDATE ml.feature_selection SET dataset_version = 'shuffled-labels';"""
+        )
+    _train(trained.instance)
+    log = _promotion_log(settings)
+    rejected = log.iloc[-1]
+    assert rejected.decision == "rejected" and rejected.version == "2"
+    assert rejected.champion_before == rejected.champion_after == "1"
+    assert rejected.dataset_version == "shuffled-labels"
+    assert "lower bound" in rejected.reason or "floor" in rejected.reason
+    assert rejected.average_precision < log.iloc[0].average_precision
+    client = _client(settings)
+    assert client.get_model_version_by_alias(settings.model_name, "champion").version == 1
+    assert client.get_model_version(settings.model_name, "2").tags["mlplatform.decision"] == (
+        "rejected"
+    )
+
+    env = {**os.environ, **ENV, "MLPLATFORM_HOME": str(trained.home)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mlplatform.cli", *args], capture_output=True, text=True,
+            env=env,
+        )  # fmt: skip
+
+    promoted = cli("promote", "2", "--reason", "business asked for it")
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    assert client.get_model_version_by_alias(settings.model_name, "champion").version == 2
+    assert client.get_model_version_by_alias(settings.model_name, "previous").version == 1
+    rolled = cli("rollback", "--reason", "version 2 is noise")
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert client.get_model_version_by_alias(settings.model_name, "champion").version == 1
+    again = cli("rollback", "--reason", "once more")
+    assert again.returncode == 1 and "no previous champion" in again.stdout
+    missing = cli("promote", "99", "--reason", "typo")
+    assert missing.returncode == 1 and "has no version 99" in missing.stdout
+    manual = _promotion_log(settings).iloc[-2:]
+    assert list(manual.decision) == ["manual_promotion", "rollback"]
+    assert list(manual.reason) == ["business asked for it", "version 2 is noise"]
+    assert list(manual.champion_after) == ["2", "1"]
+    assert all(actor.startswith("cli:") for actor in manual.actor)
