@@ -151,6 +151,26 @@ def test_a_later_event_never_changes_an_earlier_row(warehouse: Path, tmp_path: P
     pd.testing.assert_frame_equal(before[earlier], after[earlier.to_numpy()])
 
 
+def test_a_build_leaves_the_connections_settings_as_it_found_them(
+    warehouse: Path, tmp_path: Path
+) -> None:
+    """The build inserts without preserving order (parallel writes), then restores the setting;
+    rebuilding a day gives the same rows."""
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(warehouse, copy)
+    day = START + timedelta(days=DAYS - 1)
+    query = f"SELECT * FROM {TABLE} WHERE partition_date = ? ORDER BY transaction_id"
+    with connect(copy) as conn:
+        before = conn.execute(query, [day]).df()
+        for preserve in (True, False):
+            conn.execute(f"SET preserve_insertion_order = {preserve}")
+            build_card_features(conn, REGISTRY, day, day)
+            setting = conn.execute("SELECT current_setting('preserve_insertion_order')")
+            assert setting.fetchone()[0] is preserve
+        after = conn.execute(query, [day]).df()
+    pd.testing.assert_frame_equal(before, after)
+
+
 def test_online_features_equal_offline_exactly(warehouse: Path) -> None:
     with connect(warehouse, read_only=True) as conn:
         ids = _sample_ids(conn, 40)

@@ -9,6 +9,7 @@ records it all in the active MLflow run.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from mlplatform.ml.registry import log_scoring_model
 from mlplatform.settings import Settings
 from mlplatform.warehouse.features import TABLE as FEATURES_TABLE
 
+#: Every estimator fit of a candidate's training (purpose, rows, seconds, params), per run.
+FITS_FILE = "fits.csv"
 #: What the model card says the model is not for, whatever its metrics.
 LIMITS = (
     "Trained on the transactions of one data source and period; scores outside the "
@@ -199,7 +202,7 @@ def log_candidate(report: CandidateReport, data: TrainingData) -> str:
     metrics = {f"holdout_{k}": float(v) for k, v in report.metrics.as_dict().items()}
     metrics |= {f"baseline_{k}": float(v) for k, v in report.baseline.as_dict().items()}
     metrics |= {f"validation_brier_{k}": v for k, v in result.calibration_brier.items()}
-    metrics |= {"search_best_average_precision": max(t.score for t in result.trials),
+    metrics |= {"search_best_average_precision": float(np.nanmax([t.score for t in result.trials])),
                 "fit_seconds": result.fit_seconds, "training_seconds": report.seconds}  # fmt: skip
     mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
     with tempfile.TemporaryDirectory(prefix="mlplatform-candidate-") as folder:
@@ -210,6 +213,9 @@ def log_candidate(report: CandidateReport, data: TrainingData) -> str:
         pd.DataFrame([{**t.params, "average_precision": t.score} for t in result.trials]).to_csv(
             out / "search_trials.csv", index=False
         )
+        fits = [{"purpose": f.purpose, "rows": f.rows, "seconds": f.seconds,
+                 "params": json.dumps(dict(f.params))} for f in result.fits]  # fmt: skip
+        pd.DataFrame(fits).to_csv(out / FITS_FILE, index=False)
         mlflow.log_artifacts(folder)
     model_uri = log_scoring_model(model, data.validation.head(50))
     mlflow.set_tag("mlplatform.model_uri", model_uri)

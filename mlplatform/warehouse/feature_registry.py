@@ -80,12 +80,14 @@ class Window:
                 f"PARTITION BY {partition} ORDER BY event_day RANGE BETWEEN "
                 f"{self.span.days + self.end.days} PRECEDING AND {self.end.days + 1} PRECEDING"
             )
+        # Ordered by the event time in integer microseconds (``event_us``): the same frames as
+        # ordering by the timestamp, but the frame bounds are plain integer arithmetic.
         if self.span is None:
-            return f"PARTITION BY {partition} ORDER BY event_time, hash(transaction_id)"
-        end = f"{_interval(self.end)} PRECEDING" if self.end else "CURRENT ROW"
+            return f"PARTITION BY {partition} ORDER BY event_us, hash(transaction_id)"
+        end = f"{_micros(self.end)} PRECEDING" if self.end else "CURRENT ROW"
         return (
-            f"PARTITION BY {partition} ORDER BY event_time "
-            f"RANGE BETWEEN {_interval(self.span + self.end)} PRECEDING AND {end}"
+            f"PARTITION BY {partition} ORDER BY event_us "
+            f"RANGE BETWEEN {_micros(self.span + self.end)} PRECEDING AND {end}"
         )
 
 
@@ -166,8 +168,8 @@ def feature_registry(settings: Settings, contract: Contract) -> FeatureRegistry:
     )
 
 
-def _interval(span: timedelta) -> str:
-    return f"INTERVAL '{span // timedelta(microseconds=1)} microseconds'"
+def _micros(span: timedelta) -> int:
+    return span // timedelta(microseconds=1)
 
 
 def _label(span: timedelta) -> str:

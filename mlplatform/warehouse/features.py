@@ -8,7 +8,8 @@ two paths agree to the last bit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -44,27 +45,55 @@ class FeatureBuildResult:
 def feature_sql(registry: FeatureRegistry, source: str, where: str) -> str:
     """The SELECT of the enabled features for the rows of ``source`` matching ``where``.
 
-    ``source`` is a relation with the :data:`INPUT_COLUMNS`; window features see all of its
-    rows, the output keeps those that match ``where``.
+    ``source`` is a table (or view) with the :data:`INPUT_COLUMNS`, optionally followed by a
+    ``WHERE`` on its columns; window features see all of its rows, the output keeps those that
+    match ``where``.
+
+    Each window partition (card; card and category; card and merchant) is one window operator;
+    they are chained over only the columns their features read (DuckDB prunes the rest), keyed
+    by the source's ``rowid``, and the rows the output keeps are joined to the results once.
+    So every window sorts narrow rows, and the wide transaction columns are read only for the
+    output rows. Frames order by the event time in integer microseconds (``event_us``).
     """
     enabled = registry.enabled
     discretionary = ", ".join(sql_literal(c) for c in registry.discretionary_categories)
-    framed = [f for f in enabled if f.over and not f.over.daily]
     daily: dict[tuple[str, ...], list[Feature]] = {}
+    framed: dict[tuple[str, ...], list[Feature]] = {}
     for feature in enabled:
-        if feature.over and feature.over.daily:
-            daily.setdefault(feature.over.partition_by, []).append(feature)
+        if feature.over:
+            group = daily if feature.over.daily else framed
+            group.setdefault(feature.over.partition_by, []).append(feature)
     ctes = [
-        f"""events AS (
+        f"""events AS NOT MATERIALIZED (
     SELECT {", ".join(INPUT_COLUMNS)},
+        rowid AS row_key,
         amount::DECIMAL(18, 2) AS amount_exact,
         CASE WHEN category IN ({discretionary or "NULL"}) THEN amount::DECIMAL(18, 2) ELSE 0 END
             AS disc_amount,
-        (event_time::DATE - DATE '1970-01-01') AS event_day
+        (event_time::DATE - DATE '1970-01-01') AS event_day,
+        epoch_us(event_time) AS event_us
     FROM {source}
 )"""
     ]
     joins = []
+    previous = "events"
+    # Chained: each window operator passes on the (narrow) columns the next ones read. The
+    # partition with the most features goes last, so that its results are carried least.
+    for number, features in enumerate(sorted(framed.values(), key=len)):
+        windows = dict.fromkeys(f.over for f in features)
+        columns = "".join(f", {f.expression()} AS {f.name}" for f in features)
+        clause = ", ".join(f"{w.name} AS ({w.sql()})" for w in windows)
+        ctes.append(
+            f"""windows_{number} AS (
+    SELECT *{columns}
+    FROM {previous}
+    WINDOW {clause}
+)"""
+        )
+        previous = f"windows_{number}"
+    if framed:
+        names = ", ".join(f.name for fs in framed.values() for f in fs)
+        joins.append(f"JOIN (SELECT row_key, {names} FROM {previous}) USING (row_key)")
     for number, (keys, features) in enumerate(daily.items()):
         key_list = ", ".join((*keys, "event_day"))
         partials = ", ".join(f"{f.sql} AS {f.name}" for f in features)
@@ -77,14 +106,6 @@ def feature_sql(registry: FeatureRegistry, source: str, where: str) -> str:
 daily_windows_{number} AS (SELECT {key_list}, {totals} FROM daily_{number})"""
         )
         joins.append(f"LEFT JOIN daily_windows_{number} USING ({key_list})")
-    windows = ", ".join(f"{w.name} AS ({w.sql()})" for w in registry.windows if not w.daily)
-    ctes.append(
-        f"""windowed AS (
-    SELECT *{"".join(f", {f.expression()} AS {f.name}" for f in framed)}
-    FROM events {" ".join(joins)}
-    {"WINDOW " + windows if windows else ""}
-)"""
-    )
     outputs = ",\n    ".join(
         f.name if f.over else f"CAST({f.expression()} AS {f.dtype}) AS {f.name}" for f in enabled
     )
@@ -92,8 +113,8 @@ daily_windows_{number} AS (SELECT {key_list}, {totals} FROM daily_{number})"""
     return f"""WITH {with_clause}
 SELECT {", ".join(KEY_COLUMNS)},
     {outputs}
-FROM windowed
-WHERE {where}"""
+FROM (SELECT * FROM events WHERE {where}) AS kept
+{" ".join(joins)}"""
 
 
 def table_ddl(registry: FeatureRegistry) -> str:
@@ -132,17 +153,18 @@ def build_card_features(
     began = datetime.now()
     lookback_start = start - timedelta(days=registry.lookback.days + 1)
     params = {"start": start, "end": end}
-    source = (
-        "(SELECT * FROM curated.transactions WHERE partition_date BETWEEN $lookback_start AND $end)"
-    )
+    source = "curated.transactions WHERE partition_date BETWEEN $lookback_start AND $end"
     with transaction(conn):
         recreated = _ensure_table(conn, registry)
         conn.execute(f"DELETE FROM {TABLE} WHERE partition_date BETWEEN $start AND $end", params)
-        conn.execute(
-            f"INSERT INTO {TABLE} BY NAME "
-            + feature_sql(registry, source, "partition_date BETWEEN $start AND $end"),
-            {**params, "lookback_start": lookback_start},
-        )
+        # The table's row order means nothing (readers order or filter): letting DuckDB insert
+        # in any order lets both threads write row groups at once.
+        with _insertion_order(conn, preserve=False):
+            conn.execute(
+                f"INSERT INTO {TABLE} BY NAME "
+                + feature_sql(registry, source, "partition_date BETWEEN $start AND $end"),
+                {**params, "lookback_start": lookback_start},
+            )
         rows, curated = conn.execute(
             f"""SELECT (SELECT count(*) FROM {TABLE} WHERE partition_date BETWEEN $start AND $end),
                        (SELECT count(*) FROM curated.transactions
@@ -158,6 +180,17 @@ def build_card_features(
         seconds=(datetime.now() - began).total_seconds(),
         table_recreated=recreated,
     )
+
+
+@contextmanager
+def _insertion_order(conn: duckdb.DuckDBPyConnection, *, preserve: bool) -> Iterator[None]:
+    """Set ``preserve_insertion_order`` for the block, then restore the connection's value."""
+    before = conn.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
+    conn.execute(f"SET preserve_insertion_order = {str(preserve).lower()}")
+    try:
+        yield
+    finally:
+        conn.execute(f"SET preserve_insertion_order = {str(before).lower()}")
 
 
 def context_events(

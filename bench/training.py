@@ -1,0 +1,194 @@
+"""Training benchmark: the whole retrain through Dagster and MLflow beside the bare fits.
+
+On a master table of at least 500k rows (by default 2,000 cards x 90 days, the demo's data),
+in one run: (1) the retrain as the platform runs it — every candidate family (random search,
+refit, calibration, holdout evaluation, plots, slices, model card, MLflow logging) and the
+champion competition, materialized on a real Dagster instance; (2) the same estimator fits,
+with the same parameters on the same rows (read back from each candidate run's ``fits.csv``),
+called directly on scikit-learn / LightGBM outside Dagster and MLflow. The platform's
+overhead is the retrain's wall time beyond the bare fits, as a share of the bare fits.
+
+Usage: python bench/training.py [--cards 2000] [--days 90] [--seed 42] [--workdir DIR].
+With --workdir, data prepared there by an earlier run with the same options is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_OVERHEAD, TARGET_RETRAIN_S, MIN_ROWS = 0.15, 600.0, 500_000
+MARKER = "bench_training.json"
+
+
+def prepare(home: Path, cards: int, days: int, seed: int) -> None:
+    """Simulate, then ingest, curate, build features, targets and the master table."""
+    import dagster as dg
+
+    from mlplatform.datagen import SimulationConfig, simulate
+    from mlplatform.definitions import defs
+    from mlplatform.settings import get_settings
+
+    settings = get_settings()
+    config = SimulationConfig(n_cards=cards, days=days, start_date=settings.start_date, seed=seed)
+    summary = simulate(config, settings.landing_dir)
+    days_written = sorted(p.stem.removeprefix("transactions_") for p in summary.files)
+    with dg.DagsterInstance.get() as instance:
+        for job, tags in (
+            ("reference_data", None),
+            ("daily_ingestion", {"dagster/asset_partition_range_start": days_written[0],
+                                 "dagster/asset_partition_range_end": days_written[-1]}),
+            ("training_data", None),
+        ):  # fmt: skip
+            result = defs.resolve_job_def(job).execute_in_process(instance=instance, tags=tags)
+            assert result.success, job
+    (home / MARKER).write_text(json.dumps({"cards": cards, "days": days, "seed": seed}))
+
+
+def retrain() -> tuple[float, dict[str, Path]]:
+    """Materialize every candidate and the champion; wall seconds and each run's artifacts."""
+    import dagster as dg
+    from mlflow import MlflowClient
+
+    from mlplatform.assets.models import candidate_asset, champion_asset
+    from mlplatform.definitions import build_resources
+    from mlplatform.settings import get_settings
+
+    settings = get_settings()
+    families = settings.candidate_families
+    assets = [*(candidate_asset(f) for f in families), champion_asset(families)]
+    with dg.DagsterInstance.get() as instance:
+        start = time.perf_counter()
+        result = dg.materialize(assets, instance=instance, resources=build_resources(settings))
+        seconds = time.perf_counter() - start
+    client = MlflowClient(settings.tracking_uri)
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.`dagster.run_id` = '{result.run_id}'"
+    )
+    return seconds, {
+        r.data.tags["mlplatform.family"]: Path(r.info.artifact_uri.removeprefix("file://"))
+        for r in runs
+    }
+
+
+def bare_fits(artifacts: dict[str, Path]) -> dict[str, dict[str, float]]:
+    """Redo every recorded fit with plain scikit-learn / LightGBM calls; seconds per family
+    (bare) beside the platform's own timing of the same fits."""
+    import pandas as pd
+
+    from mlplatform.ml.models import (
+        LEARNING_CURVE_SHARES,
+        TrainingPlan,
+        card_sample,
+        feature_spec,
+        fit_estimator,
+        search_folds,
+    )
+    from mlplatform.settings import get_settings
+    from mlplatform.warehouse.connection import connect
+
+    settings = get_settings()
+    with connect(settings.warehouse_path, read_only=True) as conn:
+        kept = [r[0] for r in conn.execute(
+            "SELECT feature FROM ml.feature_selection WHERE kept").fetchall()]  # fmt: skip
+        table = conn.execute(
+            "SELECT * FROM ml.master_table WHERE split <> 'holdout' ORDER BY transaction_id"
+        ).df()
+    train = table[table["split"] == "train"].reset_index(drop=True)
+    spec = feature_spec(train, kept)
+    x, y, cards = spec.frame(train), train["target"].to_numpy(dtype=int), train["card_id"]
+    plan = TrainingPlan(settings.search_iterations, settings.search_folds,
+                        settings.search_max_rows)  # fmt: skip
+    mask, folds = search_folds(cards, plan)
+    subsets = {f"learning_curve_{share}": card_sample(cards, round(share * len(train)), 1)
+               for share in LEARNING_CURVE_SHARES}  # fmt: skip
+    out = {}
+    for family, folder in artifacts.items():
+        fits = pd.read_csv(folder / "fits.csv")
+        search_fold = 0
+        bare = 0.0
+        for fit in fits.itertuples():
+            params = json.loads(fit.params)
+            if fit.purpose == "search":
+                rows = folds[search_fold % len(folds)][0]
+                search_fold += 1
+                fx, fy = x[mask].iloc[rows], y[mask][rows]
+            elif fit.purpose == "final":
+                fx, fy = x, y
+            else:
+                fx, fy = x[subsets[fit.purpose]], y[subsets[fit.purpose]]
+            assert len(fx) == fit.rows, (family, fit.purpose, len(fx), fit.rows)
+            start = time.perf_counter()
+            fit_estimator(family, params, spec, fx, fy)
+            bare += time.perf_counter() - start
+        out[family] = {"bare": bare, "platform_fits": float(fits["seconds"].sum()),
+                       "fits": len(fits)}  # fmt: skip
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cards", type=int, default=2000)
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    home = args.workdir or Path(tempfile.mkdtemp(prefix="bench-training-"))
+    os.environ.update({
+        "MLPLATFORM_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
+        "MLPLATFORM_PII_KEY": "bench-key",
+    })  # fmt: skip
+    (home / "dagster").mkdir(parents=True, exist_ok=True)
+    wanted = {"cards": args.cards, "days": args.days, "seed": args.seed}
+    marker = home / MARKER
+    if not (marker.exists() and json.loads(marker.read_text()) == wanted):
+        for stale in ("landing", "warehouse.duckdb", "mlflow.db", "mlartifacts", "datasets"):
+            path = home / stale
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        start = time.perf_counter()
+        prepare(home, args.cards, args.days, args.seed)
+        print(f"prepared {args.cards} cards x {args.days} days in "
+              f"{time.perf_counter() - start:.0f} s under {home}")  # fmt: skip
+    import duckdb
+
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as conn:
+        rows = dict(
+            conn.execute("SELECT split, count(*) FROM ml.master_table GROUP BY 1").fetchall()
+        )
+    total = sum(rows.values())
+    print(
+        f"master table: {total:,} rows ({', '.join(f'{k} {v:,}' for k, v in sorted(rows.items()))})"
+    )
+    seconds, artifacts = retrain()
+    bare = bare_fits(artifacts)
+    bare_total = sum(b["bare"] for b in bare.values())
+    overhead = (seconds - bare_total) / bare_total
+    print(f"\n{'measurement':44} {'seconds':>9} {'ratio':>7}")
+    for family, b in sorted(bare.items()):
+        label = f"bare fits: {family} ({b['fits']} fits; in platform {b['platform_fits']:.1f} s)"
+        print(f"{label:44} {b['bare']:9.1f} {b['bare'] / bare_total:7.2f}")
+    print(f"{'bare fits, all families (1.00)':44} {bare_total:9.1f} {1.0:7.2f}")
+    print(f"{'whole retrain via Dagster + MLflow':44} {seconds:9.1f} {seconds / bare_total:7.2f}")
+    met = "met" if total >= MIN_ROWS else "NOT met"
+    print(f"\nmaster table rows {total:,} (>= {MIN_ROWS:,}: {met})")
+    print(
+        f"platform overhead {overhead:.1%} of the bare fits (target <= {TARGET_OVERHEAD:.0%}: "
+        f"{'met' if overhead <= TARGET_OVERHEAD else 'NOT met'})"
+    )
+    print(
+        f"whole retrain {seconds / 60:.1f} min (target < {TARGET_RETRAIN_S / 60:.0f} min: "
+        f"{'met' if seconds < TARGET_RETRAIN_S else 'NOT met'})"
+    )
+
+
+if __name__ == "__main__":
+    main()
