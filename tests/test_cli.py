@@ -13,20 +13,32 @@ import pytest
 from tests.conftest import PlatformHome
 
 DAYS = 60
+CARDS = 200  # enough revenge episodes for positives in train, validation and holdout
 
 
-def test_demo_runs_every_partition_in_one_run_then_the_training_data(
+def test_demo_runs_every_partition_in_one_run_then_training_to_a_champion_decision(
     platform_home: PlatformHome, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MLPLATFORM_MIN_TRAIN_POSITIVES", "3")  # 60 cards: a few episodes
+    monkeypatch.setenv("MLPLATFORM_MIN_TRAIN_POSITIVES", "5")  # a small simulation
+    monkeypatch.setenv("MLPLATFORM_SEARCH_ITERATIONS", "1")
     completed = subprocess.run(
-        [sys.executable, "-m", "mlplatform.cli", "demo", "--cards", "60", "--days", str(DAYS)],
+        [
+            sys.executable,
+            "-m",
+            "mlplatform.cli",
+            "demo",
+            "--cards",
+            str(CARDS),
+            "--days",
+            str(DAYS),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert completed.returncode == 0, (completed.stdout + completed.stderr)[-3000:]
     assert "master table" in completed.stdout and "dataset version" in completed.stdout
+    assert "promotion log" in completed.stdout
     with duckdb.connect(str(platform_home.warehouse), read_only=True) as conn:
         log = conn.execute(
             "SELECT partition_date, rows_read, rows_loaded, rows_quarantined FROM raw.ingestion_log"
@@ -59,5 +71,11 @@ def test_demo_runs_every_partition_in_one_run_then_the_training_data(
         days = {(date(2025, 1, 1) + timedelta(days=d)).isoformat() for d in range(DAYS)}
         for asset in ("raw_transactions", "curated_transactions", "card_features"):
             assert instance.get_materialized_partitions(dg.AssetKey(asset)) == days
-        for asset in ("target_labels", "master_table", "training_reference_profile"):
+        trained = ("target_labels", "master_table", "training_reference_profile",
+                   "candidate_logistic_regression", "candidate_random_forest",
+                   "candidate_lightgbm", "champion_model")  # fmt: skip
+        for asset in trained:
             assert instance.get_latest_materialization_event(dg.AssetKey(asset)) is not None
+    with duckdb.connect(str(platform_home.warehouse), read_only=True) as conn:
+        decisions = conn.execute("SELECT decision, version FROM ml.promotion_log").fetchall()
+    assert len(decisions) == 1 and decisions[0][0] in {"promoted", "rejected"}

@@ -105,8 +105,15 @@ def test_each_candidate_logs_a_tagged_run_with_metrics_plots_and_a_model_card(
     with duckdb.connect(str(trained.settings.warehouse_path), read_only=True) as conn:
         version = conn.execute("SELECT any_value(dataset_version) FROM ml.feature_selection")
         dataset_version = version.fetchone()[0]
-    by_family = {r.data.tags["mlplatform.family"]: r for r in runs}
+    by_family = {
+        r.data.tags["mlplatform.family"]: r for r in runs if "mlplatform.family" in r.data.tags
+    }
     assert set(by_family) == set(FAMILIES)
+    (competition,) = [r for r in runs if r.data.tags["dagster.asset_key"] == "champion_model"]
+    assert competition.data.tags["mlplatform.decision"] == "promoted"
+    assert competition.data.metrics["challenger_average_precision"] == max(
+        r.data.metrics["holdout_average_precision"] for r in by_family.values()
+    )
     for family, run in by_family.items():
         tags, metrics = run.data.tags, run.data.metrics
         assert tags["dagster.run_id"] == trained.result.run_id
@@ -206,25 +213,31 @@ def test_worse_challenger_is_rejected_then_manual_promotion_and_rollback(
     trained: Trained,
 ) -> None:
     settings = trained.settings
-    with connect(settings.warehouse_path) as conn:  # a new dataset whose labels are noise
+    with connect(
+        settings.warehouse_path
+    ) as conn:  # a new dataset: labels before the holdout are noise
         conn.execute(
             """CREATE TEMP TABLE shuffled AS
-               WITH ids AS (SELECT transaction_id, row_number() OVER (ORDER BY transaction_id)
-                            AS i FROM ml.master_table WHERE split <> 'holdout'),
+               WITH rows AS (SELECT transaction_id, target FROM ml.targets
+                             WHERE target IS NOT NULL AND partition_date < (
+                                 SELECT min(partition_date) FROM ml.master_table
+                                 WHERE split = 'holdout')),
+                    ids AS (SELECT transaction_id, row_number() OVER (ORDER BY transaction_id)
+                            AS i FROM rows),
                     labels AS (SELECT target, row_number() OVER (
-                                   ORDER BY hash(transaction_id || 'shuffle')) AS i
-                               FROM ml.master_table WHERE split <> 'holdout')
+                                   ORDER BY hash(transaction_id || 'shuffle')) AS i FROM rows)
                SELECT transaction_id, target FROM ids JOIN labels USING (i);
-               UPDATE ml.master_table AS m SET target = s.target
-               FROM shuffled AS s WHERE m.transaction_id = s.transaction_id;
-               UPDATE ml.feature_selection SET dataset_version = 'shuffled-labels';"""
+               UPDATE ml.targets AS t SET target = s.target
+               FROM shuffled AS s WHERE t.transaction_id = s.transaction_id;"""
         )
+        registry = feature_registry(settings, load_contract(DEFAULT_CONTRACT))
+        noise = build_master_table(conn, registry, settings, settings.datasets_dir).version
     _train(trained.instance)
     log = _promotion_log(settings)
     rejected = log.iloc[-1]
     assert rejected.decision == "rejected" and rejected.version == "2"
     assert rejected.champion_before == rejected.champion_after == "1"
-    assert rejected.dataset_version == "shuffled-labels"
+    assert rejected.dataset_version == noise != log.iloc[0].dataset_version
     assert "lower bound" in rejected.reason or "floor" in rejected.reason
     assert rejected.average_precision < log.iloc[0].average_precision
     client = _client(settings)

@@ -5,7 +5,7 @@ import json
 import dagster as dg
 
 from mlplatform.assets.training_data import ML_OWNERS, master_table
-from mlplatform.ml.champion import elect_champion, latest_candidates
+from mlplatform.ml.champion import elect_champion, latest_candidates, log_election
 from mlplatform.ml.training import load_holdout, load_training_data, log_candidate
 from mlplatform.ml.training import train_and_evaluate as train_and_evaluate_family
 from mlplatform.resources import LandingZoneResource, MlflowResource, WarehouseResource
@@ -49,7 +49,7 @@ def candidate_asset(family: str) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         settings = get_settings()
         with warehouse.connection(read_only=True) as conn:
-            data = load_training_data(conn, landing.contract.target)
+            data = load_training_data(conn, landing.contract.target, settings.datasets_dir)
         report = train_and_evaluate_family(family, data, settings)
         tags = {"mlplatform.family": family, "mlplatform.dataset_version": data.dataset_version}
         with mlflow_store.run(context, tags) as run:
@@ -134,16 +134,21 @@ def champion_asset(families: tuple[str, ...]) -> dg.AssetsDefinition:
             candidates = latest_candidates(
                 client, mlflow_store.experiment_id(), dataset_version, families
             )
-            election = elect_champion(
-                client, conn, settings, candidates, load_holdout(conn), dataset_version,
-                actor=context.run.run_id,
-            )  # fmt: skip
+            tags = {"mlplatform.dataset_version": dataset_version}
+            with mlflow_store.run(context, tags) as run:
+                election = elect_champion(
+                    client, conn, settings, candidates, load_holdout(conn), dataset_version,
+                    actor=context.run.run_id,
+                )  # fmt: skip
+                log_election(election)
         decision = election.decision
         (context.log.info if decision.promote else context.log.warning)(
             "version %s (%s): %s — %s", election.version, election.challenger.family,
             "promoted" if decision.promote else "rejected", decision.reason,
         )  # fmt: skip
         metadata = {
+            "mlflow_run": mlflow_store.run_link(client.get_run(run.info.run_id)),
+            "model_uri": f"models:/{settings.model_name}/{election.version}",
             "decision": "promoted" if decision.promote else "rejected",
             "reason": decision.reason,
             "challenger_version": election.version,

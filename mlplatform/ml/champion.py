@@ -271,6 +271,31 @@ def elect_champion(
     )  # fmt: skip
 
 
+def log_election(election: Election) -> None:
+    """Record the competition in the active MLflow run: decision, versions, metrics."""
+    decision = election.decision
+    mlflow.set_tags({
+        "mlplatform.decision": "promoted" if decision.promote else "rejected",
+        "mlplatform.challenger_version": election.version,
+        "mlplatform.champion_before": election.champion_before or "",
+        "mlplatform.champion_after": election.champion_after or "",
+        "mlplatform.challenger_family": election.challenger.family,
+    })  # fmt: skip
+    metrics = {f"challenger_{k}": float(v) for k, v in election.metrics.as_dict().items()}
+    if election.champion_metrics is not None:
+        metrics |= {
+            f"champion_{k}": float(v) for k, v in election.champion_metrics.as_dict().items()
+        }
+    if election.comparison is not None:
+        metrics |= {"ap_difference_mean": election.comparison.mean_difference,
+                    "ap_difference_lower": election.comparison.lower,
+                    "ap_difference_upper": election.comparison.upper}  # fmt: skip
+    metrics |= {"smoke_load_seconds": election.smoke.load_seconds,
+                "smoke_predict_ms": election.smoke.predict_ms}  # fmt: skip
+    mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+    mlflow.log_dict({"reason": decision.reason, "checks": decision.checks}, "decision.json")
+
+
 def append_promotion_log(
     conn: duckdb.DuckDBPyConnection,
     *,

@@ -28,6 +28,11 @@ SPLITS = ("train", "validation", "holdout")
 CORRELATION_SAMPLE_ROWS = 200_000
 
 
+def snapshot_path(snapshot_dir: Path, version: str) -> Path:
+    """The Parquet snapshot of dataset ``version`` (its sha256) in ``snapshot_dir``."""
+    return snapshot_dir / f"master_table_{version[:16]}.parquet"
+
+
 class MasterTableError(RuntimeError):
     """The master table cannot be built (e.g. no matured day to hold out)."""
 
@@ -114,7 +119,7 @@ def build_master_table(
                 "INSERT INTO ml.feature_selection VALUES (?, ?, ?, ?, ?)",
                 [[version, d.feature, d.kept, d.reason, d.train_auc] for d in selection],
             )
-        snapshot = snapshot_dir / f"master_table_{version[:16]}.parquet"
+        snapshot = snapshot_path(snapshot_dir, version)
         shutil.move(staging, snapshot)
     finally:
         staging.unlink(missing_ok=True)

@@ -32,7 +32,7 @@ from mlplatform.ml.evaluation import LearningCurvePoint, expected_calibration_er
 FAMILIES = ("logistic_regression", "random_forest", "lightgbm")
 #: Share of train (whole cards) of the learning curve's smaller fits; the last point is train.
 LEARNING_CURVE_SHARES = (0.2, 0.5)
-#: Rows (whole cards) a learning-curve point's training score is measured on.
+#: Rows (whole cards) of train and of validation a learning-curve point is scored on.
 LEARNING_CURVE_SCORE_ROWS = 50_000
 THREADS = 2
 Sampler = Callable[[np.random.Generator], Any]
@@ -395,14 +395,19 @@ def train_candidate(
         threshold=choose_threshold(y_val, val_proba),
         params=best.params,
     )
+    # Learning-curve points are scored on (whole-card) samples of train and validation.
+    on_val = card_sample(validation["card_id"], LEARNING_CURVE_SCORE_ROWS, plan.seed)
+    x_curve, y_curve = x_val[on_val], y_val[on_val]
     curve = []
     for share in LEARNING_CURVE_SHARES:
         subset = card_sample(cards, round(share * len(train)), plan.seed + 1)
         small = timed_fit(f"learning_curve_{share}", best.params, x_train[subset], y_train[subset])
         curve.append(
-            _curve_point(small, cards[subset], x_train[subset], y_train[subset], x_val, y_val)
+            _curve_point(small, cards[subset], x_train[subset], y_train[subset], x_curve, y_curve)
         )
-    curve.append(_curve_point(estimator, cards, x_train, y_train, x_val, y_val, val_score))
+    curve.append(
+        _curve_point(estimator, cards, x_train, y_train, x_curve, y_curve, val_score[on_val])
+    )
     return CandidateResult(
         model=model,
         trials=tuple(trials),

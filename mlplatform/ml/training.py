@@ -1,10 +1,10 @@
-"""Training one candidate end to end: data from the warehouse, fit, evaluate, log to MLflow.
+"""Training one candidate end to end: the master table's data, fit, evaluate, log to MLflow.
 
-:func:`load_training_data` reads the master table (train and validation with the kept
-features) and the holdout with every feature column (so any model, e.g. an older champion,
-can be scored on it); :func:`train_and_evaluate` tunes, calibrates and evaluates a family on
-the out-of-time holdout with plots, fairness slices and a model card; :func:`log_candidate`
-records it all in the active MLflow run.
+:func:`load_training_data` reads the master table's snapshot (the splits with the kept
+features); :func:`load_holdout` the holdout with every feature column from the warehouse (so
+any model, e.g. an older champion, can be scored on it); :func:`train_and_evaluate` tunes,
+calibrates and evaluates a family on the out-of-time holdout with plots, fairness slices and
+a model card; :func:`log_candidate` records it all in the active MLflow run.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from mlplatform.ml.evaluation import (
     roc_figure,
     save_figures,
 )
+from mlplatform.ml.master_table import snapshot_path
 from mlplatform.ml.models import CandidateResult, TrainingPlan, train_candidate
 from mlplatform.ml.registry import log_scoring_model
 from mlplatform.settings import Settings
@@ -70,31 +71,31 @@ class TrainingData:
     holdout_period: str
 
 
-def load_training_data(conn: duckdb.DuckDBPyConnection, target: str) -> TrainingData:
-    """Read ``ml.master_table`` (kept features) and its holdout with every feature column;
-    ``target`` names the contract's target (for the model card)."""
+def load_training_data(
+    conn: duckdb.DuckDBPyConnection, target: str, datasets_dir: Path
+) -> TrainingData:
+    """The current master table, read from its Parquet snapshot in ``datasets_dir`` (the
+    dataset version's immutable file; faster than the warehouse and unaffected by a rebuild
+    running meanwhile); ``target`` names the contract's target (for the model card)."""
     selection = conn.execute(
         "SELECT feature, kept, dataset_version FROM ml.feature_selection"
     ).fetchall()
     if not selection:
         raise RuntimeError("ml.feature_selection is empty: materialize master_table first")
     features = tuple(name for name, kept, _ in selection if kept)
-    frame = conn.execute(
-        "SELECT * FROM ml.master_table WHERE split <> 'holdout' ORDER BY transaction_id"
-    ).df()
-    holdout = load_holdout(conn)
-    period = conn.execute(
-        "SELECT min(partition_date)::VARCHAR || ' .. ' || max(partition_date)::VARCHAR "
-        "FROM ml.master_table WHERE split = 'holdout'"
-    ).fetchone()[0]
+    version = selection[0][2]
+    frame = pd.read_parquet(snapshot_path(datasets_dir, version))
+    splits = {name: part.reset_index(drop=True) for name, part in frame.groupby("split")}
+    holdout = splits["holdout"]
+    dates = holdout["partition_date"]
     return TrainingData(
-        train=frame[frame["split"] == "train"].reset_index(drop=True),
-        validation=frame[frame["split"] == "validation"].reset_index(drop=True),
+        train=splits["train"],
+        validation=splits["validation"],
         holdout=holdout,
         features=features,
-        dataset_version=selection[0][2],
+        dataset_version=version,
         target=target,
-        holdout_period=period,
+        holdout_period=f"{dates.min():%Y-%m-%d} .. {dates.max():%Y-%m-%d}",
     )
 
 
