@@ -74,6 +74,7 @@ def retrain() -> tuple[float, dict[str, Path]]:
     return seconds, {
         r.data.tags["mlplatform.family"]: Path(r.info.artifact_uri.removeprefix("file://"))
         for r in runs
+        if "mlplatform.family" in r.data.tags  # the champion's run has none
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -217,14 +218,25 @@ def _print_promotion_log(warehouse: Path, limit: int) -> None:
     console.print(table)
 
 
-def _decision_store() -> tuple[object, object, str]:
-    """The MLflow client, a warehouse connection and the registered model's name."""
+def _champion_decision(decide: Callable[[object, object, str, str], str | None]) -> str | None:
+    """Run ``decide(client, conn, model name, actor)`` on the MLflow registry and the
+    warehouse; a refused decision (ChampionError) is printed and exits with status 1."""
+    import getpass
+
+    from mlplatform.ml.champion import ChampionError
     from mlplatform.ml.registry import configure
     from mlplatform.warehouse.connection import connect
 
     settings = get_settings()
     client = configure(settings.tracking_uri)
-    return client, connect(settings.warehouse_path), settings.model_name
+    conn = connect(settings.warehouse_path)
+    try:
+        return decide(client, conn, settings.model_name, f"cli:{getpass.getuser()}")
+    except ChampionError as error:
+        console.print(str(error), style="red")
+        raise typer.Exit(1) from error
+    finally:
+        conn.close()
 
 
 @app.command()
@@ -232,18 +244,12 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Why (recorded in ml.promotion_log).")],
 ) -> None:
     """Move the `champion` alias back to the previous champion."""
-    from mlplatform.ml.champion import ChampionError
     from mlplatform.ml.champion import rollback as rollback_champion
 
-    client, conn, name = _decision_store()
-    try:
-        version = rollback_champion(client, conn, name, reason, actor=_actor())
-    except ChampionError as error:
-        console.print(str(error), style="red")
-        raise typer.Exit(1) from error
-    finally:
-        conn.close()
-    console.print(f"{name}: champion is version {version} again")
+    version = _champion_decision(
+        lambda client, conn, name, actor: rollback_champion(client, conn, name, reason, actor)
+    )
+    console.print(f"champion is version {version} again")
 
 
 @app.command()
@@ -252,17 +258,14 @@ def promote(
     reason: Annotated[str, typer.Option(help="Why (recorded in ml.promotion_log).")],
 ) -> None:
     """Make VERSION the champion by hand (the old champion becomes `previous`)."""
-    from mlplatform.ml.champion import ChampionError, promote_manually
+    from mlplatform.ml.champion import promote_manually
 
-    client, conn, name = _decision_store()
-    try:
-        before = promote_manually(client, conn, name, version, reason, actor=_actor())
-    except ChampionError as error:
-        console.print(str(error), style="red")
-        raise typer.Exit(1) from error
-    finally:
-        conn.close()
-    console.print(f"{name}: champion is version {version} (was {before or 'none'})")
+    before = _champion_decision(
+        lambda client, conn, name, actor: promote_manually(
+            client, conn, name, version, reason, actor
+        )
+    )
+    console.print(f"champion is version {version} (was {before or 'none'})")
 
 
 @app.command()
@@ -271,12 +274,6 @@ def promotions(
 ) -> None:
     """Show the latest champion decisions (ml.promotion_log)."""
     _print_promotion_log(get_settings().warehouse_path, limit)
-
-
-def _actor() -> str:
-    import getpass
-
-    return f"cli:{getpass.getuser()}"
 
 
 @app.command()
