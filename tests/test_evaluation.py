@@ -23,6 +23,7 @@ from mlplatform.ml.evaluation import (
     _ap_steps,
     _weighted_average_precision,
     age_band,
+    beats_baseline,
     calibration_figure,
     choose_threshold,
     confusion_figure,
@@ -164,6 +165,19 @@ def test_prevalence_baseline_scores_like_a_constant() -> None:
     # flagging a row pays only when prevalence > 5/105: the rare one flags nobody
     assert (rare.flagged, common.flagged) == (0, y.size)
     assert common.expected_value == y.sum() * 100.0 - (y.size - y.sum()) * 5.0
+
+
+def test_only_a_model_better_than_the_prevalence_on_ap_and_brier_beats_the_baseline() -> None:
+    y, cards, challenger, _ = scored_cards()
+    cost, prevalence = CostModel(), float(y.mean())
+    baseline = prevalence_baseline(prevalence, y, cards, k=50, cost=cost)
+    sharp = holdout_metrics(y, challenger, 0.5, cards, 50, cost)
+    noise = np.random.default_rng(1).permutation(challenger)  # same scores, no information
+    useless = holdout_metrics(y, noise, 0.5, cards, 50, cost)
+
+    assert beats_baseline(sharp, baseline)
+    assert not beats_baseline(useless, baseline)  # its Brier score is worse than p(1-p)
+    assert not beats_baseline(baseline, baseline)
 
 
 def test_bootstrap_finds_a_clearly_better_challenger_and_its_mirror() -> None:

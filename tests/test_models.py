@@ -138,6 +138,15 @@ def test_each_candidate_logs_a_tagged_run_with_metrics_plots_and_a_model_card(
         e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata
         for e in trained.result.get_asset_materialization_events()
     }
+    checks = {
+        (e.asset_check_key.asset_key.to_user_string(), e.check_name): e.passed
+        for e in (
+            event.asset_check_evaluation_data
+            for event in trained.result.all_events
+            if event.event_type_value == "ASSET_CHECK_EVALUATION"
+        )
+    }
+    assert checks == {(f"candidate_{f}", "beats_prevalence_baseline"): True for f in FAMILIES}
     meta = materialized["candidate_lightgbm"]
     assert meta["model_uri"].value.startswith("models:/")
     assert "mlflow_run" in meta and "model_card" in meta
@@ -238,7 +247,7 @@ def test_worse_challenger_is_rejected_then_manual_promotion_and_rollback(
     assert rejected.decision == "rejected" and rejected.version == "2"
     assert rejected.champion_before == rejected.champion_after == "1"
     assert rejected.dataset_version == noise != log.iloc[0].dataset_version
-    assert "lower bound" in rejected.reason or "floor" in rejected.reason
+    assert any(why in rejected.reason for why in ("lower bound", "floor", "baseline"))
     assert rejected.average_precision < log.iloc[0].average_precision
     client = _client(settings)
     assert client.get_model_version_by_alias(settings.model_name, "champion").version == 1

@@ -6,6 +6,7 @@ import dagster as dg
 
 from mlplatform.assets.training_data import ML_OWNERS, master_table
 from mlplatform.ml.champion import elect_champion, latest_candidates, log_election
+from mlplatform.ml.evaluation import beats_baseline
 from mlplatform.ml.training import load_holdout, load_training_data, log_candidate
 from mlplatform.ml.training import train_and_evaluate as train_and_evaluate_family
 from mlplatform.resources import LandingZoneResource, MlflowResource, WarehouseResource
@@ -35,6 +36,7 @@ def candidate_asset(family: str) -> dg.AssetsDefinition:
         owners=ML_OWNERS,
         pool="warehouse",
         deps=[master_table],
+        check_specs=[dg.AssetCheckSpec("beats_prevalence_baseline", asset=f"candidate_{family}")],
         description=f"Candidate model: {FAMILY_DESCRIPTIONS[family]}. Random search on "
         "card-grouped folds of train, refit, calibration on validation (sigmoid or isotonic, "
         "lower Brier), threshold by expected value; evaluated on the out-of-time holdout "
@@ -63,7 +65,22 @@ def candidate_asset(family: str) -> dg.AssetsDefinition:
             report.result.fit_seconds, report.seconds,
         )  # fmt: skip
         plots = f"{finished.info.artifact_uri.removeprefix('file://')}/plots"
+        baseline = report.baseline
+        check = dg.AssetCheckResult(
+            check_name="beats_prevalence_baseline",
+            passed=beats_baseline(report.metrics, baseline),
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="Higher average precision and lower Brier score than predicting the "
+            "train prevalence for every holdout row; a candidate that fails does not compete.",
+            metadata={
+                "average_precision": float(report.metrics.average_precision),
+                "baseline_average_precision": float(baseline.average_precision),
+                "brier": float(report.metrics.brier),
+                "baseline_brier": float(baseline.brier),
+            },
+        )
         return dg.MaterializeResult(
+            check_results=[check],
             metadata={
                 "mlflow_run": mlflow_store.run_link(finished),
                 "model_uri": model_uri,
@@ -86,7 +103,7 @@ def candidate_asset(family: str) -> dg.AssetsDefinition:
                     report.slices.to_markdown(index=False, floatfmt=".4g")
                 ),
                 "model_card": dg.MetadataValue.md(report.card),
-            }
+            },
         )
 
     return _candidate

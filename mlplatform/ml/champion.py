@@ -1,11 +1,12 @@
 """Model competition: the best candidate against the champion, and the promotion log.
 
-A challenger is promoted only when (a) it clears the absolute floors (holdout average
-precision, calibration error), (b) it beats the champion on the same holdout under a paired
-card bootstrap (lower bound of the average-precision difference above zero; the first model
-skips this), and (c) a smoke test passes: the registered model loads in a fresh process with
-pickle disabled, scores a sample exactly as here, within the latency budget. Every decision,
-rejections included, is appended to ``ml.promotion_log``.
+A challenger is promoted only when (a) it beats the prevalence-only baseline and clears the
+absolute floors (holdout average precision, calibration error), (b) it beats the champion on
+the same holdout under a paired card bootstrap (lower bound of the average-precision
+difference above zero; the first model skips this), and (c) a smoke test passes: the
+registered model loads in a fresh process with pickle disabled, scores a sample exactly as
+here, within the latency budget. Every decision, rejections included, is appended to
+``ml.promotion_log``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Candidate:
     run_id: str
     model_uri: str
     average_precision: float
+    beats_baseline: bool
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ def latest_candidates(
                 run_id=run.info.run_id,
                 model_uri=run.data.tags["mlplatform.model_uri"],
                 average_precision=run.data.metrics["holdout_average_precision"],
+                beats_baseline=run.data.tags.get("mlplatform.beats_baseline") == "true",
             )
     return list(latest.values())
 
@@ -130,18 +133,23 @@ def cost_model(settings: Settings) -> CostModel:
 
 def decide(
     metrics: HoldoutMetrics,
+    beats_prevalence: bool,
     comparison: BootstrapResult | None,
     smoke: SmokeResult,
     settings: Settings,
 ) -> Decision:
     """Apply the promotion rules (see the module docstring) and say why in one line."""
     checks = {
+        "beats_prevalence_baseline": beats_prevalence,
         "average_precision_floor": metrics.average_precision >= settings.min_average_precision,
         "calibration_error_ceiling": metrics.ece <= settings.max_calibration_error,
         "beats_champion": comparison is None or comparison.lower > 0,
         "smoke_test": smoke.passed,
     }
     reasons = {
+        "beats_prevalence_baseline": "beats the prevalence-only baseline"
+        if beats_prevalence
+        else "does not beat the prevalence-only baseline (average precision and Brier score)",
         "average_precision_floor": f"average precision {metrics.average_precision:.4f} "
         f"{'>=' if checks['average_precision_floor'] else '<'} floor "
         f"{settings.min_average_precision}",
@@ -241,7 +249,7 @@ def elect_champion(
         f"models:/{name}/{version}", settings.tracking_uri, sample[list(challenger.feature_names)],
         proba[: len(sample)], settings.smoke_latency_ms,
     )  # fmt: skip
-    decision = decide(metrics, comparison, smoke, settings)
+    decision = decide(metrics, best.beats_baseline, comparison, smoke, settings)
     champion_after = champion_before
     if decision.promote:
         set_champion(client, name, version)

@@ -215,6 +215,14 @@ def prevalence_baseline(
     return holdout_metrics(y_true, np.full(len(y_true), p), threshold, card_ids, k, cost)
 
 
+def beats_baseline(metrics: HoldoutMetrics, baseline: HoldoutMetrics) -> bool:
+    """A model worth considering: higher average precision and lower Brier score than the
+    prevalence-only baseline on the same holdout."""
+    return bool(
+        metrics.average_precision > baseline.average_precision and metrics.brier < baseline.brier
+    )
+
+
 def paired_bootstrap_ap_difference(
     y_true: np.ndarray,
     proba_challenger: np.ndarray,

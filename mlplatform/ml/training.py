@@ -26,6 +26,7 @@ from mlplatform.ml.champion import cost_model
 from mlplatform.ml.evaluation import (
     HoldoutMetrics,
     age_band,
+    beats_baseline,
     calibration_figure,
     choose_threshold,
     confusion_figure,
@@ -219,5 +220,8 @@ def log_candidate(report: CandidateReport, data: TrainingData) -> str:
         pd.DataFrame(fits).to_csv(out / FITS_FILE, index=False)
         mlflow.log_artifacts(folder)
     model_uri = log_scoring_model(model, data.validation.head(50))
-    mlflow.set_tag("mlplatform.model_uri", model_uri)
+    mlflow.set_tags({
+        "mlplatform.model_uri": model_uri,
+        "mlplatform.beats_baseline": str(beats_baseline(report.metrics, report.baseline)).lower(),
+    })  # fmt: skip
     return model_uri
