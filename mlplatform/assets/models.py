@@ -88,7 +88,7 @@ def candidate_asset(family: str) -> dg.AssetsDefinition:
                 **{f"holdout_{name}": float(metrics[name]) for name in SHOWN_METRICS},
                 "baseline_average_precision": float(report.baseline.average_precision),
                 "calibration": model.calibrator.method,
-                "params": dg.MetadataValue.json(json.loads(json.dumps(model.params))),
+                "params": dg.MetadataValue.json(model.metadata()["params"]),
                 "search": dg.MetadataValue.md(
                     "| trial | average precision | params |\n|---|---|---|\n"
                     + "\n".join(

@@ -17,7 +17,7 @@ from typing import Any
 
 import lightgbm as lgb
 import mlflow
-import pandas as pd
+import numpy as np
 import skops.io
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -66,16 +66,14 @@ def code_version() -> str:
     return f"{__version__}+{commit}"
 
 
-def log_scoring_model(model: ScoringModel, sample: pd.DataFrame, name: str = "model") -> str:
-    """Log ``model`` to the active MLflow run; returns its model URI (``models:/<id>``).
-
-    ``sample`` is a few master-table rows: the signature's input schema and the example."""
+def log_scoring_model(model: ScoringModel, name: str = "model") -> str:
+    """Log ``model`` to the active MLflow run; returns its model URI (``models:/<id>``)."""
     signature = ModelSignature(
         inputs=Schema(
             [ColSpec("double", n) for n in model.spec.numeric]
             + [ColSpec("string", n, required=False) for n in model.spec.categorical]
         ),
-        outputs=Schema([TensorSpec(model.predict_proba(sample).dtype, (-1, 2))]),
+        outputs=Schema([TensorSpec(np.dtype("float64"), (-1, 2))]),
     )
     common: dict[str, Any] = {
         "name": name,

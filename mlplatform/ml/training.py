@@ -225,7 +225,7 @@ def log_candidate(report: CandidateReport, data: TrainingData) -> str:
                  "params": json.dumps(dict(f.params))} for f in result.fits]  # fmt: skip
         pd.DataFrame(fits).to_csv(out / FITS_FILE, index=False)
         mlflow.log_artifacts(folder)
-    model_uri = log_scoring_model(model, data.validation.head(50))
+    model_uri = log_scoring_model(model)
     mlflow.set_tags({
         "mlplatform.model_uri": model_uri,
         "mlplatform.beats_baseline": str(beats_baseline(report.metrics, report.baseline)).lower(),
