@@ -21,6 +21,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import START, load_warehouse
 from mlflow import MlflowClient
 
@@ -29,8 +30,12 @@ from mlplatform.assets.models import candidate_asset, champion_asset
 from mlplatform.contract import load_contract
 from mlplatform.datagen import SimulationConfig, simulate
 from mlplatform.definitions import build_resources, defs
+from mlplatform.ml.artifacts import read_scoring_model
+from mlplatform.ml.champion import SmokeTest
 from mlplatform.ml.master_table import build_master_table
 from mlplatform.ml.models import FAMILIES
+from mlplatform.ml.registry import configure, download_model
+from mlplatform.ml.training import load_holdout
 from mlplatform.settings import DEFAULT_CONTRACT, Settings, get_settings
 from mlplatform.warehouse.connection import connect
 from mlplatform.warehouse.feature_registry import feature_registry
@@ -181,6 +186,33 @@ def test_champion_loads_in_a_fresh_process_with_pickle_disabled(trained: Trained
     assert done.returncode == 0, done.stderr[-2000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded["version"] == "1" and loaded["features"] > 20 and loaded["ap"] > 0
+
+
+def test_smoke_test_fails_a_model_folder_that_would_need_pickle(
+    trained: Trained, tmp_path: Path
+) -> None:
+    configure(trained.settings.tracking_uri)
+    folder = download_model(f"models:/{trained.settings.model_name}/1", tmp_path)
+    model = read_scoring_model(folder)
+    with duckdb.connect(str(trained.settings.warehouse_path), read_only=True) as conn:
+        sample = load_holdout(conn).head(20)[list(model.feature_names)]
+    expected = model.predict_proba(sample)[:, 1]
+    with SmokeTest(folder, sample) as smoke:
+        passed = smoke.result(expected, budget_ms=5000)
+    assert passed.passed and passed.max_abs_difference <= 1e-9, passed.detail
+    with SmokeTest(folder, sample) as smoke:
+        differs = smoke.result(expected + 0.01, budget_ms=5000)
+    assert not differs.passed and "scores differ from this process" in differs.detail
+    # The same folder claiming a pickled scikit-learn model (MLflow's default format).
+    mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
+    mlmodel["flavors"] = {
+        "sklearn": {"pickled_model": "model.pkl", "serialization_format": "cloudpickle"}
+    }
+    (folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    with SmokeTest(folder, sample) as smoke:
+        refused = smoke.result(expected, budget_ms=5000)
+    assert not refused.passed
+    assert "fresh process failed" in refused.detail and "never loaded" in refused.detail
 
 
 def test_load_champion_scores_canonical_transactions_as_the_batch_path_does(

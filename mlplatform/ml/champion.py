@@ -4,9 +4,9 @@ A challenger is promoted only when (a) it beats the prevalence-only baseline and
 absolute floors (holdout average precision, calibration error), (b) it beats the champion on
 the same holdout under a paired card bootstrap (lower bound of the average-precision
 difference above zero; the first model skips this), and (c) a smoke test passes: the
-registered model loads in a fresh process with pickle disabled, scores a sample exactly as
-here, within the latency budget. Every decision, rejections included, is appended to
-``ml.promotion_log``.
+registered model's files load in a fresh process with pickle disabled and score a sample
+exactly as here, within the latency budget (the process runs while the holdout is scored).
+Every decision, rejections included, is appended to ``ml.promotion_log``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
+from mlplatform.ml.artifacts import read_scoring_model
 from mlplatform.ml.evaluation import (
     BootstrapResult,
     CostModel,
@@ -38,6 +39,7 @@ from mlplatform.ml.registry import (
     CHAMPION,
     PREVIOUS,
     alias_version,
+    download_model,
     load_scoring_model,
     set_champion,
 )
@@ -168,42 +170,54 @@ def decide(
     return Decision(promote, "; ".join(shown), checks)
 
 
-def smoke_test(
-    model_uri: str, tracking_uri: str, sample: pd.DataFrame, expected: np.ndarray, budget_ms: float
-) -> SmokeResult:
-    """Load ``model_uri`` in a fresh Python process with pickle disabled (MLflow's switch,
-    plus an audit hook that fails any unpickling), score ``sample``, compare with
-    ``expected`` (this process's probabilities) and time it against ``budget_ms``."""
-    with tempfile.TemporaryDirectory(prefix="mlplatform-smoke-") as folder:
-        sample_path = Path(folder) / "sample.parquet"
+class SmokeTest:
+    """The registered model's files (``model_dir``, downloaded from the registry) loaded in a
+    fresh Python process with pickle disabled (MLflow's switch, plus an audit hook that fails
+    any unpickling), scoring ``sample``. The process starts at once and runs while this one
+    scores the holdout; :meth:`result` waits for it and compares. A context manager: leaving
+    it stops a process still running and removes the sample."""
+
+    def __init__(self, model_dir: Path, sample: pd.DataFrame) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="mlplatform-smoke-")
+        sample_path = Path(self._folder.name) / "sample.parquet"
         sample.to_parquet(sample_path)
-        env = {
-            **os.environ,
-            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
-            "MLFLOW_TRACKING_URI": tracking_uri,
-            "MLFLOW_REGISTRY_URI": tracking_uri,
-        }
-        done = subprocess.run(
-            [sys.executable, "-m", "mlplatform.ml.smoke", model_uri, str(sample_path)],
-            capture_output=True, text=True, env=env, timeout=300,
+        self.rows = len(sample)
+        env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "mlplatform.ml.smoke", str(model_dir), str(sample_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return SmokeResult(False, 0.0, 0.0, float("nan"), f"fresh process failed: {last}")
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    difference = float(np.max(np.abs(np.asarray(report["proba"]) - expected)))
-    problems = []
-    if not difference <= SMOKE_TOLERANCE:
-        problems.append(f"scores differ from this process by {difference:.2e}")
-    if report["predict_ms"] > budget_ms:
-        problems.append(f"{report['predict_ms']:.0f} ms > budget {budget_ms:.0f} ms")
-    detail = (
-        f"loaded in {report['load_seconds']:.2f} s without pickle, scored {len(sample)} rows "
-        f"in {report['predict_ms']:.1f} ms" + (f" ({'; '.join(problems)})" if problems else "")
-    )
-    return SmokeResult(
-        not problems, report["load_seconds"], report["predict_ms"], difference, detail
-    )
+
+    def __enter__(self) -> SmokeTest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.communicate()
+        self._folder.cleanup()
+
+    def result(self, expected: np.ndarray, budget_ms: float) -> SmokeResult:
+        """Wait for the process; pass when it reproduced ``expected`` (this process's
+        probabilities of the sample) within budget."""
+        stdout, stderr = self._process.communicate(timeout=300)
+        if self._process.returncode != 0:
+            last = (stderr.strip().splitlines() or ["no output"])[-1]
+            return SmokeResult(False, 0.0, 0.0, float("nan"), f"fresh process failed: {last}")
+        report = json.loads(stdout.strip().splitlines()[-1])
+        difference = float(np.max(np.abs(np.asarray(report["proba"]) - expected)))
+        problems = []
+        if not difference <= SMOKE_TOLERANCE:
+            problems.append(f"scores differ from this process by {difference:.2e}")
+        if report["predict_ms"] > budget_ms:
+            problems.append(f"{report['predict_ms']:.0f} ms > budget {budget_ms:.0f} ms")
+        detail = (
+            f"loaded in {report['load_seconds']:.2f} s without pickle, scored {self.rows} rows"
+            f" in {report['predict_ms']:.1f} ms" + (f" ({'; '.join(problems)})" if problems else "")
+        )
+        return SmokeResult(
+            not problems, report["load_seconds"], report["predict_ms"], difference, detail
+        )
 
 
 def elect_champion(
@@ -231,24 +245,27 @@ def elect_champion(
     cards = holdout["card_id"].to_numpy()
     cost = cost_model(settings)
     k = settings.precision_at_k_cards
-    challenger = load_scoring_model(f"models:/{name}/{version}")
-    proba = challenger.predict_proba(holdout)[:, 1]
-    metrics = holdout_metrics(y, proba, challenger.threshold, cards, k, cost)
-    champion_before = alias_version(client, name, CHAMPION)
-    champion_metrics = comparison = None
-    if champion_before is not None:
-        champion = load_scoring_model(f"models:/{name}/{champion_before}")
-        champion_proba = champion.predict_proba(holdout)[:, 1]
-        champion_metrics = holdout_metrics(y, champion_proba, champion.threshold, cards, k, cost)
-        comparison = paired_bootstrap_ap_difference(
-            y, proba, champion_proba, cards, resamples=settings.bootstrap_resamples,
-            confidence=settings.bootstrap_confidence,
-        )  # fmt: skip
-    sample = holdout.head(SMOKE_ROWS)
-    smoke = smoke_test(
-        f"models:/{name}/{version}", settings.tracking_uri, sample[list(challenger.feature_names)],
-        proba[: len(sample)], settings.smoke_latency_ms,
-    )  # fmt: skip
+    uri = f"models:/{name}/{version}"
+    with tempfile.TemporaryDirectory(prefix="mlplatform-model-") as folder:
+        model_dir = download_model(uri, Path(folder))
+        challenger = read_scoring_model(model_dir, uri)
+        sample = holdout.head(SMOKE_ROWS)[list(challenger.feature_names)]
+        with SmokeTest(model_dir, sample) as smoke_test:  # runs while the holdout is scored
+            proba = challenger.predict_proba(holdout)[:, 1]
+            metrics = holdout_metrics(y, proba, challenger.threshold, cards, k, cost)
+            champion_before = alias_version(client, name, CHAMPION)
+            champion_metrics = comparison = None
+            if champion_before is not None:
+                champion = load_scoring_model(f"models:/{name}/{champion_before}")
+                champion_proba = champion.predict_proba(holdout)[:, 1]
+                champion_metrics = holdout_metrics(
+                    y, champion_proba, champion.threshold, cards, k, cost
+                )
+                comparison = paired_bootstrap_ap_difference(
+                    y, proba, champion_proba, cards, resamples=settings.bootstrap_resamples,
+                    confidence=settings.bootstrap_confidence,
+                )  # fmt: skip
+            smoke = smoke_test.result(proba[: smoke_test.rows], settings.smoke_latency_ms)
     decision = decide(metrics, best.beats_baseline, comparison, smoke, settings)
     champion_after = champion_before
     if decision.promote:

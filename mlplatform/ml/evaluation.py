@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
@@ -25,6 +25,9 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Slice value standing for a missing attribute in :func:`fairness_slices` and :func:`age_band`.
 MISSING = "(missing)"
@@ -314,11 +317,19 @@ def age_band(age: pd.Series) -> pd.Series:
     return bands.cat.add_categories([MISSING]).fillna(MISSING).rename("age_band")
 
 
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    """A figure (Agg canvas, no pyplot); matplotlib is imported on the first plot only, so
+    loading and scoring models (e.g. the champion smoke test's fresh process) never pays it."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize)
+
+
 def roc_figure(y_true: np.ndarray, proba: np.ndarray, label: str) -> Figure:
     """ROC curve of ``proba`` (legend with its AUC) against the chance diagonal."""
     y, p = _validated(y_true, proba)
     fpr, tpr, _ = roc_curve(y, p)
-    figure = Figure(figsize=(6, 5))
+    figure = _new_figure((6, 5))
     axes = figure.add_subplot()
     axes.plot(fpr, tpr, label=f"{label} (AUC = {_ranking_scores(y, p)[0]:.3f})")
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="Chance")
@@ -333,7 +344,7 @@ def precision_recall_figure(
     """Precision-recall curve of ``proba`` (legend with its AP) and the prevalence baseline."""
     y, p = _validated(y_true, proba)
     precision, recall, _ = precision_recall_curve(y, p)
-    figure = Figure(figsize=(6, 5))
+    figure = _new_figure((6, 5))
     axes = figure.add_subplot()
     axes.step(
         recall, precision, where="post", label=f"{label} (AP = {_ranking_scores(y, p)[1]:.3f})"
@@ -353,7 +364,7 @@ def lift_gain_figure(y_true: np.ndarray, proba: np.ndarray) -> Figure:
     population_share = np.arange(1, y.size + 1) / y.size
     gain = np.cumsum(y_ranked) / y.sum()
     decile_rates = np.array([chunk.mean() for chunk in np.array_split(y_ranked, 10) if chunk.size])
-    figure = Figure(figsize=(11, 4.5))
+    figure = _new_figure((11, 4.5))
     gain_axes, lift_axes = figure.subplots(1, 2)
     gain_axes.plot(np.r_[0, population_share], np.r_[0, gain], label="Model")
     gain_axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="Random")
@@ -380,7 +391,7 @@ def calibration_figure(y_true: np.ndarray, proba: np.ndarray, bins: int = 10) ->
     y, p = _validated(y_true, proba)
     counts, mean_proba, positive_rate = _calibration_bins(y, p, bins)
     filled = counts > 0
-    figure = Figure(figsize=(6, 7))
+    figure = _new_figure((6, 7))
     reliability, histogram = figure.subplots(2, 1, height_ratios=[3, 1])
     reliability.plot([0, 1], [0, 1], linestyle="--", color="grey", label="Perfectly calibrated")
     reliability.plot(mean_proba[filled], positive_rate[filled], marker="o", label="Model")
@@ -407,7 +418,7 @@ def calibration_figure(y_true: np.ndarray, proba: np.ndarray, bins: int = 10) ->
 def confusion_figure(metrics: HoldoutMetrics) -> Figure:
     """Confusion matrix at the metrics' threshold, each cell annotated with its count."""
     cells = np.array([[metrics.tn, metrics.fp], [metrics.fn, metrics.tp]])
-    figure = Figure(figsize=(5, 4.5))
+    figure = _new_figure((5, 4.5))
     axes = figure.add_subplot()
     axes.imshow(cells, cmap="Blues")
     for (row, column), count in np.ndenumerate(cells):
@@ -429,7 +440,7 @@ def learning_curve_figure(points: Sequence[LearningCurvePoint]) -> Figure:
     """Train and validation average precision against the number of training rows."""
     ordered = sorted(points, key=lambda point: point.train_rows)
     rows = [point.train_rows for point in ordered]
-    figure = Figure(figsize=(6, 4.5))
+    figure = _new_figure((6, 4.5))
     axes = figure.add_subplot()
     axes.plot(rows, [point.train_score for point in ordered], marker="o", label="Train")
     axes.plot(rows, [point.validation_score for point in ordered], marker="o", label="Validation")
@@ -444,7 +455,7 @@ def importance_figure(importances: Mapping[str, float], top: int = 25) -> Figure
     """Horizontal bars of the ``top`` largest importances, largest at the top."""
     # barh draws the first bar at the bottom: smallest of the top first puts the largest on top
     ranked = sorted(importances.items(), key=lambda item: item[1], reverse=True)[:top][::-1]
-    figure = Figure(figsize=(7, 1.5 + 0.3 * len(ranked)))
+    figure = _new_figure((7, 1.5 + 0.3 * len(ranked)))
     axes = figure.add_subplot()
     axes.barh([name for name, _ in ranked], [value for _, value in ranked])
     axes.set(title=f"Feature importance (top {len(ranked)})", xlabel="Importance", ylabel="Feature")

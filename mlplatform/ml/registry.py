@@ -3,9 +3,8 @@
 A :class:`~mlplatform.ml.models.ScoringModel` is logged as one MLflow model: LightGBM boosters
 in LightGBM's native text format, scikit-learn pipelines through skops; the calibrator,
 threshold and feature spec travel in the MLmodel file's metadata. :func:`load_scoring_model`
-reads those files itself: a skops file loads only when every type it holds is on this
-module's allow-list (decided here, never by the model file), and nothing is unpickled, so
-loading works with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``.
+downloads the files and reads them with :mod:`mlplatform.ml.artifacts` (no pickle, so
+loading works with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``).
 """
 
 from __future__ import annotations
@@ -18,24 +17,16 @@ from typing import Any
 import lightgbm as lgb
 import mlflow
 import numpy as np
-import skops.io
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model, ModelSignature
+from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 from mlplatform import __version__
-from mlplatform.ml.models import Calibrator, FeatureSpec, ScoringModel
+from mlplatform.ml.artifacts import METADATA_KEY, TRUSTED_SKOPS_TYPES, read_scoring_model
+from mlplatform.ml.models import ScoringModel
 
 CHAMPION, PREVIOUS = "champion", "previous"
-METADATA_KEY = "mlplatform"
-#: Types a skops file may hold beyond skops' own defaults (found with skops'
-#: ``get_untrusted_types`` on every family's pipeline).
-TRUSTED_SKOPS_TYPES = frozenset({"numpy.dtype", "sklearn.tree._tree.Tree"})
-
-
-class ModelLoadError(RuntimeError):
-    """A registered model cannot be loaded safely (unknown format or untrusted types)."""
 
 
 def configure(tracking_uri: str) -> MlflowClient:
@@ -93,42 +84,15 @@ def log_scoring_model(model: ScoringModel, name: str = "model") -> str:
     return info.model_uri
 
 
+def download_model(model_uri: str, folder: Path) -> Path:
+    """Download the model folder of any MLflow model URI into ``folder``; its local path."""
+    return Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(folder)))
+
+
 def load_scoring_model(model_uri: str) -> ScoringModel:
     """Load a model logged by :func:`log_scoring_model` (any MLflow model URI), unpickled."""
     with tempfile.TemporaryDirectory(prefix="mlplatform-model-") as folder:
-        local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=folder))
-        mlmodel = Model.load(local)
-        meta = (mlmodel.metadata or {}).get(METADATA_KEY)
-        if meta is None:
-            raise ModelLoadError(f"{model_uri} was not logged by mlplatform (no metadata)")
-        estimator = _load_estimator(local, mlmodel.flavors, model_uri)
-    return ScoringModel(
-        family=meta["family"],
-        spec=FeatureSpec.from_dict(meta["spec"]),
-        estimator=estimator,
-        calibrator=Calibrator.from_dict(meta["calibrator"]),
-        threshold=float(meta["threshold"]),
-        params=meta["params"],
-    )
-
-
-def _load_estimator(local: Path, flavors: dict[str, Any], model_uri: str) -> Any:
-    if "lightgbm" in flavors:
-        flavor = flavors["lightgbm"]
-        if flavor.get("model_class") != "lightgbm.basic.Booster":
-            raise ModelLoadError(f"{model_uri}: only native LightGBM boosters are loaded")
-        return lgb.Booster(model_file=str(local / flavor["data"]))
-    flavor = flavors.get("sklearn", {})
-    if flavor.get("serialization_format") != "skops":
-        raise ModelLoadError(f"{model_uri}: not a skops model; pickled models are never loaded")
-    path = local / flavor["pickled_model"]
-    untrusted = set(skops.io.get_untrusted_types(file=path))
-    if not untrusted <= TRUSTED_SKOPS_TYPES:
-        raise ModelLoadError(
-            f"{model_uri}: the skops file holds types outside the allow-list: "
-            f"{sorted(untrusted - TRUSTED_SKOPS_TYPES)}"
-        )
-    return skops.io.load(path, trusted=sorted(untrusted))
+        return read_scoring_model(download_model(model_uri, Path(folder)), model_uri)
 
 
 def alias_version(client: MlflowClient, model_name: str, alias: str) -> str | None:

@@ -88,9 +88,10 @@ def load_training_data(
     features = tuple(name for name, kept, _ in selection if kept)
     version = selection[0][2]
     table = pq.read_table(snapshot_path(datasets_dir, version))
-    # Arrow filters each split before pandas sees it: a third of pandas' read-then-groupby.
+    # Arrow filters each split before pandas sees it (a third of pandas' read-then-groupby);
+    # one block per column: the model frames take columns, never the consolidated 2-D block.
     splits = {
-        name: table.filter(pc.equal(table["split"], name)).to_pandas()
+        name: table.filter(pc.equal(table["split"], name)).to_pandas(split_blocks=True)
         for name in ("train", "validation", "holdout")
     }
     holdout = splits["holdout"]
