@@ -38,6 +38,13 @@ THREADS = 2
 Sampler = Callable[[np.random.Generator], Any]
 
 
+def _as_float(column: pd.Series) -> pd.Series:
+    """float64 values of a column (booleans 0/1; anything unparsable or missing NaN)."""
+    if pd.api.types.is_float_dtype(column.dtype):
+        return column.astype("float64", copy=False)
+    return pd.to_numeric(column, errors="coerce").astype("float64")
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """Model inputs: numeric columns and categorical columns with their train levels."""
@@ -55,8 +62,7 @@ class FeatureSpec:
         missing = [name for name in self.names if name not in data.columns]
         if missing:
             raise KeyError(f"the model needs feature columns that are absent: {missing}")
-        columns = {name: pd.to_numeric(data[name], errors="coerce").astype("float64")
-                   for name in self.numeric}  # fmt: skip
+        columns = {name: _as_float(data[name]) for name in self.numeric}
         for name, levels in self.categorical.items():
             columns[name] = pd.Categorical(data[name], categories=list(levels))
         return pd.DataFrame(columns, index=data.index)

@@ -87,7 +87,10 @@ def load_training_data(
         raise RuntimeError("ml.feature_selection is empty: materialize master_table first")
     features = tuple(name for name, kept, _ in selection if kept)
     version = selection[0][2]
-    table = pq.read_table(snapshot_path(datasets_dir, version))
+    path = snapshot_path(datasets_dir, version)
+    # Training never uses the transaction id: not reading its strings saves a third of the read.
+    table = pq.read_table(path, columns=[c for c in pq.read_schema(path).names
+                                         if c != "transaction_id"])  # fmt: skip
     # Arrow filters each split before pandas sees it (a third of pandas' read-then-groupby);
     # one block per column: the model frames take columns, never the consolidated 2-D block.
     splits = {
