@@ -1,17 +1,21 @@
-"""Training: one candidate asset per model family, and the champion competition."""
+"""Training: one candidate asset per model family, and the champion competition.
+
+The ML libraries (MLflow, LightGBM, scikit-learn, matplotlib) are imported inside the assets:
+every Dagster process loads this code location (the UI's code server, each run), and only
+training runs need them.
+"""
 
 import json
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from mlplatform.assets.training_data import ML_OWNERS, master_table
-from mlplatform.ml.champion import elect_champion, latest_candidates, log_election
-from mlplatform.ml.evaluation import beats_baseline
-from mlplatform.ml.training import load_holdout, load_training_data, log_candidate
-from mlplatform.ml.training import train_and_evaluate as train_and_evaluate_family
 from mlplatform.resources import LandingZoneResource, MlflowResource, WarehouseResource
-from mlplatform.serving.champion import Champion, load_champion
 from mlplatform.settings import get_settings
+
+if TYPE_CHECKING:
+    from mlplatform.serving.champion import Champion
 
 FAMILY_DESCRIPTIONS = {
     "logistic_regression": "the baseline: logistic regression with mean imputation, missing "
@@ -49,10 +53,13 @@ def candidate_asset(family: str) -> dg.AssetsDefinition:
         landing: LandingZoneResource,
         mlflow_store: MlflowResource,
     ) -> dg.MaterializeResult:
+        from mlplatform.ml.evaluation import beats_baseline
+        from mlplatform.ml.training import load_training_data, log_candidate, train_and_evaluate
+
         settings = get_settings()
         with warehouse.connection(read_only=True) as conn:
             data = load_training_data(conn, landing.contract.target, settings.datasets_dir)
-        report = train_and_evaluate_family(family, data, settings)
+        report = train_and_evaluate(family, data, settings)
         tags = {"mlplatform.family": family, "mlplatform.dataset_version": data.dataset_version}
         with mlflow_store.run(context, tags) as run:
             model_uri = log_candidate(report, data)
@@ -116,7 +123,9 @@ class ChampionIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: None) -> None:
         """Nothing to write: ``champion_model`` has set the registry alias already."""
 
-    def load_input(self, context: dg.InputContext) -> Champion:
+    def load_input(self, context: dg.InputContext) -> "Champion":
+        from mlplatform.serving.champion import load_champion
+
         return load_champion()
 
 
@@ -142,6 +151,9 @@ def champion_asset(families: tuple[str, ...]) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
         mlflow_store: MlflowResource,
     ) -> dg.Output[None]:
+        from mlplatform.ml.champion import elect_champion, latest_candidates, log_election
+        from mlplatform.ml.training import load_holdout
+
         settings = get_settings()
         client = mlflow_store.client()
         with warehouse.connection() as conn:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from mlplatform.settings import Settings
 from mlplatform.warehouse.connection import transaction
@@ -210,6 +209,8 @@ def single_feature_auc(values: np.ndarray, target: np.ndarray) -> float | None:
 
     Missing values rank below every observed value. None when the target has one class.
     """
+    from sklearn.metrics import roc_auc_score  # scikit-learn loads only where models are built
+
     if len(np.unique(target)) < 2:
         return None
     filled = np.where(

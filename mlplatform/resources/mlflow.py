@@ -1,16 +1,20 @@
-"""MLflow tracking and registry as a Dagster resource (dagster-mlflow is not needed)."""
+"""MLflow tracking and registry as a Dagster resource (dagster-mlflow is not needed).
+
+MLflow and the model libraries are imported when the resource is used, not when it is
+defined: every Dagster process loads the code location, and only training needs them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import mlflow
-from mlflow import MlflowClient
 
-from mlplatform.ml.registry import code_version, configure, ensure_experiment
+if TYPE_CHECKING:
+    import mlflow
+    from mlflow import MlflowClient
 
 
 class MlflowResource(dg.ConfigurableResource):
@@ -23,10 +27,14 @@ class MlflowResource(dg.ConfigurableResource):
 
     def client(self) -> MlflowClient:
         """A client of the tracking and registry store (and MLflow's fluent API set to it)."""
+        from mlplatform.ml.registry import configure
+
         return configure(self.tracking_uri)
 
     def experiment_id(self) -> str:
         """The experiment's id, created if missing."""
+        from mlplatform.ml.registry import ensure_experiment
+
         folder = Path(self.artifacts_dir) if self.artifacts_dir else None
         return ensure_experiment(self.client(), self.experiment, folder)
 
@@ -36,6 +44,10 @@ class MlflowResource(dg.ConfigurableResource):
     ) -> Iterator[mlflow.ActiveRun]:
         """One MLflow run for this asset materialization, tagged with the Dagster run id,
         the asset key and the code version (plus ``tags``)."""
+        import mlflow
+
+        from mlplatform.ml.registry import code_version
+
         experiment_id = self.experiment_id()
         asset = context.asset_key.to_user_string()
         all_tags = {
