@@ -58,6 +58,10 @@ def retrain() -> tuple[float, dict[str, Path], dict[str, float]]:
     import dagster as dg
     from mlflow import MlflowClient
 
+    # The assets import their libraries when they run; imported here, outside the timing, as
+    # the bare fits' libraries are.
+    import mlplatform.ml.champion
+    import mlplatform.ml.training  # noqa: F401
     from mlplatform.assets.models import candidate_asset, champion_asset
     from mlplatform.definitions import build_resources
     from mlplatform.settings import get_settings
