@@ -35,6 +35,7 @@ from mlplatform.ml.evaluation import (
     holdout_metrics,
     paired_bootstrap_ap_difference,
 )
+from mlplatform.ml.models import ScoringModel
 from mlplatform.ml.registry import (
     CHAMPION,
     PREVIOUS,
@@ -241,28 +242,21 @@ def elect_champion(
         tags={"mlplatform.family": best.family, "mlplatform.dataset_version": dataset_version},
     )  # fmt: skip
     version = str(registered.version)
-    y = holdout["target"].to_numpy(dtype=int)
-    cards = holdout["card_id"].to_numpy()
-    cost = cost_model(settings)
-    k = settings.precision_at_k_cards
     uri = f"models:/{name}/{version}"
     with tempfile.TemporaryDirectory(prefix="mlplatform-model-") as folder:
         model_dir = download_model(uri, Path(folder))
         challenger = read_scoring_model(model_dir, uri)
         sample = holdout.head(SMOKE_ROWS)[list(challenger.feature_names)]
         with SmokeTest(model_dir, sample) as smoke_test:  # runs while the holdout is scored
-            proba = challenger.predict_proba(holdout)[:, 1]
-            metrics = holdout_metrics(y, proba, challenger.threshold, cards, k, cost)
+            proba, metrics = _scored(challenger, holdout, settings)
             champion_before = alias_version(client, name, CHAMPION)
             champion_metrics = comparison = None
             if champion_before is not None:
                 champion = load_scoring_model(f"models:/{name}/{champion_before}")
-                champion_proba = champion.predict_proba(holdout)[:, 1]
-                champion_metrics = holdout_metrics(
-                    y, champion_proba, champion.threshold, cards, k, cost
-                )
+                champion_proba, champion_metrics = _scored(champion, holdout, settings)
                 comparison = paired_bootstrap_ap_difference(
-                    y, proba, champion_proba, cards, resamples=settings.bootstrap_resamples,
+                    holdout["target"].to_numpy(dtype=int), proba, champion_proba,
+                    holdout["card_id"].to_numpy(), resamples=settings.bootstrap_resamples,
                     confidence=settings.bootstrap_confidence,
                 )  # fmt: skip
             smoke = smoke_test.result(proba[: smoke_test.rows], settings.smoke_latency_ms)
@@ -294,6 +288,18 @@ def elect_champion(
         decision, best, version, champion_before, champion_after, metrics, champion_metrics,
         comparison, smoke,
     )  # fmt: skip
+
+
+def _scored(
+    model: ScoringModel, holdout: pd.DataFrame, settings: Settings
+) -> tuple[np.ndarray, HoldoutMetrics]:
+    """A model's probabilities on the holdout and its holdout metrics."""
+    proba = model.predict_proba(holdout)[:, 1]
+    metrics = holdout_metrics(
+        holdout["target"].to_numpy(dtype=int), proba, model.threshold,
+        holdout["card_id"].to_numpy(), settings.precision_at_k_cards, cost_model(settings),
+    )  # fmt: skip
+    return proba, metrics
 
 
 def log_election(election: Election) -> None:
