@@ -73,20 +73,28 @@ class Window:
         day = timedelta(days=1) if self.daily else timedelta(0)
         return (self.span or timedelta(0)) + self.end + day
 
+    @property
+    def key(self) -> str:
+        """The column of the partition's hash (``key_card_id``), computed once per event: a
+        window sorts and carries one integer instead of the key's strings."""
+        return "key_" + "_".join(self.partition_by)
+
+    def key_sql(self) -> str:
+        return "hash(" + ", ".join(self.partition_by) + ")"
+
     def sql(self) -> str:
-        partition = "hash(" + ", ".join(self.partition_by) + ")"
         if self.daily:
             return (
-                f"PARTITION BY {partition} ORDER BY event_day RANGE BETWEEN "
+                f"PARTITION BY {self.key_sql()} ORDER BY event_day RANGE BETWEEN "
                 f"{self.span.days + self.end.days} PRECEDING AND {self.end.days + 1} PRECEDING"
             )
         # Ordered by the event time in integer microseconds (``event_us``): the same frames as
         # ordering by the timestamp, but the frame bounds are plain integer arithmetic.
         if self.span is None:
-            return f"PARTITION BY {partition} ORDER BY event_us, hash(transaction_id)"
+            return f"PARTITION BY {self.key} ORDER BY event_us, transaction_hash"
         end = f"{_micros(self.end)} PRECEDING" if self.end else "CURRENT ROW"
         return (
-            f"PARTITION BY {partition} ORDER BY event_us "
+            f"PARTITION BY {self.key} ORDER BY event_us "
             f"RANGE BETWEEN {_micros(self.span + self.end)} PRECEDING AND {end}"
         )
 

@@ -63,10 +63,14 @@ def feature_sql(registry: FeatureRegistry, source: str, where: str) -> str:
         if feature.over:
             group = daily if feature.over.daily else framed
             group.setdefault(feature.over.partition_by, []).append(feature)
+    # The framed windows' partition keys as hashes, computed once per event.
+    partitions = {f.over.key: f.over.key_sql() for fs in framed.values() for f in fs}
+    keys = "".join(f"\n        {sql} AS {key}," for key, sql in partitions.items())
     ctes = [
         f"""events AS NOT MATERIALIZED (
     SELECT {", ".join(INPUT_COLUMNS)},
-        rowid AS row_key,
+        rowid AS row_key,{keys}
+        hash(transaction_id) AS transaction_hash,
         amount::DECIMAL(18, 2) AS amount_exact,
         CASE WHEN category IN ({discretionary or "NULL"}) THEN amount::DECIMAL(18, 2) ELSE 0 END
             AS disc_amount,
