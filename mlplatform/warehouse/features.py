@@ -143,8 +143,9 @@ detail AS NOT MATERIALIZED (
     WINDOW {clause}
 )"""
         )
-        # Collapsed rows only serve their own partition's window.
-        previous = f"(SELECT * FROM windows_{number}{' WHERE row_key IS NOT NULL' * bool(blocks)})"
+        previous = f"windows_{number}"
+        if blocks:  # collapsed rows only serve their own partition's window
+            previous = f"(SELECT * FROM windows_{number} WHERE row_key IS NOT NULL)"
     if framed:
         names = ", ".join(f.name for fs in framed.values() for f in fs)
         joins.append(f"JOIN (SELECT row_key, {names} FROM {previous}) USING (row_key)")
