@@ -21,6 +21,7 @@ from mlplatform.warehouse.feature_registry import INPUT_COLUMNS, feature_registr
 from mlplatform.warehouse.features import (
     TABLE,
     build_card_features,
+    collapsible_days,
     context_events,
     online_features,
 )
@@ -168,6 +169,34 @@ def test_a_build_leaves_the_connections_settings_as_it_found_them(
             setting = conn.execute("SELECT current_setting('preserve_insertion_order')")
             assert setting.fetchone()[0] is preserve
         after = conn.execute(query, [day]).df()
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_a_daily_build_collapses_its_lookback_and_equals_the_full_build(
+    warehouse: Path, tmp_path: Path
+) -> None:
+    """The last day alone: the days without its rows or a frame boundary of them become
+    blocks (a few rows per card instead of every event); every row equals the full build's."""
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(warehouse, copy)
+    last = START + timedelta(days=DAYS - 1)
+    epoch = date(1970, 1, 1)
+    with connect(copy) as conn:
+        blocks = collapsible_days(
+            conn, REGISTRY, "curated.transactions", "partition_date = $day", {"day": last}
+        )
+        kept = {(last - epoch).days - before for before in REGISTRY.boundary_days}
+        data_days = {(START - epoch).days + offset for offset in range(DAYS)}
+        assert set(blocks) == data_days - kept
+        assert len(set(blocks.values())) == 4  # before day -30, then up to -14, -7 and -1
+        everything = "partition_date BETWEEN $start AND $end"
+        assert not collapsible_days(
+            conn, REGISTRY, "curated.transactions", everything, {"start": START, "end": last}
+        )
+        query = f"SELECT * FROM {TABLE} WHERE partition_date = ? ORDER BY transaction_id"
+        before = conn.execute(query, [last]).df()
+        build_card_features(conn, REGISTRY, last, last)
+        after = conn.execute(query, [last]).df()
     pd.testing.assert_frame_equal(before, after)
 
 

@@ -7,6 +7,11 @@ generated from these declarations, so training and serving cannot disagree.
 
 Point in time: every window ends at the transaction (peers at the same second included) or
 earlier, never later. Merchant risk only counts labels at least ``label_delay_days`` old.
+
+Framed window aggregates read only columns that stay exact when a run of days is collapsed
+into one row (``mlplatform.warehouse.features.BLOCK_COLUMNS``): counts are
+``sum(event_count)``, sums of ``amount_exact``, ``amount_squared`` or ``disc_amount``, the
+``max(amount)``, the ``first_value(event_time)`` and the previous ``last_event``.
 """
 
 from __future__ import annotations
@@ -73,20 +78,41 @@ class Window:
         day = timedelta(days=1) if self.daily else timedelta(0)
         return (self.span or timedelta(0)) + self.end + day
 
+    @property
+    def boundary_days(self) -> frozenset[int]:
+        """How many days before a transaction's day its frame can start or end (framed
+        windows; a span of whole days starts exactly that many days before, same time)."""
+        if self.daily or self.span is None:
+            return frozenset()
+        days = set()
+        for distance in {self.span + self.end, self.end}:
+            days.add(distance // timedelta(days=1))
+            if distance % timedelta(days=1):
+                days.add(distance // timedelta(days=1) + 1)
+        return frozenset(days)
+
+    @property
+    def key(self) -> str:
+        """The column of the partition's hash (``key_card_id``), computed once per event: a
+        window sorts and carries one integer instead of the key's strings."""
+        return "key_" + "_".join(self.partition_by)
+
+    def key_sql(self) -> str:
+        return "hash(" + ", ".join(self.partition_by) + ")"
+
     def sql(self) -> str:
-        partition = "hash(" + ", ".join(self.partition_by) + ")"
         if self.daily:
             return (
-                f"PARTITION BY {partition} ORDER BY event_day RANGE BETWEEN "
+                f"PARTITION BY {self.key_sql()} ORDER BY event_day RANGE BETWEEN "
                 f"{self.span.days + self.end.days} PRECEDING AND {self.end.days + 1} PRECEDING"
             )
         # Ordered by the event time in integer microseconds (``event_us``): the same frames as
         # ordering by the timestamp, but the frame bounds are plain integer arithmetic.
         if self.span is None:
-            return f"PARTITION BY {partition} ORDER BY event_us, hash(transaction_id)"
+            return f"PARTITION BY {self.key} ORDER BY event_us, transaction_hash"
         end = f"{_micros(self.end)} PRECEDING" if self.end else "CURRENT ROW"
         return (
-            f"PARTITION BY {partition} ORDER BY event_us "
+            f"PARTITION BY {self.key} ORDER BY event_us "
             f"RANGE BETWEEN {_micros(self.span + self.end)} PRECEDING AND {end}"
         )
 
@@ -132,6 +158,11 @@ class FeatureRegistry:
     @property
     def windows(self) -> tuple[Window, ...]:
         return tuple(dict.fromkeys(f.over for f in self.enabled if f.over))
+
+    @property
+    def boundary_days(self) -> tuple[int, ...]:
+        """The transaction's day and the days before it where a frame can start or end."""
+        return tuple(sorted({0}.union(*(w.boundary_days for w in self.windows))))
 
     @property
     def lookback(self) -> timedelta:
@@ -227,7 +258,7 @@ def _declarations(settings: Settings) -> tuple[Feature, ...]:
     ]  # fmt: skip
     for label, window in card.items():
         features += [
-            Feature(f"card_txn_count_{label}", "count(*) OVER {over}", "BIGINT",
+            Feature(f"card_txn_count_{label}", "sum(event_count) OVER {over}", "BIGINT",
                     f"The card's transactions in the last {label}, this one included.",
                     window=label, over=window),
             Feature(f"card_amount_sum_{label}", "sum(amount_exact) OVER {over}", "DOUBLE",
@@ -242,8 +273,8 @@ def _declarations(settings: Settings) -> tuple[Feature, ...]:
         # From exact decimal sums (window sums shared with the 30d count and sum), so that
         # offline and online values agree to the last bit.
         Feature("card_amount_std_30d",
-                "sqrt(greatest(sum(amount_exact * amount_exact) OVER {over} / count(*) OVER "
-                "{over} - pow(sum(amount_exact) OVER {over} / count(*) OVER {over}, 2), 0))",
+                "sqrt(greatest(sum(amount_squared) OVER {over} / sum(event_count) OVER {over}"
+                " - pow(sum(amount_exact) OVER {over} / sum(event_count) OVER {over}, 2), 0))",
                 "DOUBLE", "Standard deviation of the card's amounts in the last 30d.",
                 window="30d", over=card["30d"]),
         Feature("card_amount_ratio_30d", "amount / nullif(card_amount_mean_30d, 0)", "DOUBLE",
@@ -256,14 +287,15 @@ def _declarations(settings: Settings) -> tuple[Feature, ...]:
                 "DOUBLE", "Days since the card's first transaction (at most 90).", window="90d",
                 over=card_90d),
         Feature("card_seconds_since_previous",
-                "CASE WHEN lag(event_time) OVER {over} >= event_time - INTERVAL 90 DAYS "
-                "THEN epoch(event_time) - epoch(lag(event_time) OVER {over}) END", "DOUBLE",
+                "CASE WHEN (lag(last_event) OVER {over}).event_time >= event_time - INTERVAL 90 "
+                "DAYS THEN epoch(event_time) - epoch((lag(last_event) OVER {over}).event_time) "
+                "END", "DOUBLE",
                 "Seconds since the card's previous transaction (NULL when none in 90 days).",
                 window="90d", over=sequence),
         Feature("card_km_from_previous",
-                "CASE WHEN lag(event_time) OVER {over} >= event_time - INTERVAL 90 DAYS THEN "
-                "haversine_km(lag(merchant_lat) OVER {over}, lag(merchant_long) OVER {over}, "
-                "merchant_lat, merchant_long) END",
+                "CASE WHEN (lag(last_event) OVER {over}).event_time >= event_time - INTERVAL 90 "
+                "DAYS THEN haversine_km((lag(last_event) OVER {over}).merchant_lat, "
+                "(lag(last_event) OVER {over}).merchant_long, merchant_lat, merchant_long) END",
                 "DOUBLE", "Distance from the card's previous merchant (km).", window="90d",
                 over=sequence, requires=("merchant_lat", "merchant_long")),
         Feature("card_speed_kmh_since_previous",
@@ -306,7 +338,7 @@ def _declarations(settings: Settings) -> tuple[Feature, ...]:
                 "(MLPLATFORM_INCOME_BAND_MONTHLY_INCOME).", window="30d",
                 requires=("income_band",)),
         Feature("card_category_count_30d",
-                "count(*) OVER {over}", "BIGINT",
+                "sum(event_count) OVER {over}", "BIGINT",
                 "The card's transactions in this category in the last 30 days.",
                 window="30d", over=Window(("card_id", "category"), 30 * day),
                 requires=("category",)),
@@ -314,7 +346,7 @@ def _declarations(settings: Settings) -> tuple[Feature, ...]:
                 "card_category_count_30d / card_txn_count_30d", "DOUBLE",
                 "Share of the card's last-30-day transactions in this category.", window="30d",
                 requires=("category",)),
-        Feature("card_merchant_visits_90d", "count(*) OVER {over} - 1", "BIGINT",
+        Feature("card_merchant_visits_90d", "sum(event_count) OVER {over} - 1", "BIGINT",
                 "The card's earlier transactions at this merchant in the last 90 days.",
                 window="90d", over=Window(("card_id", "merchant"), 90 * day),
                 requires=("merchant",)),

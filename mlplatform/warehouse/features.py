@@ -8,6 +8,7 @@ two paths agree to the last bit.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,7 +43,24 @@ class FeatureBuildResult:
     table_recreated: bool
 
 
-def feature_sql(registry: FeatureRegistry, source: str, where: str) -> str:
+#: What a collapsed block row holds for each column the framed windows read (see
+#: :func:`feature_sql`): sums of the additive columns, the largest amount, the first event's
+#: time (the block's position) and the last event (for the previous-transaction features).
+BLOCK_COLUMNS = {
+    "event_count": "sum(event_count)::INTEGER",
+    "amount_exact": "sum(amount_exact)::DECIMAL(18, 2)",
+    "amount_squared": "sum(amount_squared)::DECIMAL(38, 4)",
+    "disc_amount": "sum(disc_amount)::DECIMAL(18, 2)",
+    "amount": "max(amount)",
+    "event_time": "min(event_time)",
+    "event_us": "min(event_us)",
+    "last_event": "arg_max(last_event, (event_us, transaction_hash))",
+}
+
+
+def feature_sql(
+    registry: FeatureRegistry, source: str, where: str, blocks: Mapping[int, int] | None = None
+) -> str:
     """The SELECT of the enabled features for the rows of ``source`` matching ``where``.
 
     ``source`` is a table (or view) with the :data:`INPUT_COLUMNS`, optionally followed by a
@@ -54,6 +72,12 @@ def feature_sql(registry: FeatureRegistry, source: str, where: str) -> str:
     by the source's ``rowid``, and the rows the output keeps are joined to the results once.
     So every window sorts narrow rows, and the wide transaction columns are read only for the
     output rows. Frames order by the event time in integer microseconds (``event_us``).
+
+    ``blocks`` (:func:`collapsible_days`) maps days to collapse to their block: the events of
+    a block become one row per window partition key (:data:`BLOCK_COLUMNS`), placed at its
+    first event, and only for keys that have output rows. Every frame of an output row holds
+    a block whole or not at all, so the windows give exactly the per-event values while a
+    daily run's windows read a few rows per key instead of every event of its lookback.
     """
     enabled = registry.enabled
     discretionary = ", ".join(sql_literal(c) for c in registry.discretionary_categories)
@@ -63,34 +87,65 @@ def feature_sql(registry: FeatureRegistry, source: str, where: str) -> str:
         if feature.over:
             group = daily if feature.over.daily else framed
             group.setdefault(feature.over.partition_by, []).append(feature)
+    # The framed windows' partition keys as hashes, computed once per event.
+    partitions = {f.over.key: f.over.key_sql() for fs in framed.values() for f in fs}
+    keys = "".join(f"\n        {sql} AS {key}," for key, sql in partitions.items())
     ctes = [
         f"""events AS NOT MATERIALIZED (
     SELECT {", ".join(INPUT_COLUMNS)},
-        rowid AS row_key,
+        rowid AS row_key,{keys}
+        hash(transaction_id) AS transaction_hash,
+        1 AS event_count,
         amount::DECIMAL(18, 2) AS amount_exact,
+        amount::DECIMAL(18, 2) * amount::DECIMAL(18, 2) AS amount_squared,
         CASE WHEN category IN ({discretionary or "NULL"}) THEN amount::DECIMAL(18, 2) ELSE 0 END
             AS disc_amount,
+        {{'event_time': event_time, 'merchant_lat': merchant_lat,
+          'merchant_long': merchant_long}} AS last_event,
         (event_time::DATE - DATE '1970-01-01') AS event_day,
         epoch_us(event_time) AS event_us
     FROM {source}
 )"""
     ]
-    joins = []
     previous = "events"
+    if blocks:
+        days = ", ".join(f"({day}, {block})" for day, block in sorted(blocks.items()))
+        ctes.append(
+            f"""collapsed_days(day, block) AS (VALUES {days}),
+detail AS NOT MATERIALIZED (
+    SELECT * FROM events WHERE event_day NOT IN (SELECT day FROM collapsed_days)
+)"""
+        )
+        previous = "detail"
+    joins = []
     # Chained: each window operator passes on the (narrow) columns the next ones read. The
     # partition with the most features goes last, so that its results are carried least.
     for number, features in enumerate(sorted(framed.values(), key=len)):
         windows = dict.fromkeys(f.over for f in features)
-        columns = "".join(f", {f.expression()} AS {f.name}" for f in features)
+        columns = "".join(f", CAST({f.expression()} AS {f.dtype}) AS {f.name}" for f in features)
         clause = ", ".join(f"{w.name} AS ({w.sql()})" for w in windows)
+        rows = previous
+        if blocks:
+            key = features[0].over.key
+            aggregates = ", ".join(f"{sql} AS {name}" for name, sql in BLOCK_COLUMNS.items())
+            rows = f"""(
+        SELECT * FROM {previous}
+        UNION ALL BY NAME
+        SELECT {key}, {aggregates}
+        FROM events JOIN collapsed_days ON event_day = day
+        WHERE {key} IN (SELECT {key} FROM events WHERE {where})
+        GROUP BY {key}, block
+    )"""
         ctes.append(
             f"""windows_{number} AS (
     SELECT *{columns}
-    FROM {previous}
+    FROM {rows}
     WINDOW {clause}
 )"""
         )
         previous = f"windows_{number}"
+        if blocks:  # collapsed rows only serve their own partition's window
+            previous = f"(SELECT * FROM windows_{number} WHERE row_key IS NOT NULL)"
     if framed:
         names = ", ".join(f.name for fs in framed.values() for f in fs)
         joins.append(f"JOIN (SELECT row_key, {names} FROM {previous}) USING (row_key)")
@@ -115,6 +170,31 @@ SELECT {", ".join(KEY_COLUMNS)},
     {outputs}
 FROM (SELECT * FROM events WHERE {where}) AS kept
 {" ".join(joins)}"""
+
+
+def collapsible_days(
+    conn: duckdb.DuckDBPyConnection,
+    registry: FeatureRegistry,
+    source: str,
+    where: str,
+    params: Mapping[str, Any],
+) -> dict[int, int]:
+    """The event days of ``source`` (days since 1970-01-01) whose events :func:`feature_sql`
+    can collapse for the rows matching ``where``, each mapped to its block.
+
+    A day is kept as events when it holds an output row or a frame of one can start or end in
+    it (:attr:`FeatureRegistry.boundary_days`); each run of other days between two such days
+    is one block, numbered by how many kept days come before it.
+    """
+    days = conn.execute(
+        f"""SELECT event_time::DATE - DATE '1970-01-01' AS day, bool_or({where})
+            FROM {source} GROUP BY day""",
+        params,
+    ).fetchall()
+    output = {day for day, kept in days if kept}
+    detail = {day - before for day in output for before in registry.boundary_days}
+    ordered = sorted(detail)
+    return {day: bisect.bisect_left(ordered, day) for day, _ in days if day not in detail}
 
 
 def table_ddl(registry: FeatureRegistry) -> str:
@@ -157,13 +237,15 @@ def build_card_features(
     with transaction(conn):
         recreated = _ensure_table(conn, registry)
         conn.execute(f"DELETE FROM {TABLE} WHERE partition_date BETWEEN $start AND $end", params)
+        where = "partition_date BETWEEN $start AND $end"
+        read = {**params, "lookback_start": lookback_start}
+        blocks = collapsible_days(conn, registry, source, where, read)
         # The table's row order means nothing (readers order or filter): letting DuckDB insert
         # in any order lets both threads write row groups at once.
         with _insertion_order(conn, preserve=False):
             conn.execute(
-                f"INSERT INTO {TABLE} BY NAME "
-                + feature_sql(registry, source, "partition_date BETWEEN $start AND $end"),
-                {**params, "lookback_start": lookback_start},
+                f"INSERT INTO {TABLE} BY NAME " + feature_sql(registry, source, where, blocks),
+                read,
             )
         rows, curated = conn.execute(
             f"""SELECT (SELECT count(*) FROM {TABLE} WHERE partition_date BETWEEN $start AND $end),
@@ -241,10 +323,12 @@ def online_features(
                 conn.register("frame", frame.reindex(columns=list(INPUT_COLUMNS)))
                 conn.execute("INSERT INTO context BY NAME SELECT * FROM frame")
                 conn.unregister("frame")
-        result = conn.execute(
-            feature_sql(registry, "context", "transaction_id = $transaction_id"),
+        where, params = (
+            "transaction_id = $transaction_id",
             {"transaction_id": transaction["transaction_id"]},
-        ).df()
+        )
+        blocks = collapsible_days(conn, registry, "context", where, params)
+        result = conn.execute(feature_sql(registry, "context", where, blocks), params).df()
     if len(result) != 1:
         raise ValueError(
             f"transaction {transaction['transaction_id']!r} appears {len(result)} times in the "
