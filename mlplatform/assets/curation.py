@@ -25,7 +25,7 @@ from mlplatform.resources import LandingZoneResource, WarehouseResource
 from mlplatform.settings import get_settings
 from mlplatform.warehouse.curation import (
     CurationResult,
-    curate_partition,
+    curate_partitions,
     expected_curated_rows,
 )
 from mlplatform.warehouse.quality import QualityReport
@@ -64,9 +64,10 @@ def curated_transactions(
             if has_reference
             else None
         )
-        for key in context.partition_keys:  # one transaction per day, in date order
-            partition_date = date.fromisoformat(key)
-            result = curated[key] = curate_partition(conn, partition_date)
+        results = curate_partitions(conn, [date.fromisoformat(k) for k in context.partition_keys])
+        for partition_date, result in results.items():
+            key = partition_date.isoformat()
+            curated[key] = result
             context.log.info(
                 "%s: curated %d of %d raw rows (%d duplicate submissions removed)",
                 key,

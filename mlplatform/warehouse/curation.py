@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -58,6 +59,13 @@ def curate_partition(conn: duckdb.DuckDBPyConnection, partition_date: date) -> C
         duplicates_removed=raw_rows - curated_rows,
         with_reference=with_reference,
     )
+
+
+def curate_partitions(
+    conn: duckdb.DuckDBPyConnection, partition_dates: Sequence[date]
+) -> dict[date, CurationResult]:
+    """Curate a range of partitions in date order, as :func:`curate_partition` curates each."""
+    return {day: curate_partition(conn, day) for day in sorted(partition_dates)}
 
 
 def load_card_reference(

@@ -14,6 +14,7 @@ import re
 from array import array
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -725,6 +726,40 @@ def ingest_partition(
         )
     finally:
         _drop_staging(conn, len(files))
+
+
+def ingest_partitions(
+    conn: duckdb.DuckDBPyConnection,
+    partitions: Mapping[date, Sequence[Path]],
+    *,
+    contract: Contract,
+    pii_key: bytes,
+    max_amount: float,
+    max_line_bytes: int,
+    run_id: str | None = None,
+) -> tuple[dict[date, IngestionResult], dict[date, FileRejected]]:
+    """Load a range of partitions (date order), as :func:`ingest_partition` loads each.
+
+    Returns the loaded partitions and, for each partition with a rejected file, the
+    rejection (logged; that partition stays as it was, the others load).
+    """
+    loaded: dict[date, IngestionResult] = {}
+    rejected: dict[date, FileRejected] = {}
+    for partition_date in sorted(partitions):
+        try:
+            loaded[partition_date] = ingest_partition(
+                conn,
+                files=list(partitions[partition_date]),
+                partition_date=partition_date,
+                contract=contract,
+                pii_key=pii_key,
+                max_amount=max_amount,
+                max_line_bytes=max_line_bytes,
+                run_id=run_id,
+            )
+        except FileRejected as rejection:
+            rejected[partition_date] = rejection
+    return loaded, rejected
 
 
 def _drop_staging(conn: duckdb.DuckDBPyConnection, n_files: int) -> None:
