@@ -47,8 +47,8 @@ CURATED_CHECKS = {**TRANSACTION_CHECKS, **CURATED_ONLY_CHECKS}
     "event submitted twice), normalised (categories, text case, coordinates), joined to the "
     "card reference (credit limit, income band) and with hour, weekday, age and home-merchant "
     "distance. Its checks are blocking: bad data does not flow on. A backfill is one run "
-    "over the range, each day curated in its own transaction; a check fails if it fails on "
-    "any day.",
+    "over the range, consecutive days curated in batches of about a million rows, each batch "
+    "in one transaction; a check fails if it fails on any day.",
 )
 def curated_transactions(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource

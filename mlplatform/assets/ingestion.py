@@ -103,9 +103,10 @@ def range_label(keys: list[str]) -> str:
     "in `raw.quarantine` (file, line, rule, masked line), every file in `raw.ingestion_log` "
     "(rows read = loaded + quarantined), PII pseudonymised or dropped. A file that is not a "
     "CSV of the contract fails the partition and loads nothing. A backfill is one run over "
-    "the range: each day is loaded in its own transaction, in date order; a rejected or "
-    "missing file leaves its day as it was, the other days load, and the run fails at the end "
-    "naming every such file.",
+    "the range, loaded as day after day in date order would be, consecutive days in batches "
+    "of about 256 MB of files, each batch in one transaction; a rejected or missing file "
+    "leaves its day as it was, the other days load, and the run fails at the end naming "
+    "every such file.",
 )
 def raw_transactions(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
