@@ -870,7 +870,8 @@ def _drop_staging(conn: duckdb.DuckDBPyConnection, file_ids: range) -> None:
             f"DROP TABLE IF EXISTS rejects_{fid}; DROP TABLE IF EXISTS scans_{fid}"
         )
     conn.execute(
-        "DROP VIEW IF EXISTS batch; DROP TABLE IF EXISTS checked; DROP TABLE IF EXISTS pseudonyms"
+        "DROP VIEW IF EXISTS batch; DROP TABLE IF EXISTS checked; DROP TABLE IF EXISTS pseudonyms;"
+        "DROP TABLE IF EXISTS repeated_ids"
     )
 
 

@@ -4,6 +4,9 @@
 -- in date order: a row is refused when raw.transactions holds its id for a partition not
 -- replaced before its own (outside the batch, or later in it), or when the row of an earlier
 -- partition of the batch with that id loads. Both touch only the few rows concerned.
+CREATE OR REPLACE TEMP TABLE repeated_ids AS  -- ids on more than one good row of the batch
+SELECT transaction_id FROM checked WHERE violation IS NULL GROUP BY ALL HAVING count(*) > 1;
+
 UPDATE checked AS c
 SET violation = {
     'rule': 'duplicate_id', 'column': 'transaction_id', 'detail': 'first seen at ' || f.first_seen
@@ -13,11 +16,9 @@ FROM (
            arg_min(file || ':' || line, (file_id, row_idx)) AS first_seen,
            min((file_id, row_idx)) AS first_position
     FROM checked
-    WHERE violation IS NULL AND (partition_date, transaction_id) IN (
-        SELECT (partition_date, transaction_id) FROM checked WHERE violation IS NULL
-        GROUP BY ALL HAVING count(*) > 1
-    )
+    WHERE violation IS NULL AND transaction_id IN (SELECT transaction_id FROM repeated_ids)
     GROUP BY ALL
+    HAVING count(*) > 1
 ) AS f
 WHERE c.transaction_id = f.transaction_id
   AND c.partition_date = f.partition_date
@@ -30,25 +31,23 @@ SET violation = {
     'detail': 'already in raw.transactions for another partition'
 }
 FROM (
-    WITH previous AS (  -- ids of the batch already in raw, and their partitions
-        SELECT r.transaction_id, r.partition_date
-        FROM raw.transactions AS r
-        SEMI JOIN checked AS c ON c.transaction_id = r.transaction_id AND c.violation IS NULL
+    WITH elsewhere AS (  -- good rows whose id raw holds for another partition, and that one
+        SELECT c.partition_date, c.transaction_id, r.partition_date AS held_for
+        FROM checked AS c
+        JOIN raw.transactions AS r ON r.transaction_id = c.transaction_id
+        WHERE c.violation IS NULL AND r.partition_date <> c.partition_date
     ),
-    candidates AS (  -- good rows whose id is in raw or in another partition of the batch
+    candidates AS (  -- such rows, and rows whose id is on another partition of the batch
         SELECT c.partition_date, c.transaction_id,
                coalesce(bool_or(
-                   NOT list_contains($days, p.partition_date)
-                   OR p.partition_date > c.partition_date
+                   NOT list_contains($days, e.held_for) OR e.held_for > c.partition_date
                ), false) AS held_elsewhere
         FROM checked AS c
-        LEFT JOIN previous AS p ON p.transaction_id = c.transaction_id
+        LEFT JOIN elsewhere AS e
+            ON e.partition_date = c.partition_date AND e.transaction_id = c.transaction_id
         WHERE c.violation IS NULL AND (
-            c.transaction_id IN (SELECT transaction_id FROM previous)
-            OR c.transaction_id IN (
-                SELECT transaction_id FROM checked WHERE violation IS NULL
-                GROUP BY transaction_id HAVING count(*) > 1
-            )
+            c.transaction_id IN (SELECT transaction_id FROM elsewhere)
+            OR c.transaction_id IN (SELECT transaction_id FROM repeated_ids)
         )
         GROUP BY ALL
     )
