@@ -599,6 +599,35 @@ def test_a_range_loads_as_its_days_one_after_another(
     ]  # fmt: skip
 
 
+def test_a_file_rejected_after_staging_leaves_the_other_days_of_its_batch_intact(
+    tmp_path: Path, contract: Contract
+) -> None:
+    day1, day3 = date(2025, 1, 1), date(2025, 1, 3)
+    files = {
+        day1: [day_file(tmp_path / "landing", day1, ["A", "B"])],
+        DAY: [land(tmp_path / "landing", "latin1")],  # parsed, then rejected: not UTF-8
+        day3: [day_file(tmp_path / "landing", day3, ["C", "D", "E"])],
+    }
+    alone = connect(tmp_path / "alone.duckdb")
+    for day in (day1, day3):
+        ingest(alone, files[day], contract, day=day)
+    conn = connect(tmp_path / "warehouse.duckdb")
+
+    loaded, rejected = ingest_partitions(
+        conn,
+        files,
+        contract=contract,
+        pii_key=KEY,
+        max_amount=MAX_AMOUNT,
+        max_line_bytes=MAX_LINE_BYTES,
+    )
+
+    assert list(rejected) == [DAY] and "not UTF-8" in rejected[DAY].reason
+    assert {day: r.rows_loaded for day, r in loaded.items()} == {day1: 2, day3: 3}
+    assert snapshot(conn) == snapshot(alone)
+    assert conn.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall() == []
+
+
 def formatted_card_file(landing: Path) -> Path:
     """A day-3 file whose card numbers carry spaces and dashes, one row with a shifted field."""
     rows = corpus_file("valid").read_text().splitlines()
