@@ -21,6 +21,7 @@ import pytest
 
 from mlplatform.contract import Contract, load_contract
 from mlplatform.settings import DEFAULT_CONTRACT
+from mlplatform.warehouse import ingestion
 from mlplatform.warehouse.connection import connect
 from mlplatform.warehouse.curation import (
     curate_partition,
@@ -31,6 +32,7 @@ from mlplatform.warehouse.ingestion import (
     FileRejected,
     IngestionResult,
     ingest_partition,
+    ingest_partitions,
     landing_files,
     partition_date_of,
 )
@@ -526,6 +528,103 @@ def test_a_rejected_file_keeps_the_partition_as_it_was(
         ingest(conn, [good, daily], contract)
     assert snapshot(conn) == before
     # No staging table (clear card numbers, names) is left on the connection.
+    assert conn.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall() == []
+
+
+def day_file(landing: Path, day: date, ids: list[str]) -> Path:
+    """A file for ``day``: the valid corpus file's first rows moved to that day, with ``ids``."""
+    header, *rows = corpus_file("valid").read_text().splitlines()
+    at = header.split(",").index("trans_num")
+    out = []
+    for row, transaction_id in zip(rows, ids, strict=False):
+        fields = row.replace("2025-01-02", day.isoformat()).split(",")
+        fields[at] = transaction_id
+        out.append(",".join(fields))
+    landing.mkdir(parents=True, exist_ok=True)
+    path = landing / f"transactions_{day.isoformat()}.csv"
+    path.write_text("\n".join([header, *out]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("batch_bytes", [1, 1 << 30], ids=["a batch a day", "one batch"])
+def test_a_range_loads_as_its_days_one_after_another(
+    batch_bytes: int, tmp_path: Path, contract: Contract, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    days = [date(2025, 1, 1), date(2025, 1, 2), date(2025, 1, 3)]
+    before = {  # ids already loaded: days 2 and 3 (replaced by the range) and day 4 (not)
+        date(2025, 1, 2): ["W", "V"],
+        date(2025, 1, 3): ["X", "Z"],
+        date(2025, 1, 4): ["Q"],
+    }
+    files = {
+        day: [day_file(tmp_path / "landing", day, ids)]
+        for day, ids in zip(
+            days,
+            [["A", "X", "W", "B", "Q"], ["A", "Y", "W", "C", "C"], ["X", "Y", "Z", "W", "Q"]],
+            strict=True,
+        )
+    }
+    warehouses = {}
+    for how in ("day by day", "range"):
+        conn = warehouses[how] = connect(tmp_path / f"{how}.duckdb")
+        for day, ids in before.items():
+            ingest(conn, [day_file(tmp_path / "before", day, ids)], contract, day=day)
+    results = {day: ingest(warehouses["day by day"], files[day], contract, day=day) for day in days}
+
+    monkeypatch.setattr(ingestion, "_BATCH_BYTES", batch_bytes)
+    loaded, rejected = ingest_partitions(
+        warehouses["range"],
+        files,
+        contract=contract,
+        pii_key=KEY,
+        max_amount=MAX_AMOUNT,
+        max_line_bytes=MAX_LINE_BYTES,
+    )
+
+    assert rejected == {}
+    assert loaded == results
+    assert snapshot(warehouses["range"]) == snapshot(warehouses["day by day"])
+    # Day 1: X is day 3's and W day 2's (not yet replaced), Q day 4's. Day 2: A is day 1's,
+    # C repeats; W loads (its day-1 copy did not). Day 3: Y and W are day 2's, Q day 4's.
+    assert [results[day].quarantine_reasons for day in days] == [
+        {"id_loaded_for_other_day": 3},
+        {"id_loaded_for_other_day": 1, "duplicate_id": 1},
+        {"id_loaded_for_other_day": 3},
+    ]
+    assert warehouses["range"].execute(
+        "SELECT transaction_id, partition_date FROM raw.transactions ORDER BY ALL"
+    ).fetchall() == [
+        ("A", days[0]), ("B", days[0]), ("C", days[1]), ("Q", date(2025, 1, 4)),
+        ("W", days[1]), ("X", days[2]), ("Y", days[1]), ("Z", days[2]),
+    ]  # fmt: skip
+
+
+def test_a_file_rejected_after_staging_leaves_the_other_days_of_its_batch_intact(
+    tmp_path: Path, contract: Contract
+) -> None:
+    day1, day3 = date(2025, 1, 1), date(2025, 1, 3)
+    files = {
+        day1: [day_file(tmp_path / "landing", day1, ["A", "B"])],
+        DAY: [land(tmp_path / "landing", "latin1")],  # parsed, then rejected: not UTF-8
+        day3: [day_file(tmp_path / "landing", day3, ["C", "D", "E"])],
+    }
+    alone = connect(tmp_path / "alone.duckdb")
+    for day in (day1, day3):
+        ingest(alone, files[day], contract, day=day)
+    conn = connect(tmp_path / "warehouse.duckdb")
+
+    loaded, rejected = ingest_partitions(
+        conn,
+        files,
+        contract=contract,
+        pii_key=KEY,
+        max_amount=MAX_AMOUNT,
+        max_line_bytes=MAX_LINE_BYTES,
+    )
+
+    assert list(rejected) == [DAY] and "not UTF-8" in rejected[DAY].reason
+    assert {day: r.rows_loaded for day, r in loaded.items()} == {day1: 2, day3: 3}
+    assert snapshot(conn) == snapshot(alone)
     assert conn.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall() == []
 
 

@@ -25,7 +25,7 @@ from mlplatform.resources import LandingZoneResource, WarehouseResource
 from mlplatform.settings import get_settings
 from mlplatform.warehouse.curation import (
     CurationResult,
-    curate_partition,
+    curate_partitions,
     expected_curated_rows,
 )
 from mlplatform.warehouse.quality import QualityReport
@@ -47,8 +47,8 @@ CURATED_CHECKS = {**TRANSACTION_CHECKS, **CURATED_ONLY_CHECKS}
     "event submitted twice), normalised (categories, text case, coordinates), joined to the "
     "card reference (credit limit, income band) and with hour, weekday, age and home-merchant "
     "distance. Its checks are blocking: bad data does not flow on. A backfill is one run "
-    "over the range, each day curated in its own transaction; a check fails if it fails on "
-    "any day.",
+    "over the range, consecutive days curated in batches of about a million rows, each batch "
+    "in one transaction; a check fails if it fails on any day.",
 )
 def curated_transactions(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
@@ -64,9 +64,10 @@ def curated_transactions(
             if has_reference
             else None
         )
-        for key in context.partition_keys:  # one transaction per day, in date order
-            partition_date = date.fromisoformat(key)
-            result = curated[key] = curate_partition(conn, partition_date)
+        results = curate_partitions(conn, [date.fromisoformat(k) for k in context.partition_keys])
+        for partition_date, result in results.items():
+            key = partition_date.isoformat()
+            curated[key] = result
             context.log.info(
                 "%s: curated %d of %d raw rows (%d duplicate submissions removed)",
                 key,

@@ -2,6 +2,7 @@
 
 import warnings
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -17,7 +18,7 @@ from mlplatform.assets.quality_checks import (
 from mlplatform.resources import LandingZoneResource, WarehouseResource
 from mlplatform.settings import get_settings
 from mlplatform.warehouse.curation import load_card_reference
-from mlplatform.warehouse.ingestion import FileRejected, IngestionResult, ingest_partition
+from mlplatform.warehouse.ingestion import IngestionResult, ingest_partitions
 from mlplatform.warehouse.tables import RAW_TRANSACTION_COLUMNS
 
 OWNERS = ["team:data-platform"]
@@ -102,9 +103,10 @@ def range_label(keys: list[str]) -> str:
     "in `raw.quarantine` (file, line, rule, masked line), every file in `raw.ingestion_log` "
     "(rows read = loaded + quarantined), PII pseudonymised or dropped. A file that is not a "
     "CSV of the contract fails the partition and loads nothing. A backfill is one run over "
-    "the range: each day is loaded in its own transaction, in date order; a rejected or "
-    "missing file leaves its day as it was, the other days load, and the run fails at the end "
-    "naming every such file.",
+    "the range, loaded as day after day in date order would be, consecutive days in batches "
+    "of about 256 MB of files, each batch in one transaction; a rejected or missing file "
+    "leaves its day as it was, the other days load, and the run fails at the end naming "
+    "every such file.",
 )
 def raw_transactions(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
@@ -164,36 +166,37 @@ def _ingest_days(
     landing: LandingZoneResource,
     keys: list[str],
 ) -> tuple[dict[str, IngestionResult], dict[str, str]]:
-    """Ingest the partitions in order, each in its own transaction.
+    """Ingest the partitions with their landing files (see :func:`ingest_partitions`).
 
     Returns the loaded partitions and, for each partition whose file is missing or rejected,
     why (a rejected file leaves its partition as it was). Any other error stops the run.
     """
     settings = get_settings()
-    loaded: dict[str, IngestionResult] = {}
     problems: dict[str, str] = {}
+    partitions: dict[date, list[Path]] = {}
     for key in keys:
         partition_date = date.fromisoformat(key)
         files = landing.files_for(partition_date)
-        if not files:
+        if files:
+            partitions[partition_date] = files
+        else:
             problems[key] = f"no landing file for {partition_date} in {landing.path}"
             context.log.error(problems[key])
-            continue
-        try:
-            result = ingest_partition(
-                conn,
-                files=files,
-                partition_date=partition_date,
-                contract=landing.contract,
-                pii_key=settings.pseudonym_key,
-                max_amount=settings.max_amount,
-                max_line_bytes=settings.max_line_bytes,
-                run_id=context.run_id,
-            )
-        except FileRejected as rejected:
-            problems[key] = f"rejected {rejected}"
-            context.log.error("%s: %s", key, problems[key])
-            continue
+    results, rejections = ingest_partitions(
+        conn,
+        partitions,
+        contract=landing.contract,
+        pii_key=settings.pseudonym_key,
+        max_amount=settings.max_amount,
+        max_line_bytes=settings.max_line_bytes,
+        run_id=context.run_id,
+    )
+    for partition_date, rejected in rejections.items():
+        key = partition_date.isoformat()
+        problems[key] = f"rejected {rejected}"
+        context.log.error("%s: %s", key, problems[key])
+    loaded: dict[str, IngestionResult] = {}
+    for partition_date, result in results.items():
         for outcome in result.files:
             context.log.info(
                 "%s: read %d, loaded %d, quarantined %d",
@@ -202,8 +205,8 @@ def _ingest_days(
                 outcome.rows_loaded,
                 outcome.rows_quarantined,
             )
-        loaded[key] = result
-    return loaded, problems
+        loaded[partition_date.isoformat()] = result
+    return loaded, dict(sorted(problems.items()))
 
 
 def _partition_metadata(

@@ -15,6 +15,7 @@ import duckdb
 import pandas as pd
 
 from mlplatform.warehouse.connection import read_sql
+from mlplatform.warehouse.curation import curate_partitions
 from mlplatform.warehouse.feature_registry import FeatureRegistry
 from mlplatform.warehouse.features import context_events, online_features
 from mlplatform.warehouse.pii import card_pseudonym
@@ -63,9 +64,7 @@ def curated_rows(
             memory.register("frame", frame)
             memory.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame")
             memory.unregister("frame")
-        curate = read_sql("curated_transactions")
-        for day in sorted(set(raw["partition_date"])):
-            memory.execute(curate, {"partition_date": day})
+        curate_partitions(memory, sorted(set(raw["partition_date"])))
         return memory.execute("SELECT * FROM curated.transactions").df()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -10,7 +11,7 @@ import duckdb
 
 from mlplatform.contract import ReferenceContract
 from mlplatform.warehouse.connection import read_sql, transaction
-from mlplatform.warehouse.ingestion import FileRejected, inspect_file
+from mlplatform.warehouse.ingestion import FileRejected, consecutive_batches, inspect_file
 from mlplatform.warehouse.pii import card_pseudonym_sql, hmac_pads
 
 
@@ -36,28 +37,62 @@ class ReferenceResult:
     invalid_credit_limits: int
 
 
+# A range is curated in batches of consecutive partitions of about this many raw rows, each
+# in one transaction (the fixed cost of a statement is paid once per batch).
+_BATCH_ROWS = 1_000_000
+
+
 def curate_partition(conn: duckdb.DuckDBPyConnection, partition_date: date) -> CurationResult:
     """Rebuild one partition of ``curated.transactions`` from raw, in one transaction."""
-    params = {"partition_date": partition_date}
-    with transaction(conn):
+    return curate_partitions(conn, [partition_date])[partition_date]
+
+
+def curate_partitions(
+    conn: duckdb.DuckDBPyConnection, partition_dates: Sequence[date]
+) -> dict[date, CurationResult]:
+    """Rebuild partitions of ``curated.transactions`` from raw, each replaced whole.
+
+    Consecutive partitions are curated in batches of about ``_BATCH_ROWS`` raw rows, each in
+    one transaction.
+    """
+    days = sorted(partition_dates)
+    raw_rows = dict(
         conn.execute(
-            "DELETE FROM curated.transactions WHERE partition_date = $partition_date", params
-        )
-        conn.execute(read_sql("curated_transactions"), params)
-        raw_rows, curated_rows, with_reference = conn.execute(
-            """SELECT (SELECT count(*) FROM raw.transactions
-                       WHERE partition_date = $partition_date),
-                      count(*), count(credit_limit)
-               FROM curated.transactions WHERE partition_date = $partition_date""",
-            params,
-        ).fetchone()
-    return CurationResult(
-        partition_date=partition_date,
-        raw_rows=raw_rows,
-        curated_rows=curated_rows,
-        duplicates_removed=raw_rows - curated_rows,
-        with_reference=with_reference,
+            "SELECT partition_date, count(*) FROM raw.transactions "
+            "WHERE list_contains($days, partition_date) GROUP BY 1",
+            {"days": days},
+        ).fetchall()
     )
+    results: dict[date, CurationResult] = {}
+    for batch in consecutive_batches({day: raw_rows.get(day, 0) for day in days}, _BATCH_ROWS):
+        params = {"days": batch, "first": batch[0], "last": batch[-1]}
+        with transaction(conn):
+            conn.execute(
+                "DELETE FROM curated.transactions WHERE list_contains($days, partition_date)",
+                {"days": batch},
+            )
+            conn.execute(read_sql("curated_transactions"), params)
+            counts = {
+                day: (curated, with_reference)
+                for day, curated, with_reference in conn.execute(
+                    """SELECT partition_date, count(*), count(credit_limit)
+                       FROM curated.transactions
+                       WHERE partition_date BETWEEN $first AND $last
+                         AND list_contains($days, partition_date)
+                       GROUP BY 1""",
+                    params,
+                ).fetchall()
+            }
+        for day in batch:
+            curated, with_reference = counts.get(day, (0, 0))
+            results[day] = CurationResult(
+                partition_date=day,
+                raw_rows=raw_rows.get(day, 0),
+                curated_rows=curated,
+                duplicates_removed=raw_rows.get(day, 0) - curated,
+                with_reference=with_reference,
+            )
+    return results
 
 
 def load_card_reference(

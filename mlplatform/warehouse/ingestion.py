@@ -2,7 +2,8 @@
 
 A file that is not a CSV of the contract is rejected whole (:class:`FileRejected`); rows that
 break a rule go to ``raw.quarantine`` with file, line, rule and their PII masked; the rest load.
-Loading a partition replaces exactly that partition, in one transaction.
+Loading a partition replaces exactly that partition, in one transaction; a range of partitions
+is loaded in batches, each in one transaction.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 from array import array
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -34,6 +36,10 @@ _OTHER_DELIMITERS = (";", "\t", "|")
 _CARD_LIKE = re.compile(r"\d(?:[ -]?\d){11,18}")
 _BIRTH_YEAR = re.compile(r"(\d{4})-")
 _CHUNK_BYTES = 8 << 20
+# A range is loaded in batches of consecutive partitions of about this many bytes of landing
+# files, each batch in one transaction: the fixed cost of a load is paid once per batch, and
+# the staged text of a batch (in memory, spilled beyond DuckDB's memory limit) stays bounded.
+_BATCH_BYTES = 256 << 20
 
 # DuckDB's reject types -> quarantine rules for rows the CSV reader cannot split into fields.
 _STRUCTURAL_RULES = {
@@ -116,6 +122,7 @@ class _Inspection:
 @dataclass(frozen=True)
 class _StagedFile:
     file_id: int
+    partition_date: date
     path: Path
     header: list[str]
     inspection: _Inspection
@@ -297,8 +304,9 @@ def _batch_select(staged: _StagedFile, contract: Contract) -> str:
     else:
         line, join = "s.row_idx + 2", ""
     return f"""
-        SELECT {fid} AS file_id, {_sql_string(staged.path.name)} AS file,
-               s.row_idx, {line} AS line, {", ".join(columns)}
+        SELECT {fid} AS file_id, DATE '{staged.partition_date.isoformat()}' AS partition_date,
+               {_sql_string(staged.path.name)} AS file, s.row_idx, {line} AS line,
+               {", ".join(columns)}
         FROM stage_rows_{fid} AS s
         {join}
     """
@@ -464,10 +472,10 @@ def _violation(contract: Contract, max_amount: float) -> str:
             f"{quoted('amount')} || ' > {max_amount}'",
         ),
         rule(
-            "CAST(event_time_ts AS DATE) <> $partition_date",
+            "CAST(event_time_ts AS DATE) <> partition_date",
             "outside_partition_day",
             "event_time",
-            f"{quoted('event_time')} || ' is not on ' || $partition_date",
+            f"{quoted('event_time')} || ' is not on ' || partition_date",
         ),
     ]
     for name in _NUMERIC_COLUMNS:
@@ -544,12 +552,14 @@ def _split_raw(line: str) -> list[str | None]:
 def _quarantine_frame(
     conn: duckdb.DuckDBPyConnection,
     staged: list[_StagedFile],
-    partition_date: date,
     contract: Contract,
     key: bytes,
     now: datetime,
 ) -> pd.DataFrame:
-    """Quarantined rows of the batch: rule breakers and rows the CSV reader could not split."""
+    """Quarantined rows of the batch: rule breakers and rows the CSV reader could not split.
+
+    Besides ``raw.quarantine``'s columns, ``file_id`` says which staged file each came from.
+    """
     records = []
     by_id = {s.file_id: s for s in staged}
     bad = conn.execute(
@@ -572,6 +582,8 @@ def _quarantine_frame(
         for _, row_idx, line, rule, column, detail in wanted:
             records.append(
                 (
+                    file_id,
+                    s.partition_date,
                     s.path.name,
                     line,
                     rule,
@@ -585,6 +597,8 @@ def _quarantine_frame(
             rule = _STRUCTURAL_RULES.get(reject.error_type, "malformed_row")
             records.append(
                 (
+                    s.file_id,
+                    s.partition_date,
                     s.path.name,
                     line,
                     rule,
@@ -594,9 +608,18 @@ def _quarantine_frame(
                 )
             )
     frame = pd.DataFrame(
-        records, columns=["file", "line", "reason", "column_name", "detail", "raw_line"]
+        records,
+        columns=[
+            "file_id",
+            "partition_date",
+            "file",
+            "line",
+            "reason",
+            "column_name",
+            "detail",
+            "raw_line",
+        ],
     )
-    frame.insert(0, "partition_date", partition_date)
     frame["quarantined_at"] = now
     return frame
 
@@ -625,54 +648,159 @@ def ingest_partition(
     the contract; the partition's previous rows then stay as they were. Whatever happens, the
     connection keeps no staging table (they hold clear card numbers and names).
     """
+    loaded, rejected = ingest_partitions(
+        conn,
+        {partition_date: files},
+        contract=contract,
+        pii_key=pii_key,
+        max_amount=max_amount,
+        max_line_bytes=max_line_bytes,
+        run_id=run_id,
+    )
+    if rejected:
+        raise rejected[partition_date]
+    return loaded[partition_date]
+
+
+def ingest_partitions(
+    conn: duckdb.DuckDBPyConnection,
+    partitions: Mapping[date, Sequence[Path]],
+    *,
+    contract: Contract,
+    pii_key: bytes,
+    max_amount: float,
+    max_line_bytes: int,
+    run_id: str | None = None,
+) -> tuple[dict[date, IngestionResult], dict[date, FileRejected]]:
+    """Load a range of partitions, each replaced whole, with the outcome of loading them in
+    date order one after another (an id loaded for an earlier day is refused on a later one).
+
+    Consecutive partitions are loaded in batches of about ``_BATCH_BYTES`` of files, each in
+    one transaction. Returns the loaded partitions and, for each partition with a file that
+    is not a CSV of the contract, the rejection (logged in ``raw.ingestion_log``; that
+    partition stays as it was, the others load).
+    """
+    days = sorted(partitions)
+    for day in days:
+        if not partitions[day]:
+            raise FileNotFoundError(f"no landing file for partition {day}")
+    loaded: dict[date, IngestionResult] = {}
+    rejected: dict[date, FileRejected] = {}
+    sizes = {day: sum(path.stat().st_size for path in partitions[day]) for day in days}
+    for batch in consecutive_batches(sizes, _BATCH_BYTES):
+        results, rejections = _ingest_batch(
+            conn,
+            {day: list(partitions[day]) for day in batch},
+            contract=contract,
+            pii_key=pii_key,
+            max_amount=max_amount,
+            max_line_bytes=max_line_bytes,
+            run_id=run_id,
+        )
+        loaded.update(results)
+        rejected.update(rejections)
+    return loaded, rejected
+
+
+def consecutive_batches(sizes: Mapping[date, int], limit: int) -> Iterator[list[date]]:
+    """The partitions (date order) in consecutive batches, each closed once its sizes sum to
+    ``limit`` or more: a batch holds at least one partition."""
+    batch: list[date] = []
+    total = 0
+    for day in sorted(sizes):
+        batch.append(day)
+        total += sizes[day]
+        if total >= limit:
+            yield batch
+            batch, total = [], 0
+    if batch:
+        yield batch
+
+
+def _stage_partition(
+    conn: duckdb.DuckDBPyConnection,
+    pool: ThreadPoolExecutor,
+    first_id: int,
+    partition_date: date,
+    files: list[Path],
+    contract: Contract,
+    max_line_bytes: int,
+) -> list[_StagedFile]:
+    """Stage a partition's files as ``stage_<id>`` tables (ids from ``first_id``).
+
+    Raises FileRejected when one is not a CSV of the contract, having dropped what it staged.
+    """
+    staged: list[_StagedFile] = []
     try:
-        if not files:
-            raise FileNotFoundError(f"no landing file for partition {partition_date}")
-        started = datetime.now()
-        staged: list[_StagedFile] = []
-        try:
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                for file_id, path in enumerate(files):
-                    header = _read_header(path, contract, max_line_bytes)
-                    hashing = pool.submit(inspect_file, path)  # hashes while DuckDB parses
-                    rows, rejects = _stage_file(
-                        conn, file_id, path, header, contract, max_line_bytes
+        for file_id, path in enumerate(files, start=first_id):
+            header = _read_header(path, contract, max_line_bytes)
+            hashing = pool.submit(inspect_file, path)  # hashes while DuckDB parses
+            rows, rejects = _stage_file(conn, file_id, path, header, contract, max_line_bytes)
+            inspection = hashing.result()
+            if inspection.nul_offset is not None:
+                raise FileRejected(
+                    path, f"binary content: NUL byte at offset {inspection.nul_offset}"
+                )
+            good_lines, reject_lines = _physical_lines(path, inspection, rows, rejects)
+            staged.append(
+                _StagedFile(
+                    file_id,
+                    partition_date,
+                    path,
+                    header,
+                    inspection,
+                    rows,
+                    rejects,
+                    good_lines,
+                    reject_lines,
+                )
+            )
+    except FileRejected:
+        _drop_staging(conn, range(first_id, first_id + len(files)))
+        raise
+    return staged
+
+
+def _ingest_batch(
+    conn: duckdb.DuckDBPyConnection,
+    partitions: dict[date, list[Path]],
+    *,
+    contract: Contract,
+    pii_key: bytes,
+    max_amount: float,
+    max_line_bytes: int,
+    run_id: str | None,
+) -> tuple[dict[date, IngestionResult], dict[date, FileRejected]]:
+    """Load consecutive partitions in one transaction (see :func:`ingest_partitions`)."""
+    started = datetime.now()
+    staged: list[_StagedFile] = []
+    rejected: dict[date, FileRejected] = {}
+    n_files = sum(len(files) for files in partitions.values())
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            for partition_date, files in partitions.items():
+                try:
+                    staged += _stage_partition(
+                        conn, pool, len(staged), partition_date, files, contract, max_line_bytes
                     )
-                    inspection = hashing.result()
-                    if inspection.nul_offset is not None:
-                        raise FileRejected(
-                            path, f"binary content: NUL byte at offset {inspection.nul_offset}"
-                        )
-                    good_lines, reject_lines = _physical_lines(path, inspection, rows, rejects)
-                    staged.append(
-                        _StagedFile(
-                            file_id,
-                            path,
-                            header,
-                            inspection,
-                            rows,
-                            rejects,
-                            good_lines,
-                            reject_lines,
-                        )
-                    )
-        except FileRejected as rejected:
-            _log_rejection(conn, rejected, partition_date, started, run_id)
-            raise
+                except FileRejected as rejection:
+                    _log_rejection(conn, rejection, partition_date, started, run_id)
+                    rejected[partition_date] = rejection
+        if not staged:
+            return {}, rejected
+        days = sorted({s.partition_date for s in staged})
         for s in staged:
             _prepare_line_numbers(conn, s)
         conn.execute(
             "CREATE OR REPLACE TEMP VIEW batch AS "
             + " UNION ALL ".join(_batch_select(s, contract) for s in staged)
         )
-        params = {"partition_date": partition_date}
         conn.execute(
             read_sql("check_rows").format(
                 typed_columns=_typed_columns(contract), violation=_violation(contract, max_amount)
-            ),
-            params,
+            )
         )
-        conn.execute(read_sql("flag_duplicate_ids"), params)
+        conn.execute(read_sql("flag_duplicate_ids"), {"days": days})
         conn.execute(
             f"""CREATE OR REPLACE TEMP TABLE pseudonyms AS
                 SELECT card_number, {card_pseudonym_sql("card_number")} AS card_id
@@ -680,62 +808,70 @@ def ingest_partition(
             hmac_pads(pii_key),
         )
         now = datetime.now()
-        quarantine = _quarantine_frame(conn, staged, partition_date, contract, pii_key, now)
-        counts = dict(
+        quarantine = _quarantine_frame(conn, staged, contract, pii_key, now)
+        loaded_counts = dict(
             conn.execute(
                 "SELECT file_id, count(*) FILTER (WHERE violation IS NULL) FROM checked GROUP BY 1"
             ).fetchall()
         )
-        outcomes = []
+        quarantined_counts = Counter(quarantine["file_id"])
+        outcomes: dict[date, list[FileOutcome]] = {day: [] for day in days}
         for s in staged:
-            quarantined = int((quarantine["file"] == s.path.name).sum())
-            loaded = int(counts.get(s.file_id, 0))
-            outcomes.append(
+            outcomes[s.partition_date].append(
                 FileOutcome(
                     file=s.path.name,
                     sha256=s.inspection.sha256,
                     size_bytes=s.inspection.size_bytes,
                     rows_read=s.rows + len(s.rejects),
-                    rows_loaded=loaded,
-                    rows_quarantined=quarantined,
+                    rows_loaded=int(loaded_counts.get(s.file_id, 0)),
+                    rows_quarantined=quarantined_counts[s.file_id],
                     status="loaded",
                 )
             )
-        log = _log_frame(outcomes, partition_date, started, datetime.now(), run_id)
-        conn.register("quarantine_frame", quarantine)
+        finished = datetime.now()
+        log = pd.concat([_log_frame(outcomes[day], day, started, finished, run_id) for day in days])
+        conn.register("quarantine_frame", quarantine.drop(columns="file_id"))
         conn.register("log_frame", log)
+        params = {"days": days}
         try:
             with transaction(conn):
                 conn.execute(
-                    "DELETE FROM raw.transactions WHERE partition_date = $partition_date", params
+                    "DELETE FROM raw.transactions WHERE list_contains($days, partition_date)",
+                    params,
                 )
                 conn.execute(
-                    "DELETE FROM raw.quarantine WHERE partition_date = $partition_date", params
+                    "DELETE FROM raw.quarantine WHERE list_contains($days, partition_date)", params
                 )
-                conn.execute(read_sql("insert_raw_transactions"), {**params, "ingested_at": now})
+                conn.execute(read_sql("insert_raw_transactions"), {"ingested_at": now})
                 conn.execute("INSERT INTO raw.quarantine SELECT * FROM quarantine_frame")
                 conn.execute("INSERT INTO raw.ingestion_log SELECT * FROM log_frame")
         finally:
             conn.unregister("quarantine_frame")
             conn.unregister("log_frame")
-        return IngestionResult(
-            partition_date=partition_date,
-            files=tuple(outcomes),
-            quarantine_reasons=dict(Counter(quarantine["reason"])),
-        )
+        return {
+            day: IngestionResult(
+                partition_date=day,
+                files=tuple(outcomes[day]),
+                quarantine_reasons=dict(
+                    Counter(quarantine.loc[quarantine["partition_date"] == day, "reason"])
+                ),
+            )
+            for day in days
+        }, rejected
     finally:
-        _drop_staging(conn, len(files))
+        _drop_staging(conn, range(n_files))
 
 
-def _drop_staging(conn: duckdb.DuckDBPyConnection, n_files: int) -> None:
-    for fid in range(n_files):
+def _drop_staging(conn: duckdb.DuckDBPyConnection, file_ids: range) -> None:
+    for fid in file_ids:
         conn.execute(
             f"DROP VIEW IF EXISTS stage_rows_{fid}; DROP TABLE IF EXISTS stage_{fid};"
             f"DROP TABLE IF EXISTS reject_positions_{fid}; DROP TABLE IF EXISTS line_map_{fid};"
             f"DROP TABLE IF EXISTS rejects_{fid}; DROP TABLE IF EXISTS scans_{fid}"
         )
     conn.execute(
-        "DROP VIEW IF EXISTS batch; DROP TABLE IF EXISTS checked; DROP TABLE IF EXISTS pseudonyms"
+        "DROP VIEW IF EXISTS batch; DROP TABLE IF EXISTS checked; DROP TABLE IF EXISTS pseudonyms;"
+        "DROP TABLE IF EXISTS repeated_ids"
     )
 
 

@@ -1,26 +1,28 @@
--- One partition of curated.transactions from raw: the same event submitted twice (same card,
--- time, amount and merchant under another id) kept once; text, categories and coordinates
--- normalised; reference data joined; calendar, age and distance derived.
--- Raw text is already trimmed at ingestion; regexes run only on values that need them.
+-- Partitions ($days, from $first to $last) of curated.transactions from raw: the same event
+-- submitted twice (same card, time, amount and merchant under another id) kept once; text,
+-- categories and coordinates normalised; reference data joined; calendar, age and distance
+-- derived. Raw text is already trimmed at ingestion; regexes run only on values that need them.
 INSERT INTO curated.transactions
-WITH repeated AS (  -- events seen more than once: a cheap hash aggregate, no sort of the day
-    SELECT card_id, event_time, amount, coalesce(merchant, '') AS merchant_key
+WITH repeated AS (  -- hashes of events seen more than once: an integer hash aggregate, no sort
+    SELECT hash(partition_date, card_id, event_time, amount, merchant) AS event_hash
     FROM raw.transactions
-    WHERE partition_date = $partition_date
+    WHERE partition_date BETWEEN $first AND $last AND list_contains($days, partition_date)
     GROUP BY ALL
     HAVING count(*) > 1
 ),
-later_copies AS (  -- of those, every copy after the first (file and line order)
+later_copies AS (  -- of events with such a hash, every copy after the first (file and line
+    -- order), copies told apart by their values: a hash collision merges nothing
     SELECT source_file, source_line FROM (
         SELECT t.source_file, t.source_line, row_number() OVER (
-            PARTITION BY t.card_id, t.event_time, t.amount, coalesce(t.merchant, '')
+            PARTITION BY t.partition_date, t.card_id, t.event_time, t.amount,
+                coalesce(t.merchant, '')
             ORDER BY t.source_file, t.source_line
         ) AS copy_number
         FROM raw.transactions AS t
-        SEMI JOIN repeated AS r
-            ON t.card_id = r.card_id AND t.event_time = r.event_time
-           AND t.amount = r.amount AND coalesce(t.merchant, '') = r.merchant_key
-        WHERE t.partition_date = $partition_date
+        WHERE t.partition_date BETWEEN $first AND $last
+          AND list_contains($days, t.partition_date)
+          AND hash(t.partition_date, t.card_id, t.event_time, t.amount, t.merchant)
+              IN (SELECT event_hash FROM repeated)
     )
     WHERE copy_number > 1
 ),
@@ -28,7 +30,7 @@ deduplicated AS (
     SELECT * FROM raw.transactions AS t
     ANTI JOIN later_copies AS l
         ON t.source_file = l.source_file AND t.source_line = l.source_line
-    WHERE t.partition_date = $partition_date
+    WHERE t.partition_date BETWEEN $first AND $last AND list_contains($days, t.partition_date)
 )
 SELECT
     d.transaction_id,

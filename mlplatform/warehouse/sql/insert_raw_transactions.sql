@@ -1,9 +1,9 @@
--- The partition's good rows, PII pseudonymised (card) or reduced (birth year), into raw.
+-- The batch's good rows, PII pseudonymised (card) or reduced (birth year), into raw.
 INSERT INTO raw.transactions
 SELECT
     c.transaction_id,
     c.event_time_ts,
-    $partition_date,
+    c.partition_date,
     p.card_id,
     c.merchant,
     c.category,
