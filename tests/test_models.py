@@ -203,6 +203,9 @@ def test_smoke_test_fails_a_model_folder_that_would_need_pickle(
     with SmokeTest(folder, sample) as smoke:
         differs = smoke.result(expected + 0.01, budget_ms=5000)
     assert not differs.passed and "scores differ from this process" in differs.detail
+    with SmokeTest(folder, sample) as smoke:  # a process that hangs is a failed smoke test
+        late = smoke.result(expected, budget_ms=5000, timeout_seconds=0.01)
+    assert not late.passed and "did not finish in 0.01 s" in late.detail
     # The same folder claiming a pickled scikit-learn model (MLflow's default format).
     mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
     mlmodel["flavors"] = {

@@ -198,10 +198,16 @@ class SmokeTest:
             self._process.communicate()
         self._folder.cleanup()
 
-    def result(self, expected: np.ndarray, budget_ms: float) -> SmokeResult:
-        """Wait for the process; pass when it reproduced ``expected`` (this process's
-        probabilities of the sample) within budget."""
-        stdout, stderr = self._process.communicate(timeout=300)
+    def result(
+        self, expected: np.ndarray, budget_ms: float, timeout_seconds: float = 300
+    ) -> SmokeResult:
+        """Wait for the process (at most ``timeout_seconds``); pass when it reproduced
+        ``expected`` (this process's probabilities of the sample) within budget."""
+        try:
+            stdout, stderr = self._process.communicate(timeout=timeout_seconds)
+        except subprocess.TimeoutExpired:
+            detail = f"fresh process did not finish in {timeout_seconds:g} s"
+            return SmokeResult(False, 0.0, 0.0, float("nan"), detail)
         if self._process.returncode != 0:
             last = (stderr.strip().splitlines() or ["no output"])[-1]
             return SmokeResult(False, 0.0, 0.0, float("nan"), f"fresh process failed: {last}")
