@@ -197,13 +197,16 @@ def test_smoke_test_fails_a_model_folder_that_would_need_pickle(
     with duckdb.connect(str(trained.settings.warehouse_path), read_only=True) as conn:
         sample = load_holdout(conn).head(20)[list(model.feature_names)]
     expected = model.predict_proba(sample)[:, 1]
-    with SmokeTest(folder, sample) as smoke:
+    with SmokeTest() as smoke:
+        smoke.load(folder, sample)
         passed = smoke.result(expected, budget_ms=5000)
     assert passed.passed and passed.max_abs_difference <= 1e-9, passed.detail
-    with SmokeTest(folder, sample) as smoke:
+    with SmokeTest() as smoke:
+        smoke.load(folder, sample)
         differs = smoke.result(expected + 0.01, budget_ms=5000)
     assert not differs.passed and "scores differ from this process" in differs.detail
-    with SmokeTest(folder, sample) as smoke:  # a process that hangs is a failed smoke test
+    with SmokeTest() as smoke:  # a process that hangs is a failed smoke test
+        smoke.load(folder, sample)
         late = smoke.result(expected, budget_ms=5000, timeout_seconds=0.01)
     assert not late.passed and "did not finish in 0.01 s" in late.detail
     # The same folder claiming a pickled scikit-learn model (MLflow's default format).
@@ -212,7 +215,8 @@ def test_smoke_test_fails_a_model_folder_that_would_need_pickle(
         "sklearn": {"pickled_model": "model.pkl", "serialization_format": "cloudpickle"}
     }
     (folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
-    with SmokeTest(folder, sample) as smoke:
+    with SmokeTest() as smoke:
+        smoke.load(folder, sample)
         refused = smoke.result(expected, budget_ms=5000)
     assert not refused.passed
     assert "fresh process failed" in refused.detail and "never loaded" in refused.detail

@@ -172,22 +172,33 @@ def decide(
 
 
 class SmokeTest:
-    """The registered model's files (``model_dir``, downloaded from the registry) loaded in a
-    fresh Python process with pickle disabled (MLflow's switch, plus an audit hook that fails
-    any unpickling), scoring ``sample``. The process starts at once and runs while this one
-    scores the holdout; :meth:`result` waits for it and compares. A context manager: leaving
-    it stops a process still running and removes the sample."""
+    """The registered model's files loaded in a fresh Python process with pickle disabled
+    (MLflow's switch, plus an audit hook that fails any unpickling), scoring a sample. The
+    process starts at once and imports the model libraries while this one registers the
+    model; :meth:`load` hands it the downloaded model folder and the sample, and it runs
+    while this process scores the holdout; :meth:`result` waits for it and compares. A
+    context manager: leaving it stops a process still running and removes the sample."""
 
-    def __init__(self, model_dir: Path, sample: pd.DataFrame) -> None:
+    def __init__(self) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="mlplatform-smoke-")
+        self.rows = 0
+        env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "mlplatform.ml.smoke"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+
+    def load(self, model_dir: Path, sample: pd.DataFrame) -> None:
+        """Have the process load ``model_dir`` (an MLflow model folder) and score ``sample``."""
         sample_path = Path(self._folder.name) / "sample.parquet"
         sample.to_parquet(sample_path)
         self.rows = len(sample)
-        env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "mlplatform.ml.smoke", str(model_dir), str(sample_path)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
+        request = {"model_dir": str(model_dir), "sample": str(sample_path)}
+        try:
+            self._process.stdin.write(json.dumps(request) + "\n")
+            self._process.stdin.flush()  # communicate() closes it
+        except BrokenPipeError:  # the process died importing: result() reports its error
+            pass
 
     def __enter__(self) -> SmokeTest:
         return self
@@ -243,17 +254,18 @@ def elect_champion(
         raise ValueError(f"no candidate models were trained on dataset {dataset_version}")
     best = max(candidates, key=lambda c: c.average_precision)
     name = settings.model_name
-    registered = mlflow.register_model(
-        best.model_uri, name,
-        tags={"mlplatform.family": best.family, "mlplatform.dataset_version": dataset_version},
-    )  # fmt: skip
-    version = str(registered.version)
-    uri = f"models:/{name}/{version}"
-    with tempfile.TemporaryDirectory(prefix="mlplatform-model-") as folder:
-        model_dir = download_model(uri, Path(folder))
-        challenger = read_scoring_model(model_dir, uri)
-        sample = holdout.head(SMOKE_ROWS)[list(challenger.feature_names)]
-        with SmokeTest(model_dir, sample) as smoke_test:  # runs while the holdout is scored
+    with SmokeTest() as smoke_test:  # a fresh process imports while the model is registered
+        registered = mlflow.register_model(
+            best.model_uri, name,
+            tags={"mlplatform.family": best.family, "mlplatform.dataset_version": dataset_version},
+        )  # fmt: skip
+        version = str(registered.version)
+        uri = f"models:/{name}/{version}"
+        with tempfile.TemporaryDirectory(prefix="mlplatform-model-") as folder:
+            model_dir = download_model(uri, Path(folder))
+            challenger = read_scoring_model(model_dir, uri)
+            smoke_test.load(model_dir, holdout.head(SMOKE_ROWS)[list(challenger.feature_names)])
+            # the fresh process loads and scores while this one scores the holdout
             proba, metrics = _scored(challenger, holdout, settings)
             champion_before = alias_version(client, name, CHAMPION)
             champion_metrics = comparison = None

@@ -347,27 +347,51 @@ def search_folds(
     return mask, folds
 
 
-def train_candidate(
-    family: str,
-    train: pd.DataFrame,
-    validation: pd.DataFrame,
-    features: Sequence[str],
-    plan: TrainingPlan,
-    choose_threshold: Callable[[np.ndarray, np.ndarray], float],
-) -> CandidateResult:
-    """Tune ``family`` on card-grouped folds of ``train``, refit on all of train, calibrate
-    on ``validation`` and choose the threshold there.
+@dataclass(frozen=True)
+class ModelInputs:
+    """Train and validation as model frames with their targets and cards: built once per
+    master table and shared by every family (the frames are read, never modified)."""
 
-    ``train`` and ``validation`` are master-table rows (``card_id``, ``target`` and the
-    feature columns); no card is on both sides. ``choose_threshold(y, proba)`` picks the
-    decision threshold from validation probabilities.
-    """
+    spec: FeatureSpec
+    x_train: pd.DataFrame
+    y_train: np.ndarray
+    train_cards: pd.Series
+    x_val: pd.DataFrame
+    y_val: np.ndarray
+    val_cards: pd.Series
+
+
+def model_inputs(
+    train: pd.DataFrame, validation: pd.DataFrame, features: Sequence[str]
+) -> ModelInputs:
+    """Model inputs of master-table rows (``card_id``, ``target`` and the feature columns;
+    no card on both sides); each split needs both target classes."""
     for name, split in (("train", train), ("validation", validation)):
         if split["target"].nunique() < 2:
             raise ValueError(f"the {name} split has one target class only: nothing to learn")
     spec = feature_spec(train, features)
-    x_train, y_train = spec.frame(train), train["target"].to_numpy(dtype=int)
-    x_val, y_val = spec.frame(validation), validation["target"].to_numpy(dtype=int)
+    return ModelInputs(
+        spec=spec,
+        x_train=spec.frame(train),
+        y_train=train["target"].to_numpy(dtype=int),
+        train_cards=train["card_id"],
+        x_val=spec.frame(validation),
+        y_val=validation["target"].to_numpy(dtype=int),
+        val_cards=validation["card_id"],
+    )
+
+
+def train_candidate(
+    family: str,
+    inputs: ModelInputs,
+    plan: TrainingPlan,
+    choose_threshold: Callable[[np.ndarray, np.ndarray], float],
+) -> CandidateResult:
+    """Tune ``family`` on card-grouped folds of train, refit on all of train, calibrate on
+    validation and choose the threshold there; ``choose_threshold(y, proba)`` picks the
+    decision threshold from validation probabilities."""
+    spec = inputs.spec
+    x_train, y_train, x_val, y_val = inputs.x_train, inputs.y_train, inputs.x_val, inputs.y_val
     fits: list[FitRecord] = []
 
     def timed_fit(purpose: str, params: Mapping[str, Any], x: pd.DataFrame, y: np.ndarray) -> Any:
@@ -376,7 +400,7 @@ def train_candidate(
         fits.append(FitRecord(purpose, dict(params), len(x), time.perf_counter() - start))
         return estimator
 
-    cards = train["card_id"]
+    cards = inputs.train_cards
     mask, folds = search_folds(cards, plan)
     x_search, y_search = x_train[mask], y_train[mask]
     trials = []
@@ -392,7 +416,7 @@ def train_candidate(
 
     estimator = timed_fit("final", best.params, x_train, y_train)
     val_score = estimator_score(estimator, x_val)
-    calibrator, brier, ece, val_proba = _calibrate(val_score, y_val, validation["card_id"])
+    calibrator, brier, ece, val_proba = _calibrate(val_score, y_val, inputs.val_cards)
     model = ScoringModel(
         family=family,
         spec=spec,
@@ -402,11 +426,11 @@ def train_candidate(
         params=best.params,
     )
     # Learning-curve points are scored on (whole-card) samples of train and validation.
-    on_val = card_sample(validation["card_id"], LEARNING_CURVE_SCORE_ROWS, plan.seed)
+    on_val = card_sample(inputs.val_cards, LEARNING_CURVE_SCORE_ROWS, plan.seed)
     x_curve, y_curve = x_val[on_val], y_val[on_val]
     curve = []
     for share in LEARNING_CURVE_SHARES:
-        subset = card_sample(cards, round(share * len(train)), plan.seed + 1)
+        subset = card_sample(cards, round(share * len(x_train)), plan.seed + 1)
         small = timed_fit(f"learning_curve_{share}", best.params, x_train[subset], y_train[subset])
         curve.append(
             _curve_point(small, cards[subset], x_train[subset], y_train[subset], x_curve, y_curve)

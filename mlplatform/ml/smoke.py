@@ -1,9 +1,10 @@
-"""The champion smoke test's fresh process: ``python -m mlplatform.ml.smoke MODEL_DIR SAMPLE``.
+"""The champion smoke test's fresh process: ``python -m mlplatform.ml.smoke``.
 
-Loads the registered model's files (the MLflow model folder) with unpickling forbidden (an
-audit hook fails any pickle class lookup), scores the Parquet sample and prints one JSON
-line: load seconds, predict milliseconds and the probabilities. It imports no MLflow, so the
-process is up in the time the model's own libraries take to import.
+Forbids unpickling (an audit hook fails any pickle class lookup), imports the model libraries,
+then reads one JSON line from stdin naming the registered model's files (the MLflow model
+folder) and a Parquet sample; loads the model, scores the sample and prints one JSON line:
+load seconds, predict milliseconds and the probabilities. Started before the model is
+registered, it imports while the caller registers and downloads; it imports no MLflow.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ def _forbid_unpickling(event: str, args: tuple) -> None:
         raise RuntimeError(f"unpickling attempted: {args}")
 
 
-def main(model_dir: str, sample_path: str) -> None:
-    """Load, score, print the report."""
+def main() -> None:
+    """Import, wait for the request, load, score, print the report."""
+    sys.addaudithook(_forbid_unpickling)
     import pandas as pd
 
-    sys.addaudithook(_forbid_unpickling)
     from mlplatform.ml.artifacts import read_scoring_model
 
-    sample = pd.read_parquet(sample_path)
+    request = json.loads(sys.stdin.readline())
+    sample = pd.read_parquet(request["sample"])
     start = time.perf_counter()
-    model = read_scoring_model(Path(model_dir))
+    model = read_scoring_model(Path(request["model_dir"]))
     loaded = time.perf_counter()
     model.predict_proba(sample.head(1))  # warm-up: first-call costs are not latency
     begin = time.perf_counter()
@@ -39,4 +41,4 @@ def main(model_dir: str, sample_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main()
