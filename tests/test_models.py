@@ -24,6 +24,7 @@ import pytest
 import yaml
 from conftest import START, load_warehouse
 from mlflow import MlflowClient
+from sklearn.metrics import average_precision_score
 
 from mlplatform import load_champion
 from mlplatform.assets.models import candidate_asset, champion_asset
@@ -33,7 +34,7 @@ from mlplatform.definitions import build_resources, defs
 from mlplatform.ml.artifacts import read_scoring_model
 from mlplatform.ml.champion import SmokeTest
 from mlplatform.ml.master_table import build_master_table
-from mlplatform.ml.models import FAMILIES
+from mlplatform.ml.models import FAMILIES, TrainingPlan, model_inputs, train_candidate
 from mlplatform.ml.registry import configure, download_model
 from mlplatform.ml.training import load_holdout
 from mlplatform.settings import DEFAULT_CONTRACT, Settings, get_settings
@@ -318,3 +319,37 @@ def test_worse_challenger_is_rejected_then_manual_promotion_and_rollback(
     assert list(manual.reason) == ["business asked for it", "version 2 is noise"]
     assert list(manual.champion_after) == ["2", "1"]
     assert all(actor.startswith("cli:") for actor in manual.actor)
+
+
+@pytest.mark.parametrize("family", ["lightgbm", "logistic_regression"])
+def test_learning_curve_train_score_is_the_models_average_precision_on_its_fit_rows(
+    family: str,
+) -> None:
+    """LightGBM's train score comes from its training booster (no extra predictions); it
+    must be what scoring the fit rows gives, as it is for the other families."""
+    rng = np.random.default_rng(3)
+    rows = 6000
+    frame = pd.DataFrame({
+        "card_id": [f"card{i % 300}" for i in range(rows)],
+        "amount": rng.gamma(2.0, 30.0, rows),
+        "ratio": np.where(rng.random(rows) < 0.1, np.nan, rng.normal(size=rows)),
+        "category": rng.choice(["food", "travel", "misc"], rows),
+    })  # fmt: skip
+    logit = -4 + frame["amount"] / 40 + (frame["category"] == "travel")
+    frame["target"] = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    is_train = frame["card_id"].str[4:].astype(int) < 200
+    inputs = model_inputs(
+        frame[is_train].reset_index(drop=True), frame[~is_train].reset_index(drop=True),
+        ["amount", "ratio", "category"],
+    )  # fmt: skip
+    plan = TrainingPlan(iterations=1, folds=2, search_max_rows=rows)
+    result = train_candidate(family, inputs, plan, lambda y, p: 0.5)
+    final = result.learning_curve[-1]
+    scored = result.model.raw_score(frame[is_train])
+    assert final.train_rows == int(is_train.sum())
+    assert final.train_score == pytest.approx(
+        average_precision_score(inputs.y_train, scored), rel=1e-12
+    )
+    assert [p.train_rows for p in result.learning_curve] == sorted(
+        p.train_rows for p in result.learning_curve
+    )

@@ -151,12 +151,19 @@ def champion_asset(families: tuple[str, ...]) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
         mlflow_store: MlflowResource,
     ) -> dg.Output[None]:
-        from mlplatform.ml.champion import elect_champion, latest_candidates, log_election
+        from mlplatform.ml.champion import (
+            SmokeTest,
+            elect_champion,
+            latest_candidates,
+            log_election,
+        )
         from mlplatform.ml.training import load_holdout
 
         settings = get_settings()
-        client = mlflow_store.client()
-        with warehouse.connection() as conn:
+        # The smoke test's fresh process imports the model libraries while this one
+        # finds, registers and scores the challenger.
+        with SmokeTest() as smoke_test, warehouse.connection() as conn:
+            client = mlflow_store.client()
             dataset_version = conn.execute(
                 "SELECT any_value(dataset_version) FROM ml.feature_selection"
             ).fetchone()[0]
@@ -167,7 +174,7 @@ def champion_asset(families: tuple[str, ...]) -> dg.AssetsDefinition:
             with mlflow_store.run(context, tags) as run:
                 election = elect_champion(
                     client, conn, settings, candidates, load_holdout(conn), dataset_version,
-                    actor=context.run.run_id,
+                    actor=context.run.run_id, smoke_test=smoke_test,
                 )  # fmt: skip
                 log_election(election)
         decision = election.decision

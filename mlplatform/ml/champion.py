@@ -246,38 +246,40 @@ def elect_champion(
     holdout: pd.DataFrame,
     dataset_version: str,
     actor: str,
+    smoke_test: SmokeTest,
 ) -> Election:
     """Register the best candidate, compete it against the champion on ``holdout`` (rows
     with ``target``, ``card_id`` and every feature either model needs) and record the result.
+    ``smoke_test`` is a started :class:`SmokeTest` (started early, its process imports
+    meanwhile); it is handed the registered model.
     """
     if not candidates:
         raise ValueError(f"no candidate models were trained on dataset {dataset_version}")
     best = max(candidates, key=lambda c: c.average_precision)
     name = settings.model_name
-    with SmokeTest() as smoke_test:  # a fresh process imports while the model is registered
-        registered = mlflow.register_model(
-            best.model_uri, name,
-            tags={"mlplatform.family": best.family, "mlplatform.dataset_version": dataset_version},
-        )  # fmt: skip
-        version = str(registered.version)
-        uri = f"models:/{name}/{version}"
-        with tempfile.TemporaryDirectory(prefix="mlplatform-model-") as folder:
-            model_dir = download_model(uri, Path(folder))
-            challenger = read_scoring_model(model_dir, uri)
-            smoke_test.load(model_dir, holdout.head(SMOKE_ROWS)[list(challenger.feature_names)])
-            # the fresh process loads and scores while this one scores the holdout
-            proba, metrics = _scored(challenger, holdout, settings)
-            champion_before = alias_version(client, name, CHAMPION)
-            champion_metrics = comparison = None
-            if champion_before is not None:
-                champion = load_scoring_model(f"models:/{name}/{champion_before}")
-                champion_proba, champion_metrics = _scored(champion, holdout, settings)
-                comparison = paired_bootstrap_ap_difference(
-                    holdout["target"].to_numpy(dtype=int), proba, champion_proba,
-                    holdout["card_id"].to_numpy(), resamples=settings.bootstrap_resamples,
-                    confidence=settings.bootstrap_confidence,
-                )  # fmt: skip
-            smoke = smoke_test.result(proba[: smoke_test.rows], settings.smoke_latency_ms)
+    registered = mlflow.register_model(
+        best.model_uri, name,
+        tags={"mlplatform.family": best.family, "mlplatform.dataset_version": dataset_version},
+    )  # fmt: skip
+    version = str(registered.version)
+    uri = f"models:/{name}/{version}"
+    with tempfile.TemporaryDirectory(prefix="mlplatform-model-") as folder:
+        model_dir = download_model(uri, Path(folder))
+        challenger = read_scoring_model(model_dir, uri)
+        smoke_test.load(model_dir, holdout.head(SMOKE_ROWS)[list(challenger.feature_names)])
+        # the fresh process loads and scores while this one scores the holdout
+        proba, metrics = _scored(challenger, holdout, settings)
+        champion_before = alias_version(client, name, CHAMPION)
+        champion_metrics = comparison = None
+        if champion_before is not None:
+            champion = load_scoring_model(f"models:/{name}/{champion_before}")
+            champion_proba, champion_metrics = _scored(champion, holdout, settings)
+            comparison = paired_bootstrap_ap_difference(
+                holdout["target"].to_numpy(dtype=int), proba, champion_proba,
+                holdout["card_id"].to_numpy(), resamples=settings.bootstrap_resamples,
+                confidence=settings.bootstrap_confidence,
+            )  # fmt: skip
+        smoke = smoke_test.result(proba[: smoke_test.rows], settings.smoke_latency_ms)
     decision = decide(metrics, best.beats_baseline, comparison, smoke, settings)
     champion_after = champion_before
     if decision.promote:

@@ -32,7 +32,8 @@ from mlplatform.ml.evaluation import LearningCurvePoint, expected_calibration_er
 FAMILIES = ("logistic_regression", "random_forest", "lightgbm")
 #: Share of train (whole cards) of the learning curve's smaller fits; the last point is train.
 LEARNING_CURVE_SHARES = (0.2, 0.5)
-#: Rows (whole cards) of train and of validation a learning-curve point is scored on.
+#: Rows (whole cards) of validation, and of train for models other than LightGBM, that a
+#: learning-curve point is scored on.
 LEARNING_CURVE_SCORE_ROWS = 50_000
 THREADS = 2
 Sampler = Callable[[np.random.Generator], Any]
@@ -210,7 +211,10 @@ def fit_estimator(
         lgb_params |= {"objective": "binary", "verbose": -1, "num_threads": THREADS,
                        "bagging_fraction": 0.8, "bagging_freq": 1, "seed": 0}  # fmt: skip
         data = lgb.Dataset(frame, label=y, categorical_feature=list(spec.categorical) or "auto")
-        return lgb.train(lgb_params, data, num_boost_round=params["num_boost_round"])
+        # The training booster keeps every fit row's score (see _train_score).
+        return lgb.train(
+            lgb_params, data, num_boost_round=params["num_boost_round"], keep_training_booster=True
+        )
     categories = [list(levels) for levels in spec.categorical.values()]
     if family == "logistic_regression":
         numeric = Pipeline(
@@ -466,12 +470,25 @@ def _curve_point(
 ) -> LearningCurvePoint:
     if val_score is None:
         val_score = estimator_score(estimator, x_val)
-    scored = card_sample(cards, LEARNING_CURVE_SCORE_ROWS, seed=0)
     return LearningCurvePoint(
         train_rows=len(x_fit),
-        train_score=_average_precision(y_fit[scored], estimator_score(estimator, x_fit[scored])),
+        train_score=_train_score(estimator, cards, x_fit, y_fit),
         validation_score=_average_precision(y_val, val_score),
     )
+
+
+def _train_score(estimator: Any, cards: pd.Series, x_fit: pd.DataFrame, y_fit: np.ndarray) -> float:
+    """Average precision on the rows ``estimator`` was fit on: a LightGBM training booster
+    holds every fit row's score already; other models score a whole-card sample."""
+    if isinstance(estimator, lgb.Booster):
+        evaluated = estimator.eval_train(_lightgbm_average_precision)
+        return next(float(r[2]) for r in evaluated if r[1] == "average_precision")
+    scored = card_sample(cards, LEARNING_CURVE_SCORE_ROWS, seed=0)
+    return _average_precision(y_fit[scored], estimator_score(estimator, x_fit[scored]))
+
+
+def _lightgbm_average_precision(score: np.ndarray, data: lgb.Dataset) -> tuple[str, float, bool]:
+    return "average_precision", _average_precision(data.get_label().astype(int), score), True
 
 
 def _calibrate(
