@@ -429,7 +429,7 @@ def train_candidate(
         threshold=choose_threshold(y_val, val_proba),
         params=best.params,
     )
-    # Learning-curve points are scored on (whole-card) samples of train and validation.
+    # Learning-curve points are scored on a whole-card sample of validation (train: _train_score).
     on_val = card_sample(inputs.val_cards, LEARNING_CURVE_SCORE_ROWS, plan.seed)
     x_curve, y_curve = x_val[on_val], y_val[on_val]
     curve = []
