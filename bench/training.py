@@ -100,27 +100,22 @@ def bare_fits(artifacts: dict[str, Path]) -> dict[str, dict[str, float]]:
         TrainingPlan,
         card_sample,
         estimator_score,
-        feature_spec,
         fit_estimator,
         search_folds,
     )
+    from mlplatform.ml.training import load_training_data
     from mlplatform.settings import get_settings
     from mlplatform.warehouse.connection import connect
 
     settings = get_settings()
     with connect(settings.warehouse_path, read_only=True) as conn:
-        kept = [r[0] for r in conn.execute(
-            "SELECT feature FROM ml.feature_selection WHERE kept").fetchall()]  # fmt: skip
-        table = conn.execute(
-            "SELECT * FROM ml.master_table WHERE split <> 'holdout' ORDER BY transaction_id"
-        ).df()
-    train = table[table["split"] == "train"].reset_index(drop=True)
-    spec = feature_spec(train, kept)
-    x, y, cards = spec.frame(train), train["target"].to_numpy(dtype=int), train["card_id"]
+        # the same snapshot, frames and row order the candidates trained on
+        inputs = load_training_data(conn, "bench", settings.datasets_dir).inputs
+    spec, x, y, cards = inputs.spec, inputs.x_train, inputs.y_train, inputs.train_cards
     plan = TrainingPlan(settings.search_iterations, settings.search_folds,
                         settings.search_max_rows)  # fmt: skip
     mask, folds = search_folds(cards, plan)
-    subsets = {f"learning_curve_{share}": card_sample(cards, round(share * len(train)), 1)
+    subsets = {f"learning_curve_{share}": card_sample(cards, round(share * len(x)), 1)
                for share in LEARNING_CURVE_SHARES}  # fmt: skip
     out = {}
     for family, folder in artifacts.items():
