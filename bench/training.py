@@ -95,6 +95,7 @@ def bare_fits(artifacts: dict[str, Path]) -> dict[str, dict[str, float]]:
     (bare), the search's fold scoring (scoring) and the platform's own timing of the fits."""
     import pandas as pd
 
+    from mlplatform.contract import load_contract
     from mlplatform.ml.models import (
         LEARNING_CURVE_SHARES,
         TrainingPlan,
@@ -108,9 +109,10 @@ def bare_fits(artifacts: dict[str, Path]) -> dict[str, dict[str, float]]:
     from mlplatform.warehouse.connection import connect
 
     settings = get_settings()
+    target = load_contract(settings.contract).target
     with connect(settings.warehouse_path, read_only=True) as conn:
-        # the same snapshot, frames and row order the candidates trained on
-        inputs = load_training_data(conn, "bench", settings.datasets_dir).inputs
+        # the candidates' own data in memory: the same frames, rows and row order
+        inputs = load_training_data(conn, target, settings.datasets_dir).inputs
     spec, x, y, cards = inputs.spec, inputs.x_train, inputs.y_train, inputs.train_cards
     plan = TrainingPlan(settings.search_iterations, settings.search_folds,
                         settings.search_max_rows)  # fmt: skip
