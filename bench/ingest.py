@@ -10,6 +10,7 @@ includes the checkpoint that closing the run's connection writes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -98,15 +99,19 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=1)
     parser.add_argument("--phase", choices=PHASES)
     parser.add_argument("--folder", type=Path)
-    parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    parser.add_argument("--keep", type=Path, help="work in this (new) folder and keep it")
     args = parser.parse_args()
     if args.phase:  # child process: one phase, JSON on the last line
         phase_args = (args.cards, args.days) if args.phase == "generate" else ()
         result = PHASES[args.phase](args.folder, *phase_args)
         print(json.dumps({**result, "peak_mb": _peak_mb()}))
         return
-    with tempfile.TemporaryDirectory(dir=args.keep) as scratch:
-        folder = Path(scratch)
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            args.keep.mkdir(parents=True)
+            folder = args.keep
+        else:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         gen = _run_phase("generate", folder, "--cards", args.cards, "--days", args.days)
         bare = _run_phase("bare", folder)
         ing = _run_phase("ingest", folder)

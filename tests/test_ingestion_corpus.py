@@ -36,7 +36,7 @@ from mlplatform.warehouse.ingestion import (
     landing_files,
     partition_date_of,
 )
-from mlplatform.warehouse.pii import card_pseudonym
+from mlplatform.warehouse.pii import MASK, card_pseudonym
 
 CORPUS = Path(__file__).parent / "corpus"
 DAY = date(2025, 1, 2)
@@ -626,6 +626,40 @@ def test_a_file_rejected_after_staging_leaves_the_other_days_of_its_batch_intact
     assert {day: r.rows_loaded for day, r in loaded.items()} == {day1: 2, day3: 3}
     assert snapshot(conn) == snapshot(alone)
     assert conn.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall() == []
+
+
+@pytest.mark.parametrize("space", [" ", "\u00a0", "\u3000"], ids=["ascii", "nbsp", "ideographic"])
+def test_values_lose_the_spaces_around_them_and_names_show_only_as_masked(
+    tmp_path: Path, contract: Contract, space: str
+) -> None:
+    """Spaces around a value are trimmed (Unicode ones too); a value of spaces is missing."""
+    header, first, second, *rest = corpus_file("valid").read_text().splitlines()
+    fields = first.split(",")
+    fields[2] = f"{space}{space}{fields[2]}{space}"  # merchant
+    fields[4] = f"{space}{fields[4]}"  # amount
+    fields[9] = f"{fields[9]}{space}"  # city
+    blank_id = second.split(",")
+    blank_id[17] = space * 3  # transaction id
+    blank_id[5] = ""  # first name empty, last name and street present
+    path = tmp_path / f"transactions_{DAY.isoformat()}.csv"
+    path.write_text("\n".join([header, ",".join(fields), ",".join(blank_id), *rest]) + "\n")
+
+    conn = connect(tmp_path / "warehouse.duckdb")
+    result = ingest(conn, [path], contract)
+
+    assert (result.rows_loaded, result.quarantine_reasons) == (
+        len(rest) + 1,
+        {"missing_required_field": 1},
+    )
+    merchant, amount, city = conn.execute(
+        "SELECT merchant, amount, city FROM raw.transactions WHERE source_line = 2"
+    ).fetchone()
+    assert (merchant, amount, city) == ("Corner Bakery", 12.40, "Springfield")
+    column, raw_line = conn.execute("SELECT column_name, raw_line FROM raw.quarantine").fetchone()
+    assert column == "transaction_id"
+    masked = raw_line.split(",")
+    assert (masked[5], masked[6], masked[8]) == ("", MASK, MASK)
+    assert "Vasquez" not in raw_line and "Juniper" not in raw_line
 
 
 def formatted_card_file(landing: Path) -> Path:

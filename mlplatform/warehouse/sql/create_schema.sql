@@ -1,4 +1,7 @@
 -- The warehouse's tables (idempotent). Column meanings: ARCHITECTURE.md, "Interfaces".
+-- Ids, card pseudonyms and merchant names take many distinct values: zstd stores them a little
+-- larger than DuckDB's default (dictionary + FSST) but writes them about twice as fast
+-- (a 1.19M-row day: warehouse 191 -> 215 MB, ingestion + curation 0.7 s faster; bench/README.md).
 CREATE SCHEMA IF NOT EXISTS raw;
 CREATE SCHEMA IF NOT EXISTS curated;
 CREATE SCHEMA IF NOT EXISTS features;
@@ -6,11 +9,11 @@ CREATE SCHEMA IF NOT EXISTS ml;
 CREATE SCHEMA IF NOT EXISTS monitoring;
 
 CREATE TABLE IF NOT EXISTS raw.transactions (
-    transaction_id VARCHAR NOT NULL,
+    transaction_id VARCHAR USING COMPRESSION zstd NOT NULL,
     event_time TIMESTAMP NOT NULL,
     partition_date DATE NOT NULL,
-    card_id VARCHAR NOT NULL,          -- keyed pseudonym of the card number (HMAC-SHA256)
-    merchant VARCHAR,
+    card_id VARCHAR USING COMPRESSION zstd NOT NULL,  -- keyed pseudonym of the card number (HMAC)
+    merchant VARCHAR USING COMPRESSION zstd,
     category VARCHAR,
     amount DOUBLE NOT NULL,
     gender VARCHAR,
@@ -57,7 +60,7 @@ CREATE TABLE IF NOT EXISTS raw.ingestion_log (
 );
 
 CREATE TABLE IF NOT EXISTS raw.card_reference (
-    card_id VARCHAR NOT NULL,
+    card_id VARCHAR USING COMPRESSION zstd NOT NULL,
     credit_limit DOUBLE,
     income_band VARCHAR,
     source_file VARCHAR NOT NULL,
@@ -65,11 +68,11 @@ CREATE TABLE IF NOT EXISTS raw.card_reference (
 );
 
 CREATE TABLE IF NOT EXISTS curated.transactions (
-    transaction_id VARCHAR NOT NULL,
+    transaction_id VARCHAR USING COMPRESSION zstd NOT NULL,
     event_time TIMESTAMP NOT NULL,
     partition_date DATE NOT NULL,
-    card_id VARCHAR NOT NULL,
-    merchant VARCHAR,
+    card_id VARCHAR USING COMPRESSION zstd NOT NULL,
+    merchant VARCHAR USING COMPRESSION zstd,
     category VARCHAR,
     amount DOUBLE NOT NULL,
     gender VARCHAR,
