@@ -7,6 +7,8 @@ simulation's first day unless a name says otherwise.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 
@@ -260,11 +262,20 @@ def build_cards(rng: np.random.Generator, n: int, start_date: date) -> Cards:
 
 
 def with_favourites(rng: np.random.Generator, cards: Cards, choice: ChoiceIndex) -> Cards:
-    """``cards`` with FAVOURITES favourite merchants per category (see merchant_choice)."""
+    """``cards`` with FAVOURITES favourite merchants per category (see merchant_choice).
+
+    The categories' draws come from ``rng`` in category order; their picks (sorts and binary
+    searches, which release the GIL) run on a thread per core.
+    """
     favourites = np.empty((cards.n, N_CATEGORIES, FAVOURITES), dtype=np.int32)
-    for k in range(N_CATEGORIES):  # one category at a time bounds memory
+    draws = rng.random((N_CATEGORIES, cards.n * FAVOURITES))  # = one rng.random() per category
+
+    def pick(k: int) -> None:
         keys = np.repeat(cards.city * N_CATEGORIES + k, FAVOURITES)
-        favourites[:, k, :] = choice.pick(keys, rng.random(len(keys))).reshape(cards.n, -1)
+        favourites[:, k, :] = choice.pick(keys, draws[k]).reshape(cards.n, -1)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(pick, range(N_CATEGORIES)))
     return Cards(**{**cards.__dict__, "favourites": favourites})
 
 

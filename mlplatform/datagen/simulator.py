@@ -13,6 +13,7 @@ writes byte-identical files, and days before ``drift_start`` do not depend on th
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -458,18 +459,23 @@ def _write_day(path: Path, world: _World, day: int, rows: _DayRows) -> dict[str,
     n = len(rows.card)
     position, bad_lines, counts = _malformed(world, day, rows)
     k = 0
-    with path.open("wb") as out:
-        out.write((",".join(TRANSACTION_COLUMNS) + "\n").encode())
+    # A slice is written on another thread while the next one is formatted (both release
+    # the GIL); one write at a time in flight bounds memory.
+    with path.open("wb") as out, ThreadPoolExecutor(max_workers=1) as writer:
+        pending = writer.submit(out.write, (",".join(TRANSACTION_COLUMNS) + "\n").encode())
         for start in range(0, n, _SLICE_ROWS):
             stop = min(start + _SLICE_ROWS, n)
             data, offsets = line_bytes(_lines(world, day, rows, np.arange(start, stop)))
+            pieces: list[bytes | memoryview] = []
             cursor = start
             while k < len(position) and position[k] <= stop:
                 p = int(position[k])
-                out.write(data[offsets[cursor - start] : offsets[p - start]])
-                out.write(bad_lines[k])
+                pieces += [data[offsets[cursor - start] : offsets[p - start]], bad_lines[k]]
                 cursor, k = p, k + 1
-            out.write(data[offsets[cursor - start] : offsets[stop - start]])
+            pieces.append(data[offsets[cursor - start] : offsets[stop - start]])
+            pending.result()
+            pending = writer.submit(out.writelines, pieces)
+        pending.result()
     return counts
 
 
