@@ -825,11 +825,19 @@ def _ingest_batch(
             "CREATE OR REPLACE TEMP VIEW batch AS "
             + " UNION ALL ".join(_batch_select(s, contract) for s in staged)
         )
-        conn.execute(
-            read_sql("check_rows").format(
-                typed_columns=_typed_columns(contract), violation=_violation(contract, max_amount)
+        # `checked` is a union of one small table per file: in order, DuckDB would type it on
+        # one thread. Nothing reads it by position (staging, whose rowids are line order, is
+        # done; warehouse writers never run concurrently: they share a pool of size 1).
+        conn.execute("SET preserve_insertion_order = false")
+        try:
+            conn.execute(
+                read_sql("check_rows").format(
+                    typed_columns=_typed_columns(contract),
+                    violation=_violation(contract, max_amount),
+                )
             )
-        )
+        finally:
+            conn.execute("RESET preserve_insertion_order")
         conn.execute(read_sql("flag_duplicate_ids"), {"days": days})
         conn.execute(
             f"""CREATE OR REPLACE TEMP TABLE pseudonyms AS
