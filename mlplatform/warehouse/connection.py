@@ -44,3 +44,18 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+@contextmanager
+def insertion_order(conn: duckdb.DuckDBPyConnection, *, preserve: bool) -> Iterator[None]:
+    """Set ``preserve_insertion_order`` for the block, then restore its value.
+
+    The setting is global to the database instance: use it only where no other connection
+    of the process depends on it meanwhile (warehouse writers share a pool of size 1).
+    """
+    before = conn.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
+    conn.execute(f"SET preserve_insertion_order = {str(preserve).lower()}")
+    try:
+        yield
+    finally:
+        conn.execute(f"SET preserve_insertion_order = {str(before).lower()}")

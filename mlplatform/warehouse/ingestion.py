@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 
 from mlplatform.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS, Contract
-from mlplatform.warehouse.connection import read_sql, transaction
+from mlplatform.warehouse.connection import insertion_order, read_sql, transaction
 from mlplatform.warehouse.pii import MASK, card_pseudonym, card_pseudonym_sql, hmac_pads
 
 DATE_IN_NAME = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
@@ -827,17 +827,14 @@ def _ingest_batch(
         )
         # `checked` is a union of one small table per file: in order, DuckDB would type it on
         # one thread. Nothing reads it by position (staging, whose rowids are line order, is
-        # done; warehouse writers never run concurrently: they share a pool of size 1).
-        conn.execute("SET preserve_insertion_order = false")
-        try:
+        # done).
+        with insertion_order(conn, preserve=False):
             conn.execute(
                 read_sql("check_rows").format(
                     typed_columns=_typed_columns(contract),
                     violation=_violation(contract, max_amount),
                 )
             )
-        finally:
-            conn.execute("RESET preserve_insertion_order")
         conn.execute(read_sql("flag_duplicate_ids"), {"days": days})
         conn.execute(
             f"""CREATE OR REPLACE TEMP TABLE pseudonyms AS
