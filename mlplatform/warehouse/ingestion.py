@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import re
 from array import array
 from bisect import bisect_left
@@ -36,6 +37,9 @@ _OTHER_DELIMITERS = (";", "\t", "|")
 _CARD_LIKE = re.compile(r"\d(?:[ -]?\d){11,18}")
 _BIRTH_YEAR = re.compile(r"(\d{4})-")
 _CHUNK_BYTES = 8 << 20
+# Staged files live in an attached in-memory database, which every cursor of the connection's
+# database sees (temporary tables are private to one cursor): files parse side by side.
+_STAGING = "mlplatform_staging"
 # A range is loaded in batches of consecutive partitions of about this many bytes of landing
 # files, each batch in one transaction: the fixed cost of a load is paid once per batch, and
 # the staged text of a batch (in memory, spilled beyond DuckDB's memory limit) stays bounded.
@@ -225,7 +229,7 @@ def _stage_file(
     contract: Contract,
     max_line_bytes: int,
 ) -> tuple[int, pd.DataFrame]:
-    """Parse a file into ``stage_<id>`` (text, file order) and return rows and rejects.
+    """Parse a file into ``<staging>.stage_<id>`` (text, file order); its rows and rejects.
 
     Names and street never reach DuckDB's tables, not even temporary ones: their columns are
     staged as whether they hold a value (all a quarantined row's masked line shows of them).
@@ -239,7 +243,7 @@ def _stage_file(
     try:
         conn.execute(
             f"""
-            CREATE OR REPLACE TEMP TABLE stage_{file_id} AS
+            CREATE OR REPLACE TABLE {_STAGING}.stage_{file_id} AS
             SELECT {staged}
             FROM read_csv({_sql_string(str(path))}, header = true, auto_detect = false,
                 columns = {columns}, delim = ',', quote = '"', escape = '"', encoding = 'utf-8',
@@ -249,7 +253,7 @@ def _stage_file(
         )
     except duckdb.InvalidInputException as error:  # e.g. mixed line endings
         raise FileRejected(path, _unparsable_reason(path, error)) from error
-    rows = conn.execute(f"SELECT count(*) FROM stage_{file_id}").fetchone()[0]
+    rows = conn.execute(f"SELECT count(*) FROM {_STAGING}.stage_{file_id}").fetchone()[0]
     rejects = conn.execute(
         f"""SELECT DISTINCT ON (line) line, line_byte_position,
                    error_type::VARCHAR AS error_type, csv_line, error_message
@@ -421,7 +425,7 @@ def _prepare_line_numbers(conn: duckdb.DuckDBPyConnection, staged: _StagedFile) 
     fid = staged.file_id
     conn.execute(
         f"CREATE OR REPLACE TEMP VIEW stage_rows_{fid} AS "
-        f"SELECT rowid AS row_idx, * FROM stage_{fid}"
+        f"SELECT rowid AS row_idx, * FROM {_STAGING}.stage_{fid}"
     )
     if staged.good_lines is not None:
         conn.register(
@@ -604,7 +608,7 @@ def _quarantine_frame(
         values = dict(
             (row[0], list(row[1:]))
             for row in conn.execute(
-                f"SELECT s.rowid, {cols} FROM stage_{file_id} s "
+                f"SELECT s.rowid, {cols} FROM {_STAGING}.stage_{file_id} s "
                 "SEMI JOIN wanted_rows w ON s.rowid = w.row_idx"
             ).fetchall()
         )
@@ -791,6 +795,39 @@ def _stage_partition(
     return staged
 
 
+def _stage_batch(
+    conn: duckdb.DuckDBPyConnection,
+    partitions: dict[date, list[Path]],
+    contract: Contract,
+    max_line_bytes: int,
+) -> tuple[list[_StagedFile], dict[date, FileRejected]]:
+    """Stage a batch's files (ids in date, then file order) and the partitions rejected.
+
+    Partitions stage side by side, each from its own cursor: DuckDB parses a small file (one
+    read buffer, e.g. a 32k-row day) on one thread, so a month's files would take one core.
+    """
+    first_ids = np.cumsum([0, *(len(files) for files in partitions.values())])[:-1]
+
+    def stage(
+        partition_date: date, first_id: int, files: list[Path]
+    ) -> list[_StagedFile] | FileRejected:
+        with conn.cursor() as cursor, ThreadPoolExecutor(max_workers=1) as hasher:
+            try:
+                return _stage_partition(
+                    cursor, hasher, int(first_id), partition_date, files, contract, max_line_bytes
+                )
+            except FileRejected as rejection:
+                return rejection
+
+    workers = min(len(partitions), os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        staging = pool.map(stage, partitions, first_ids, partitions.values())
+        outcomes = dict(zip(partitions, staging, strict=True))
+    staged = [s for outcome in outcomes.values() if isinstance(outcome, list) for s in outcome]
+    rejected = {d: r for d, r in outcomes.items() if isinstance(r, FileRejected)}
+    return staged, rejected
+
+
 def _ingest_batch(
     conn: duckdb.DuckDBPyConnection,
     partitions: dict[date, list[Path]],
@@ -803,19 +840,12 @@ def _ingest_batch(
 ) -> tuple[dict[date, IngestionResult], dict[date, FileRejected]]:
     """Load consecutive partitions in one transaction (see :func:`ingest_partitions`)."""
     started = datetime.now()
-    staged: list[_StagedFile] = []
-    rejected: dict[date, FileRejected] = {}
     n_files = sum(len(files) for files in partitions.values())
+    conn.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {_STAGING}")
     try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            for partition_date, files in partitions.items():
-                try:
-                    staged += _stage_partition(
-                        conn, pool, len(staged), partition_date, files, contract, max_line_bytes
-                    )
-                except FileRejected as rejection:
-                    _log_rejection(conn, rejection, partition_date, started, run_id)
-                    rejected[partition_date] = rejection
+        staged, rejected = _stage_batch(conn, partitions, contract, max_line_bytes)
+        for partition_date, rejection in rejected.items():
+            _log_rejection(conn, rejection, partition_date, started, run_id)
         if not staged:
             return {}, rejected
         days = sorted({s.partition_date for s in staged})
@@ -895,12 +925,13 @@ def _ingest_batch(
         }, rejected
     finally:
         _drop_staging(conn, range(n_files))
+        conn.execute(f"DETACH DATABASE IF EXISTS {_STAGING}")
 
 
 def _drop_staging(conn: duckdb.DuckDBPyConnection, file_ids: range) -> None:
     for fid in file_ids:
         conn.execute(
-            f"DROP VIEW IF EXISTS stage_rows_{fid}; DROP TABLE IF EXISTS stage_{fid};"
+            f"DROP VIEW IF EXISTS stage_rows_{fid}; DROP TABLE IF EXISTS {_STAGING}.stage_{fid};"
             f"DROP TABLE IF EXISTS reject_positions_{fid}; DROP TABLE IF EXISTS line_map_{fid};"
             f"DROP TABLE IF EXISTS rejects_{fid}; DROP TABLE IF EXISTS scans_{fid}"
         )
