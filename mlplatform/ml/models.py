@@ -407,7 +407,9 @@ def train_candidate(
     x_train, y_train, x_val, y_val = inputs.x_train, inputs.y_train, inputs.x_val, inputs.y_val
     fits: list[FitRecord] = []
 
-    def fit(purpose: str, params: Mapping[str, Any], x: pd.DataFrame, y: np.ndarray) -> Any:
+    def fit(
+        purpose: str, params: Mapping[str, Any], x: pd.DataFrame, y: np.ndarray
+    ) -> tuple[Any, FitRecord]:
         start = time.perf_counter()
         estimator = fit_estimator(family, params, spec, x, y)
         return estimator, FitRecord(purpose, dict(params), len(x), time.perf_counter() - start)

@@ -231,8 +231,9 @@ def _stage_file(
 ) -> tuple[int, pd.DataFrame]:
     """Parse a file into ``<staging>.stage_<id>`` (text, file order); its rows and rejects.
 
-    Names and street never reach DuckDB's tables, not even temporary ones: their columns are
-    staged as whether they hold a value (all a quarantined row's masked line shows of them).
+    Names and street are not staged as text, only as whether they hold a value (all that a
+    quarantined row's masked line shows of them). A row DuckDB's reader cannot split keeps
+    its raw text in the reader's rejects table until it is masked.
     """
     columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(header))) + "}"
     hidden = _hidden_sources(contract)
@@ -596,10 +597,10 @@ def _quarantine_frame(
         "SELECT file_id, row_idx, line, violation.rule, violation.column, violation.detail "
         "FROM checked WHERE violation IS NOT NULL ORDER BY file_id, row_idx"
     ).fetchall()
+    hidden = _hidden_sources(contract)
     for file_id in {row[0] for row in bad}:
         s = by_id[file_id]
         wanted = [row for row in bad if row[0] == file_id]
-        hidden = _hidden_sources(contract)
         cols = ", ".join(  # a staged name or street is only whether it had a value
             f"CASE WHEN c{i} THEN '{MASK}' END" if name in hidden else f"c{i}"
             for i, name in enumerate(s.header)
