@@ -205,17 +205,22 @@ def _print_promotion_log(warehouse: Path, limit: int) -> None:
                FROM ml.promotion_log ORDER BY decided_at DESC LIMIT ?""",
             [limit],
         ).fetchall()
-    table = Table(
-        "time", "decision", "version", "family", "champion before", "after", "holdout AP",
-        "reason", "by", title="promotion log (latest first)",
-    )  # fmt: skip
-    for when, decision, *rest, ap, reason, actor in rows:
+    # One line of facts and the reason below it: readable in an 80-column log, unlike a
+    # nine-column table whose reason squeezes every column to a few letters.
+    console.print("[bold]promotion log[/] (latest first)")
+    for when, decision, version, family, before, after, ap, reason, actor in rows:
         style = "green" if decision == "promoted" else "yellow"
-        table.add_row(
-            f"{when:%Y-%m-%d %H:%M:%S}", decision, *(str(v or "") for v in rest),
-            "" if ap is None else f"{ap:.4f}", reason, actor[:12], style=style,
-        )  # fmt: skip
-    console.print(table)
+        holdout = "" if ap is None else f", holdout AP {ap:.4f}"
+        console.print(
+            f"{when:%Y-%m-%d %H:%M:%S}  [{style}]{decision}[/]  version {version}"
+            f"{f' ({family})' if family else ''}{holdout}",
+            highlight=False,
+        )
+        console.print(
+            f"    champion {before or 'none'} -> {after or 'none'}: {reason} (by {actor})",
+            highlight=False,
+            markup=False,
+        )
 
 
 def _champion_decision(decide: Callable[[object, object, str, str], str | None]) -> str | None:

@@ -79,3 +79,5 @@ def test_demo_runs_every_partition_in_one_run_then_training_to_a_champion_decisi
     with duckdb.connect(str(platform_home.warehouse), read_only=True) as conn:
         decisions = conn.execute("SELECT decision, version FROM ml.promotion_log").fetchall()
     assert len(decisions) == 1 and decisions[0][0] in {"promoted", "rejected"}
+    decision, version = decisions[0]
+    assert f"{decision}  version {version}" in completed.stdout  # the decision, one line each
