@@ -21,7 +21,7 @@ import pytest
 
 from mlplatform.contract import Contract, load_contract
 from mlplatform.settings import DEFAULT_CONTRACT
-from mlplatform.warehouse import ingestion
+from mlplatform.warehouse import curation, ingestion
 from mlplatform.warehouse.connection import connect
 from mlplatform.warehouse.curation import (
     curate_partition,
@@ -833,3 +833,28 @@ def test_curation_reconciles_with_raw(tmp_path: Path, contract: Contract) -> Non
     again_result = curate_partition(conn, DAY)
     assert again_result == curated
     assert conn.execute("SELECT * FROM curated.transactions ORDER BY ALL").fetchall() == first
+
+
+@pytest.mark.parametrize("batch_rows", [1, 1 << 30], ids=["a batch a day", "one batch"])
+def test_a_range_curates_as_its_days_one_after_another(
+    tmp_path: Path, contract: Contract, monkeypatch: pytest.MonkeyPatch, batch_rows: int
+) -> None:
+    days = [date(2025, 1, 1), date(2025, 1, 2), date(2025, 1, 3)]
+    ids = {days[0]: ["A", "B"], days[1]: ["C", "D", "E"], days[2]: ["F"]}
+    warehouses = {}
+    for how in ("day by day", "range"):
+        conn = warehouses[how] = connect(tmp_path / f"{how}.duckdb")
+        for day in days:
+            ingest(conn, [day_file(tmp_path / how, day, ids[day])], contract, day=day)
+    alone = {day: curate_partition(warehouses["day by day"], day) for day in days}
+
+    monkeypatch.setattr(curation, "_BATCH_ROWS", batch_rows)
+    together = curation.curate_partitions(warehouses["range"], days)
+
+    assert {day: r.curated_rows for day, r in together.items()} == {d: len(ids[d]) for d in days}
+    assert together == alone
+    curated = [
+        conn.execute("SELECT * FROM curated.transactions ORDER BY ALL").fetchall()
+        for conn in warehouses.values()
+    ]
+    assert curated[0] == curated[1]

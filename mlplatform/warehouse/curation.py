@@ -38,8 +38,9 @@ class ReferenceResult:
 
 
 # A range is curated in batches of consecutive partitions of about this many raw rows, each
-# in one transaction (the fixed cost of a statement is paid once per batch).
-_BATCH_ROWS = 1_000_000
+# in one transaction (the fixed cost of a statement is paid once per batch; a month of ~1.1M
+# rows is one batch: 1.92 -> 1.73 s against two).
+_BATCH_ROWS = 2_000_000
 
 
 def curate_partition(conn: duckdb.DuckDBPyConnection, partition_date: date) -> CurationResult:
