@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 
-from mlplatform import __version__
 from mlplatform.ml.artifacts import METADATA_KEY, TRUSTED_SKOPS_TYPES, read_scoring_model
 from mlplatform.ml.models import ScoringModel
 
@@ -45,6 +45,11 @@ def ensure_experiment(client: MlflowClient, name: str, artifacts_dir: Path | Non
     return client.create_experiment(name, artifact_location=location)
 
 
+def package_version() -> str:
+    """The installed package's version (from its metadata: no import of the package)."""
+    return version("mlplatform")
+
+
 def code_version() -> str:
     """The package version plus the git commit when running from a checkout."""
     try:
@@ -53,8 +58,8 @@ def code_version() -> str:
             cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5, check=True,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
-        return __version__
-    return f"{__version__}+{commit}"
+        return package_version()
+    return f"{package_version()}+{commit}"
 
 
 def log_scoring_model(model: ScoringModel, name: str = "model") -> str:
@@ -70,7 +75,7 @@ def log_scoring_model(model: ScoringModel, name: str = "model") -> str:
         "name": name,
         "signature": signature,
         "metadata": {METADATA_KEY: model.metadata()},
-        "pip_requirements": [f"mlplatform=={__version__}"],
+        "pip_requirements": [f"mlplatform=={package_version()}"],
     }
     if isinstance(model.estimator, lgb.Booster):
         info = mlflow.lightgbm.log_model(model.estimator, **common)

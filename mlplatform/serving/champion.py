@@ -9,27 +9,37 @@ import pandas as pd
 
 from mlplatform.contract import load_contract
 from mlplatform.ml.models import ScoringModel
-from mlplatform.ml.registry import CHAMPION, alias_version, configure, load_scoring_model
+from mlplatform.ml.registry import CHAMPION
+from mlplatform.serving.model import ModelHandle, load_model
 from mlplatform.serving.online import curated_rows, feature_frame
 from mlplatform.settings import Settings, get_settings
 from mlplatform.warehouse.connection import connect
 from mlplatform.warehouse.feature_registry import FeatureRegistry, feature_registry
 
 
-class NoChampionError(LookupError):
-    """The registry has no champion yet."""
-
-
 @dataclass
 class Champion:
     """The registered champion: ``predict_proba`` on transactions in canonical columns."""
 
-    model_name: str
-    version: str
-    model: ScoringModel
-    metrics: dict[str, float]
+    handle: ModelHandle
     registry: FeatureRegistry
     settings: Settings = field(repr=False)
+
+    @property
+    def model_name(self) -> str:
+        return self.handle.model_name
+
+    @property
+    def version(self) -> str:
+        return self.handle.version
+
+    @property
+    def model(self) -> ScoringModel:
+        return self.handle.model
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.handle.metrics
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -63,19 +73,6 @@ class Champion:
 def load_champion(settings: Settings | None = None) -> Champion:
     """The model the registry's ``champion`` alias points at, loaded without pickle."""
     settings = settings or get_settings()
-    client = configure(settings.tracking_uri)
-    version = alias_version(client, settings.model_name, CHAMPION)
-    if version is None:
-        raise NoChampionError(
-            f"no champion for {settings.model_name!r} in {settings.tracking_uri}: "
-            "materialize champion_model (the `training` job) first"
-        )
-    model = load_scoring_model(f"models:/{settings.model_name}/{version}")
-    run = client.get_run(client.get_model_version(settings.model_name, version).run_id)
-    metrics = {
-        name.removeprefix("holdout_"): value
-        for name, value in run.data.metrics.items()
-        if name.startswith("holdout_")
-    }
+    handle = load_model(settings.tracking_uri, settings.model_name, CHAMPION)
     registry = feature_registry(settings, load_contract(settings.contract))
-    return Champion(settings.model_name, version, model, metrics, registry, settings)
+    return Champion(handle, registry, settings)

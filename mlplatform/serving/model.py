@@ -1,0 +1,96 @@
+"""A registered model as the scoring paths use it: loaded from the MLflow registry alone.
+
+:func:`load_model` resolves an alias (``champion``, ``challenger``) or a version to a
+:class:`ModelHandle`: the :class:`~mlplatform.ml.models.ScoringModel` (no pickle), its
+version, the dataset version it was trained on, its threshold and holdout metrics. Batch
+scoring, the REST service and :func:`mlplatform.load_champion` all score through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from mlplatform.ml.models import ScoringModel
+from mlplatform.ml.registry import alias_version, configure, load_scoring_model
+
+CHALLENGER = "challenger"
+
+
+class NoModelError(LookupError):
+    """The registry has no model under that alias (e.g. no champion yet)."""
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """One registered model version, ready to score feature rows."""
+
+    model_name: str
+    version: str
+    dataset_version: str | None
+    model: ScoringModel = field(repr=False)
+    metrics: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None
+
+    @property
+    def threshold(self) -> float:
+        """Scores at or above it are positive decisions."""
+        return self.model.threshold
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.model.feature_names
+
+    def score(self, features: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability of the positive class, one per row of ``features``."""
+        return self.model.predict_proba(features)[:, 1]
+
+    def describe(self) -> dict[str, object]:
+        """What a person (or ``GET /v1/model``) wants to know about the model."""
+        return {
+            "model_name": self.model_name,
+            "version": self.version,
+            "family": self.model.family,
+            "dataset_version": self.dataset_version,
+            "threshold": self.threshold,
+            "holdout_metrics": self.metrics,
+            "features": list(self.feature_names),
+        }
+
+
+def load_model(tracking_uri: str, model_name: str, alias: str) -> ModelHandle:
+    """The version ``alias`` points at in the registry, loaded without pickle.
+
+    Raises :class:`NoModelError` when the alias is not set.
+    """
+    client = configure(tracking_uri)
+    version = alias_version(client, model_name, alias)
+    if version is None:
+        raise NoModelError(
+            f"no {alias} for {model_name!r} in {tracking_uri}: "
+            "materialize champion_model (the `training` job) first"
+        )
+    return load_version(tracking_uri, model_name, version)
+
+
+def load_version(tracking_uri: str, model_name: str, version: str) -> ModelHandle:
+    """Version ``version`` of the registered model, loaded without pickle."""
+    client = configure(tracking_uri)
+    registered = client.get_model_version(model_name, version)
+    model = load_scoring_model(f"models:/{model_name}/{version}")
+    run = client.get_run(registered.run_id)
+    metrics = {
+        name.removeprefix("holdout_"): value
+        for name, value in run.data.metrics.items()
+        if name.startswith("holdout_")
+    }
+    return ModelHandle(
+        model_name=model_name,
+        version=str(version),
+        dataset_version=registered.tags.get("mlplatform.dataset_version"),
+        model=model,
+        metrics=metrics,
+        run_id=registered.run_id,
+    )
