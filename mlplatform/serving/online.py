@@ -1,22 +1,30 @@
 """Online features for transactions given in the contract's canonical columns.
 
-A new transaction goes through the same steps as a landing-file row, in memory: the card
-number is pseudonymised with the warehouse's key, the row is curated by the curation SQL
-itself (normalisation, reference data, derived fields) and its features are computed by the
-feature SQL over the card's and the merchant's history in the warehouse
+:class:`OnlineFeatures` is the feature source of the online path: one long-lived read-only
+connection to a DuckDB file with the warehouse's curated schema (the online store
+``online/store.duckdb``, or the warehouse itself). A new transaction goes through the same
+steps as a landing-file row: the card number is pseudonymised with the platform's key, the
+row is curated by the curation SQL itself (normalisation, reference data, derived fields)
+and its features are computed from the card's and the merchant's history
 (:func:`~mlplatform.warehouse.features.online_features`), so they equal the offline table's.
 """
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
 
-from mlplatform.warehouse.connection import read_sql
+from mlplatform.warehouse.connection import connect, read_sql
 from mlplatform.warehouse.curation import curate_partitions
-from mlplatform.warehouse.feature_registry import FeatureRegistry
+from mlplatform.warehouse.feature_registry import INPUT_COLUMNS, FeatureRegistry
 from mlplatform.warehouse.features import context_events, online_features
 from mlplatform.warehouse.pii import card_pseudonym
 
@@ -27,6 +35,137 @@ PASSED_THROUGH = (
     "merchant", "category", "gender", "city", "state", "zip", "city_pop", "job",
     "home_lat", "home_long", "merchant_lat", "merchant_long", "label",
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RowError:
+    """Why one transaction of a request cannot be scored: the landing rule it breaks."""
+
+    index: int
+    field: str
+    rule: str
+    detail: str
+
+
+class InvalidTransactions(ValueError):
+    """Transactions that ingestion would quarantine; nothing of the request is scored."""
+
+    def __init__(self, errors: Sequence[RowError]) -> None:
+        self.errors = list(errors)
+        super().__init__(
+            "; ".join(f"transaction {e.index}: {e.field}: {e.rule} ({e.detail})" for e in errors)
+        )
+
+
+@dataclass(frozen=True)
+class FeatureBatch:
+    """Online features of a request's transactions, in the request's order.
+
+    ``frame`` has ``transaction_id``, ``card_id`` (pseudonym), ``event_time`` and
+    ``partition_date``, then one column per enabled feature. ``events`` are the curated
+    feature inputs of each transaction (JSON-able, no PII), as the prediction log keeps
+    them to rebuild fresh state on restart. Times in milliseconds.
+    """
+
+    frame: pd.DataFrame
+    events: list[dict[str, Any]] = field(repr=False)
+    validation_ms: float
+    features_ms: float
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """The store file as opened: when it was written (file time) and its newest event."""
+
+    path: Path
+    modified_at: datetime
+    last_event_time: datetime | None
+    events: int
+
+    def age_hours(self, now: datetime | None = None) -> float:
+        return ((now or datetime.now()) - self.modified_at).total_seconds() / 3600
+
+
+class OnlineFeatures:
+    """Feature source over a DuckDB file with the curated schema, for new transactions.
+
+    Not thread-safe: one caller at a time (the service serialises its calls).
+    """
+
+    def __init__(self, store_path: Path, registry: FeatureRegistry, pii_key: bytes) -> None:
+        self.store_path = Path(store_path)
+        self.registry = registry
+        self._key = pii_key
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._opened: tuple[int, int] | None = None
+        self.info: StoreInfo | None = None
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Reopen the store when its file was replaced; True if it was (re)opened."""
+        stat = os.stat(self.store_path)
+        fingerprint = (stat.st_ino, stat.st_mtime_ns)
+        if fingerprint == self._opened:
+            return False
+        conn = connect(self.store_path, read_only=True)
+        last, events = conn.execute(
+            "SELECT max(event_time), count(*) FROM curated.transactions"
+        ).fetchone()
+        if self._conn is not None:
+            self._conn.close()
+        self._conn, self._opened = conn, fingerprint
+        self.info = StoreInfo(
+            self.store_path, datetime.fromtimestamp(stat.st_mtime), last, int(events)
+        )
+        return True
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def compute(self, transactions: Sequence[Mapping[str, Any]]) -> FeatureBatch:
+        """Validate, curate and compute the features of ``transactions`` (canonical columns).
+
+        Raises :class:`InvalidTransactions` naming each transaction that breaks a rule.
+        """
+        assert self._conn is not None, "the store is closed"
+        started = time.perf_counter()
+        errors = [
+            RowError(i, name, "missing_required_field", "empty or absent")
+            for i, transaction in enumerate(transactions)
+            for name in REQUIRED
+            if transaction.get(name) in (None, "")
+        ]
+        if errors:
+            raise InvalidTransactions(errors)
+        frame = pd.DataFrame(list(transactions))
+        validated = time.perf_counter()
+        curated = curated_rows(self._conn, frame, self._key)
+        features = feature_frame(self._conn, self.registry, curated)
+        ids = frame["transaction_id"].astype(str)
+        ordered = curated.set_index("transaction_id").loc[ids].reset_index()
+        result = ordered[["transaction_id", "card_id", "event_time", "partition_date"]].merge(
+            features, on="transaction_id", how="left"
+        )
+        events = [{c: _json(row[c]) for c in INPUT_COLUMNS} for row in ordered.to_dict("records")]
+        done = time.perf_counter()
+        return FeatureBatch(result, events, (validated - started) * 1000, (done - validated) * 1000)
+
+    def record(self, batch: FeatureBatch) -> None:
+        """Count the scored transactions of ``batch`` in later transactions' windows."""
+
+    def restore(self, events: Iterable[Mapping[str, Any]]) -> int:
+        """Rebuild fresh state from logged ``events``; how many were newer than the store."""
+        return 0
+
+
+def _json(value: Any) -> Any:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, (datetime, pd.Timestamp)):
+        return value.isoformat(sep=" ")
+    return value.item() if hasattr(value, "item") else value
 
 
 def curated_rows(
