@@ -176,6 +176,11 @@ class Settings(BaseSettings):
         return self.home / "warehouse.duckdb"
 
     @property
+    def online_store_path(self) -> Path:
+        """The online feature store the REST service reads (replaced atomically)."""
+        return self.home / "online" / "store.duckdb"
+
+    @property
     def datasets_dir(self) -> Path:
         """Parquet snapshots of the master table, named by their content hash."""
         return self.home / "datasets"
