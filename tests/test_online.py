@@ -65,7 +65,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
 
 def _transactions(frame: pd.DataFrame) -> list[dict]:
-    return [{k: v for k, v in row.items() if isinstance(v, str)} for row in frame.to_dict("records")]
+    rows = frame.to_dict("records")
+    return [{k: v for k, v in row.items() if isinstance(v, str)} for row in rows]
 
 
 def _offline(platform: Platform, ids: list[str]) -> pd.DataFrame:
