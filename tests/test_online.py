@@ -96,8 +96,10 @@ def test_replaying_a_day_in_time_order_gives_exactly_its_offline_features(platfo
         batch = source.compute([transaction])
         source.record(batch)
         frames.append(batch.frame)
-    online = pd.concat(frames)
+    online = pd.DataFrame([row for frame in frames for row in frame.to_dict("records")])
     offline = _offline(platform, list(online.transaction_id))
+    # every declared expression runs compiled to Python (no per-request DuckDB projection)
+    assert source.compiled.evaluators is not None
     assert len(online) == len(platform.last_day) == len(offline) > 100
     _assert_same_features(online, offline, platform.registry)
 

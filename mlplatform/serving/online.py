@@ -172,14 +172,22 @@ class OnlineFeatures:
         records = mem.execute(self.compiled.records_sql("online_rows")).fetchall()
         self._load_cards({r[3] for r in records})
         values = self.state.aggregates(records)
-        frame = mem.execute(self.compiled.projection_sql("online_rows", values)).df()
-        events = mem.execute(
-            f"SELECT {', '.join(INPUT_COLUMNS)} FROM online_rows ORDER BY row_idx"
-        ).fetchall()
+        rows = [
+            dict(zip(INPUT_COLUMNS, row, strict=True))
+            for row in mem.execute(
+                f"SELECT {', '.join(INPUT_COLUMNS)} FROM online_rows ORDER BY row_idx"
+            ).fetchall()
+        ]
+        features = self.compiled.features(rows, values)
+        if features is None:
+            sql = self.compiled.projection_sql("online_rows", values)
+            frame = mem.execute(sql).df().drop(columns="row_idx")
+        else:
+            frame = pd.DataFrame(features)
         done = time.perf_counter()
         return FeatureBatch(
-            frame.drop(columns="row_idx"),
-            [{c: _json(v) for c, v in zip(INPUT_COLUMNS, row, strict=True)} for row in events],
+            frame,
+            [{c: _json(v) for c, v in row.items()} for row in rows],
             (validated - started) * 1000,
             (done - validated) * 1000,
             records,

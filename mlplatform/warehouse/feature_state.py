@@ -38,6 +38,7 @@ from mlplatform.warehouse.feature_registry import (
     Window,
 )
 from mlplatform.warehouse.features import event_columns
+from mlplatform.warehouse.sql_expressions import ExpressionCompiler, Unsupported
 
 # A window call in a declaration: ``function(argument) OVER {over}``.
 _CALL = re.compile(r"(\w+)\((\w+)\) OVER \{over\}")
@@ -136,6 +137,27 @@ class CompiledFeatures:
             if (match := _DECIMAL.fullmatch(sql_type))
         }
         self.windows = tuple(dict.fromkeys(a.window for a in self.aggregates))
+        self.evaluators = _evaluators(self, conn)
+
+    def features(self, rows: Sequence[Mapping[str, Any]], values: Sequence[Sequence[Any]]):
+        """The features of ``rows`` (input columns) given their aggregate ``values``, as
+        dicts of the key columns and features: the declarations' SQL compiled to Python
+        (:mod:`~mlplatform.warehouse.sql_expressions`); None when some expression is not
+        supported there (then use :meth:`projection_sql`)."""
+        if self.evaluators is None:
+            return None
+        names = [*(a.name for a in self.aggregates), *(p.feature.name for p in self.daily)]
+        result = []
+        for row, row_values in zip(rows, values, strict=True):
+            env = {**row, **dict(zip(names, row_values[1:], strict=True))}
+            for name, evaluate in self.evaluators:
+                env[name] = evaluate(env)
+            result.append({c: env[c] for c in (*KEY_COLUMNS, *self._outputs)})
+        return result
+
+    @property
+    def _outputs(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.registry.enabled)
 
     def records_sql(self, source: str) -> str:
         """SELECT of the event records of ``source`` (a table with the input columns): the
@@ -189,6 +211,28 @@ ORDER BY row_idx"""
 
     def _dtype(self, name: str) -> str:
         return next(f.dtype for f in self.registry.enabled if f.name == name)
+
+
+def _evaluators(
+    compiled: CompiledFeatures, conn: duckdb.DuckDBPyConnection
+) -> list[tuple[str, Any]] | None:
+    """(name, function) of each computed feature in evaluation order: the framed window
+    features, then the expressions of the others, as the offline SELECT orders them."""
+    compiler = ExpressionCompiler(conn, read_sql("macros"))
+    enabled = {f.name: f for f in compiled.registry.enabled}
+    try:
+        framed = [
+            (name, compiler.compile(f"CAST({expression} AS {enabled[name].dtype})"))
+            for name, expression in compiled.framed.items()
+        ]
+        derived = [
+            (f.name, compiler.compile(f"CAST({f.expression()} AS {f.dtype})"))
+            for f in compiled.registry.enabled
+            if not f.over
+        ]
+    except Unsupported:
+        return None
+    return framed + derived
 
 
 def _sql_types(

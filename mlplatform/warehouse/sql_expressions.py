@@ -1,0 +1,332 @@
+"""SQL scalar expressions compiled to Python functions, with DuckDB's semantics.
+
+The feature declarations are SQL. Planning even a one-row DuckDB query of them costs
+milliseconds (the binder and optimiser walk every expression), which the online path cannot
+pay per request. So the declarations' expressions are parsed by DuckDB itself
+(``json_serialize_sql``) and compiled here to closures over a row (a dict of values), for
+the subset of SQL they use: column references, constants, casts, arithmetic, comparisons,
+AND/OR/NOT, IS [NOT] NULL, CASE, struct fields, the scalar functions in :data:`FUNCTIONS`
+and the macros of ``macros.sql``. Anything else raises :class:`Unsupported`, and the caller
+falls back to DuckDB. Values follow DuckDB: ``/`` is a float division (x/0 is infinite),
+decimals are exact (:class:`~decimal.Decimal`) until they meet a double, NULL propagates.
+Parity with DuckDB is tested on every feature (``tests/test_online.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import duckdb
+
+Row = Mapping[str, Any]
+Compiled = Callable[[Row], Any]
+
+_MACRO = re.compile(
+    r"CREATE OR REPLACE TEMP MACRO (\w+)\(([^)]*)\) AS\s+(.*?);\s*(?=CREATE|\Z)", re.S
+)
+
+
+class Unsupported(ValueError):
+    """An expression this compiler does not evaluate (the caller uses DuckDB instead)."""
+
+
+def _null_safe(function: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        return None if any(a is None for a in args) else function(*args)
+
+    return call
+
+
+def _float(value: Any) -> float:
+    return float(value)
+
+
+def _numeric(a: Any, b: Any) -> tuple[Any, Any]:
+    """Operands in a common type: a double meets anything as a double (as in DuckDB)."""
+    if isinstance(a, float) or isinstance(b, float):
+        return float(a), float(b)
+    return a, b
+
+
+def _divide(a: Any, b: Any) -> float:
+    a, b = float(a), float(b)
+    if b == 0:
+        return math.nan if a == 0 or math.isnan(a) else math.copysign(math.inf, a)
+    return a / b
+
+
+def _epoch(value: datetime) -> float:
+    return _micros(value) / 1_000_000
+
+
+def _micros(value: datetime) -> int:
+    delta = value - datetime(1970, 1, 1)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _greatest(*args: Any) -> Any:
+    values = [a for a in args if a is not None]
+    return max(_common(values)) if values else None
+
+
+def _least(*args: Any) -> Any:
+    values = [a for a in args if a is not None]
+    return min(_common(values)) if values else None
+
+
+def _common(values: list[Any]) -> list[Any]:
+    return [float(v) for v in values] if any(isinstance(v, float) for v in values) else values
+
+
+#: Scalar functions by DuckDB name (NULL in, NULL out unless said otherwise).
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "sqrt": _null_safe(lambda x: math.sqrt(float(x)) if float(x) >= 0 else math.nan),
+    "pow": _null_safe(lambda x, y: math.pow(float(x), float(y))),
+    "power": _null_safe(lambda x, y: math.pow(float(x), float(y))),
+    "sin": _null_safe(lambda x: math.sin(float(x))),
+    "cos": _null_safe(lambda x: math.cos(float(x))),
+    "asin": _null_safe(lambda x: math.asin(float(x))),
+    "radians": _null_safe(lambda x: float(x) * (math.pi / 180.0)),
+    "abs": _null_safe(abs),
+    "epoch": _null_safe(_epoch),
+    "epoch_us": _null_safe(_micros),
+    "hour": _null_safe(lambda t: t.hour),
+    "isodow": _null_safe(lambda t: t.isoweekday()),
+    "year": _null_safe(lambda t: t.year),
+    "greatest": _greatest,
+    "least": _least,
+    "nullif": lambda a, b: None if a is not None and b is not None and a == b else a,
+    "coalesce": lambda *args: next((a for a in args if a is not None), None),
+    "isfinite": _null_safe(lambda x: math.isfinite(float(x))),
+    "lower": _null_safe(str.lower),
+    "upper": _null_safe(str.upper),
+    "to_days": _null_safe(lambda n: timedelta(days=n)),
+    "to_hours": _null_safe(lambda n: timedelta(hours=n)),
+    "to_minutes": _null_safe(lambda n: timedelta(minutes=n)),
+    "to_seconds": _null_safe(lambda n: timedelta(seconds=float(n))),
+    "trunc": _null_safe(lambda x: math.trunc(x) if isinstance(x, float) else x),
+}
+
+
+def _plus(a: Any, b: Any) -> Any:
+    if isinstance(a, datetime | date | timedelta) or isinstance(b, datetime | date | timedelta):
+        return a + b
+    a, b = _numeric(a, b)
+    return a + b
+
+
+def _minus(a: Any, b: Any) -> Any:
+    if isinstance(a, datetime | date | timedelta):
+        return a - b
+    a, b = _numeric(a, b)
+    return a - b
+
+
+def _times(a: Any, b: Any) -> Any:
+    a, b = _numeric(a, b)
+    return a * b
+
+
+_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "+": _null_safe(_plus),
+    "-": _null_safe(_minus),
+    "*": _null_safe(_times),
+    "/": _null_safe(_divide),
+}
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "COMPARE_EQUAL": lambda a, b: a == b,
+    "COMPARE_NOTEQUAL": lambda a, b: a != b,
+    "COMPARE_LESSTHAN": lambda a, b: a < b,
+    "COMPARE_GREATERTHAN": lambda a, b: a > b,
+    "COMPARE_LESSTHANOREQUALTO": lambda a, b: a <= b,
+    "COMPARE_GREATERTHANOREQUALTO": lambda a, b: a >= b,
+}
+
+
+def _cast(value: Any, type_name: str) -> Any:
+    """DuckDB's CAST of a Python value (doubles to integers round half to even, decimals
+    half away from zero)."""
+    if value is None:
+        return None
+    name = type_name.upper()
+    if name in ("DOUBLE", "FLOAT", "REAL"):
+        return float(value)
+    if name in ("BIGINT", "INTEGER", "TINYINT", "SMALLINT", "HUGEINT", "UBIGINT"):
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise Unsupported(f"CAST of {value} AS {name}")
+            return round(value)
+        if isinstance(value, Decimal):
+            return int(value.to_integral_value(rounding=ROUND_HALF_UP))
+        return int(value)
+    if name == "BOOLEAN":
+        return bool(value)
+    if name == "VARCHAR":
+        return str(value)
+    raise Unsupported(f"CAST AS {type_name}")
+
+
+class ExpressionCompiler:
+    """Compiles SQL expressions (text) to functions of a row, parsed by ``conn``.
+
+    ``macros`` is the text of ``macros.sql``: its scalar macros are compiled too.
+    """
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, macros: str = "") -> None:
+        self._conn = conn
+        self._macros: dict[str, tuple[list[str], dict[str, Any]]] = {}
+        for name, params, body in _MACRO.findall(macros):
+            self._macros[name] = ([p.strip() for p in params.split(",")], self._parse(body))
+
+    def compile(self, sql: str) -> Compiled:
+        """A function of a row (column name -> value) returning the expression's value."""
+        return self._node(self._parse(sql), {})
+
+    def _parse(self, sql: str) -> dict[str, Any]:
+        text = self._conn.execute("SELECT json_serialize_sql($q)", {"q": f"SELECT {sql}"})
+        tree = json.loads(text.fetchone()[0])
+        if tree.get("error"):
+            raise Unsupported(f"{sql}: {tree.get('error_message')}")
+        return tree["statements"][0]["node"]["select_list"][0]
+
+    def _node(self, node: dict[str, Any], bound: dict[str, Compiled]) -> Compiled:
+        kind = node["class"]
+        if kind == "COLUMN_REF":
+            name = node["column_names"][-1]
+            if name in bound:
+                return bound[name]
+            return lambda row: row[name]
+        if kind == "CONSTANT":
+            value = _constant(node["value"] if "value" in node else node["literal"])
+            return lambda row: value
+        if kind == "CAST":
+            if node.get("try_cast"):
+                raise Unsupported("TRY_CAST")
+            child, type_name = self._node(node["child"], bound), _type_name(node["type_expr"])
+            return lambda row: _cast(child(row), type_name)
+        if kind == "COMPARISON":
+            left, right = self._node(node["left"], bound), self._node(node["right"], bound)
+            compare = _COMPARISONS.get(node["type"])
+            if compare is None:
+                raise Unsupported(node["type"])
+
+            def comparison(row: Row) -> Any:
+                a, b = left(row), right(row)
+                if a is None or b is None:
+                    return None
+                a, b = _numeric(a, b) if _is_number(a) and _is_number(b) else (a, b)
+                return compare(a, b)
+
+            return comparison
+        if kind == "CONJUNCTION":
+            children = [self._node(c, bound) for c in node["children"]]
+            return _conjunction(children, node["type"] == "CONJUNCTION_AND")
+        if kind == "OPERATOR":
+            return self._operator(node, bound)
+        if kind == "CASE":
+            return self._case(node, bound)
+        if kind == "FUNCTION":
+            return self._function(node, bound)
+        raise Unsupported(kind)
+
+    def _operator(self, node: dict[str, Any], bound: dict[str, Compiled]) -> Compiled:
+        children = [self._node(c, bound) for c in node["children"]]
+        kind = node["type"]
+        if kind == "OPERATOR_IS_NULL":
+            return lambda row: children[0](row) is None
+        if kind == "OPERATOR_IS_NOT_NULL":
+            return lambda row: children[0](row) is not None
+        if kind == "OPERATOR_NOT":
+            return lambda row: None if (v := children[0](row)) is None else not v
+        if kind == "STRUCT_EXTRACT":
+            field = _constant(node["children"][1]["literal"])
+            return lambda row: None if (v := children[0](row)) is None else v.get(field)
+        raise Unsupported(kind)
+
+    def _case(self, node: dict[str, Any], bound: dict[str, Compiled]) -> Compiled:
+        checks = [
+            (self._node(c["when_expr"], bound), self._node(c["then_expr"], bound))
+            for c in node["case_checks"]
+        ]
+        otherwise = self._node(node["else_expr"], bound)
+
+        def case(row: Row) -> Any:
+            for when, then in checks:
+                if when(row):
+                    return then(row)
+            return otherwise(row)
+
+        return case
+
+    def _function(self, node: dict[str, Any], bound: dict[str, Compiled]) -> Compiled:
+        name = node["function_name"]
+        arguments = [
+            self._node(a.get("expression", a), bound)
+            for a in node.get("children", node.get("arguments", []))
+        ]
+        if node.get("is_operator") and name in _OPERATORS:
+            if len(arguments) == 1 and name == "-":
+                (child,) = arguments
+                return lambda row: None if (v := child(row)) is None else -v
+            left, right = arguments
+            operator = _OPERATORS[name]
+            return lambda row: operator(left(row), right(row))
+        if name in self._macros:
+            params, body = self._macros[name]
+            compiled = self._node(body, dict(zip(params, arguments, strict=True)))
+            return compiled
+        function = FUNCTIONS.get(name)
+        if function is None:
+            raise Unsupported(f"function {name}")
+        return lambda row: function(*(a(row) for a in arguments))
+
+
+def _conjunction(children: list[Compiled], conjunction_and: bool) -> Compiled:
+    def evaluate(row: Row) -> Any:
+        unknown = False
+        for child in children:
+            value = child(row)
+            if value is None:
+                unknown = True
+            elif bool(value) is not conjunction_and:
+                return not conjunction_and
+        return None if unknown else conjunction_and
+
+    return evaluate
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+def _type_name(node: dict[str, Any]) -> str:
+    if "type_name" in node:
+        return node["type_name"]
+    return node.get("id", "UNKNOWN")
+
+
+def _constant(value: dict[str, Any]) -> Any:
+    """A parsed constant as a Python value (numbers with a point are exact decimals)."""
+    kind = value.get("kind") or value.get("type", {}).get("id")
+    text = value.get("text", value.get("value"))
+    if kind in ("NULL_LITERAL", "NULL") or value.get("is_null"):
+        return None
+    if kind in ("INTEGER", "BIGINT", "HUGEINT"):
+        return int(text)
+    if kind in ("NUMERIC", "DECIMAL"):
+        return Decimal(str(text))
+    if kind in ("STRING", "VARCHAR"):
+        return str(text)
+    if kind in ("DOUBLE", "FLOAT"):
+        return float(text)
+    if kind == "BOOLEAN":
+        return str(text).lower() in ("true", "1")
+    raise Unsupported(f"constant {value}")
