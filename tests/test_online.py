@@ -136,6 +136,19 @@ def test_fresh_state_is_rebuilt_from_logged_events_after_a_restart(platform: Pla
     pd.testing.assert_frame_equal(restarted.compute(day[half : half + 20]).frame, expected)
 
 
+def test_compiled_rules_and_curation_give_what_ingestions_sql_gives(platform: Platform):
+    compiled = OnlineFeatures(platform.store, platform.registry, KEY)
+    reference = OnlineFeatures(platform.store, platform.registry, KEY, compiled_rows=False)
+    assert compiled.compiled.evaluators is not None
+    day = _transactions(platform.last_day)
+    odd = {**day[0], "transaction_id": "odd", "merchant": "  Caf\u00e9 \u00a0", "amount": "7.125"}
+    for transaction in [*day[:150], odd]:
+        a, b = compiled.compute([transaction]), reference.compute([transaction])
+        pd.testing.assert_frame_equal(a.frame, b.frame, check_dtype=False)
+        assert a.events == b.events and a.records == b.records
+
+
+@pytest.mark.parametrize("compiled_rows", [True, False], ids=["compiled", "sql"])
 @pytest.mark.parametrize(
     ("change", "field", "rule"),
     [
@@ -147,12 +160,15 @@ def test_fresh_state_is_rebuilt_from_logged_events_after_a_restart(platform: Pla
         ({"event_time": "01/02/2025 10:00"}, "event_time", "unparsable_timestamp"),
         ({"card_number": " "}, "card_number", "missing_required_field"),
         ({"merchant_lat": "123.0"}, "merchant_lat", "invalid_value"),
+        ({"amount": " 1e6"}, "amount", "amount_above_maximum"),  # not plain: DuckDB decides
+        ({"amount": 150000}, "amount", "amount_above_maximum"),  # a JSON number
+        ({"event_time": "2025-13-01 10:00:00"}, "event_time", "unparsable_timestamp"),
     ],
 )
 def test_a_transaction_ingestion_would_quarantine_is_refused_with_the_same_rule(
-    platform: Platform, change: dict, field: str, rule: str
+    platform: Platform, change: dict, field: str, rule: str, compiled_rows: bool
 ):
-    source = OnlineFeatures(platform.store, platform.registry, KEY)
+    source = OnlineFeatures(platform.store, platform.registry, KEY, compiled_rows=compiled_rows)
     good, bad = _transactions(platform.last_day.head(2))
     bad = {**bad, **change}
     with pytest.raises(InvalidTransactions) as refused:

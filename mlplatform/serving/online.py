@@ -27,7 +27,9 @@ from mlplatform.warehouse.connection import read_sql, sql_literal, transaction
 from mlplatform.warehouse.feature_registry import INPUT_COLUMNS, FeatureRegistry
 from mlplatform.warehouse.feature_state import CompiledFeatures, FeatureState, as_records
 from mlplatform.warehouse.pii import hmac_pads, mask_card_like_digits
+from mlplatform.warehouse.row_program import RowProgram, request_text
 from mlplatform.warehouse.row_rules import pseudonyms_sql, typed_columns, violation
+from mlplatform.warehouse.sql_expressions import NotPlain, Unsupported
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,10 @@ FUTURE_TOLERANCE = timedelta(minutes=5)
 class OnlineFeatures:
     """Feature source over a DuckDB file with the curated schema, for new transactions.
 
+    ``compiled_rows`` runs the landing rules and curation of a request compiled to Python
+    (:class:`~mlplatform.warehouse.row_program.RowProgram`); False runs ingestion's SQL
+    files in DuckDB for every request (the reference the compiled rows are tested against).
+
     The store is attached read-only for the service's life (reattached when the file is
     replaced); each card's events are read once, when the card is first seen, into
     :class:`~mlplatform.warehouse.feature_state.FeatureState`, which also holds the
@@ -102,6 +108,7 @@ class OnlineFeatures:
         pii_key: bytes,
         *,
         max_amount: float = 100_000.0,
+        compiled_rows: bool = True,
     ) -> None:
         self.store_path = Path(store_path)
         self.registry = registry
@@ -115,6 +122,10 @@ class OnlineFeatures:
         self._mem.execute(read_sql("macros"))
         self.compiled = CompiledFeatures(registry, self._mem)
         self.state = FeatureState(self.compiled)
+        self._program = (
+            _row_program(self._mem, self.compiled, pii_key, max_amount) if compiled_rows else None
+        )
+        self._reference: dict[str, tuple[Any, Any]] = {}
         self._loaded: set[str] = set()
         self._fresh: dict[str, tuple] = {}
         self._opened: tuple[int, int] | None = None
@@ -135,6 +146,12 @@ class OnlineFeatures:
         with transaction(mem):
             mem.execute("DELETE FROM raw.card_reference")
             mem.execute("INSERT INTO raw.card_reference SELECT * FROM store.raw.card_reference")
+        self._reference = {
+            card: (limit, band)
+            for card, limit, band in mem.execute(
+                "SELECT card_id, credit_limit, income_band FROM raw.card_reference"
+            ).fetchall()
+        }
         last, events = mem.execute(
             "SELECT max(event_time), count(*) FROM store.curated.transactions"
         ).fetchone()
@@ -166,22 +183,18 @@ class OnlineFeatures:
         Raises :class:`InvalidTransactions` naming each transaction that breaks a rule.
         """
         started = time.perf_counter()
-        self._curate(transactions)
+        curated = self._compiled_rows(transactions)
+        if curated is None:
+            records, rows = self._duckdb_rows(transactions)
+        else:
+            records, rows = curated
         validated = time.perf_counter()
-        mem = self._mem
-        records = mem.execute(self.compiled.records_sql("online_rows")).fetchall()
         self._load_cards({r[3] for r in records})
         values = self.state.aggregates(records)
-        rows = [
-            dict(zip(INPUT_COLUMNS, row, strict=True))
-            for row in mem.execute(
-                f"SELECT {', '.join(INPUT_COLUMNS)} FROM online_rows ORDER BY row_idx"
-            ).fetchall()
-        ]
         features = self.compiled.features(rows, values)
-        if features is None:
+        if features is None:  # the projection in DuckDB (its rows are in online_rows)
             sql = self.compiled.projection_sql("online_rows", values)
-            frame = mem.execute(sql).df().drop(columns="row_idx")
+            frame = self._mem.execute(sql).df().drop(columns="row_idx")
         else:
             frame = pd.DataFrame(features)
         done = time.perf_counter()
@@ -192,6 +205,45 @@ class OnlineFeatures:
             (done - validated) * 1000,
             records,
         )
+
+    def _compiled_rows(
+        self, transactions: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[tuple], list[dict[str, Any]]] | None:
+        """Records and input rows of the request by the compiled row program, or None when
+        a value needs DuckDB (:class:`NotPlain`)."""
+        if self._program is None or not transactions:
+            return None
+        try:
+            violations, curated, times = self._program.run(
+                transactions, self._reference, datetime.now()
+            )
+        except NotPlain:
+            return None
+        errors = [
+            RowError(i, v["column"], v["rule"], mask_card_like_digits(v["detail"] or ""))
+            for i, v in violations
+        ]
+        _refuse(errors + _future(times))
+        hashes = self._mem.execute(
+            "SELECT hash(id) FROM unnest($ids) AS t(id)",
+            {"ids": [row["transaction_id"] for row in curated]},
+        ).fetchall()
+        records = [self.compiled.record(row, h) for row, (h,) in zip(curated, hashes, strict=True)]
+        return records, [{c: row[c] for c in INPUT_COLUMNS} for row in curated]
+
+    def _duckdb_rows(
+        self, transactions: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[tuple], list[dict[str, Any]]]:
+        """Records and input rows of the request by ingestion's SQL files, in DuckDB."""
+        self._curate(transactions)
+        records = self._mem.execute(self.compiled.records_sql("online_rows")).fetchall()
+        rows = [
+            dict(zip(INPUT_COLUMNS, row, strict=True))
+            for row in self._mem.execute(
+                f"SELECT {', '.join(INPUT_COLUMNS)} FROM online_rows ORDER BY row_idx"
+            ).fetchall()
+        ]
+        return records, rows
 
     def record(self, batch: FeatureBatch) -> None:
         """Count the scored transactions of ``batch`` in later transactions' windows."""
@@ -238,6 +290,7 @@ class OnlineFeatures:
             raise InvalidTransactions([RowError(0, "transactions", "empty_request", "no rows")])
         mem = self._mem
         names = list(CANONICAL_COLUMNS)
+        trimmed = ", ".join(f"nullif(trim({c}), '') AS {c}" for c in names)
         rows = ", ".join(
             "(" + ", ".join([str(i), *(_text(t.get(c)) for c in names)]) + ")"
             for i, t in enumerate(transactions)
@@ -245,9 +298,10 @@ class OnlineFeatures:
         mem.execute(
             f"""CREATE OR REPLACE TEMP TABLE batch AS
                 SELECT 0 AS file_id,
-                       CAST(try_strptime(event_time, '{ONLINE_CONTRACT.event_time_format}')
+                       CAST(try_strptime(trim(event_time),
+                                         '{ONLINE_CONTRACT.event_time_format}')
                             AS DATE) AS partition_date,
-                       'online' AS file, row_idx, row_idx + 1 AS line, {", ".join(names)}
+                       'online' AS file, row_idx, row_idx + 1 AS line, {trimmed}
                 FROM (VALUES {rows}) AS t(row_idx, {", ".join(names)})"""
         )
         mem.execute(self._checks)
@@ -260,17 +314,10 @@ class OnlineFeatures:
                    FROM checked WHERE violation IS NOT NULL ORDER BY row_idx"""
             ).fetchall()
         ]
-        late = datetime.now() + FUTURE_TOLERANCE
-        errors += [
-            RowError(int(i), "event_time", "event_time_in_future", f"{t} is after now")
-            for i, t in mem.execute(
-                "SELECT row_idx, event_time_ts FROM checked "
-                "WHERE violation IS NULL AND event_time_ts > $late ORDER BY row_idx",
-                {"late": late},
-            ).fetchall()
-        ]
-        if errors:
-            raise InvalidTransactions(sorted(errors, key=lambda e: e.index))
+        times = mem.execute(
+            "SELECT row_idx, event_time_ts FROM checked WHERE violation IS NULL ORDER BY row_idx"
+        ).fetchall()
+        _refuse(errors + _future(times))
         mem.execute(pseudonyms_sql(), self._pads)
         with transaction(mem):
             mem.execute("DELETE FROM raw.transactions")
@@ -296,11 +343,37 @@ class OnlineFeatures:
 
 
 def _text(value: Any) -> str:
-    """A request value as the text a landing file would hold (NULL when empty)."""
-    if value is None:
-        return "NULL::VARCHAR"
-    text = str(value).strip()
-    return sql_literal(text) if text else "NULL::VARCHAR"
+    """A request value as an SQL literal of the text a landing file would hold."""
+    text = request_text(value)
+    return "NULL::VARCHAR" if text is None else sql_literal(text)
+
+
+def _future(times: Iterable[tuple[int, datetime]]) -> list[RowError]:
+    """The online rule: an event time later than now (give or take the tolerance)."""
+    late = datetime.now() + FUTURE_TOLERANCE
+    return [
+        RowError(int(i), "event_time", "event_time_in_future", f"{t} is after now")
+        for i, t in times
+        if t is not None and t > late
+    ]
+
+
+def _refuse(errors: list[RowError]) -> None:
+    if errors:
+        raise InvalidTransactions(sorted(errors, key=lambda e: e.index))
+
+
+def _row_program(
+    mem: duckdb.DuckDBPyConnection, compiled: CompiledFeatures, key: bytes, max_amount: float
+) -> RowProgram | None:
+    """The request's rows compiled to Python, when every expression compiles (else None:
+    every request then runs ingestion's SQL in DuckDB)."""
+    if compiled.evaluators is None:
+        return None
+    try:
+        return RowProgram(mem, ONLINE_CONTRACT, compiled.registry, max_amount, key)
+    except Unsupported:
+        return None
 
 
 def _json(value: Any) -> Any:

@@ -171,6 +171,15 @@ class CompiledFeatures:
             f"FROM ({event_columns(self.registry, source)})"
         )
 
+    def record(self, event: Mapping[str, Any], transaction_hash: int) -> tuple:
+        """The event record of one row of event columns (as :meth:`records_sql` selects)."""
+        arguments = tuple(
+            int(Decimal(event[a]).scaleb(self.scales[a])) if a in self.scales else event[a]
+            for a in self.arguments
+        )
+        head = tuple(transaction_hash if c == "transaction_hash" else event[c] for c in _HEAD)
+        return (*head, event["event_day"], *arguments)
+
     def partials_sql(self, source: str) -> str:
         """SELECT of the daily partials per key and day of the events of ``source``, with
         the declarations' own SQL (``count(label)`` ...)."""

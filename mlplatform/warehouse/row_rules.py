@@ -33,16 +33,22 @@ RANGES = {
 }
 
 
-def typed_columns(contract: Contract) -> str:
-    """SQL of the typed values of a staged row ``b`` (``<name>_num``, ``event_time_ts``)."""
+def typed_column_list(contract: Contract) -> list[tuple[str, str]]:
+    """(name, SQL) of the typed values of a staged row ``b``: ``event_time_ts``,
+    ``birth_year_num`` and ``<name>_num`` of the numeric columns."""
     birth = "try_strptime(b.birth_date, '%Y-%m-%d')"
     parts = [
-        f"try_strptime(b.event_time, {sql_literal(contract.event_time_format)}) AS event_time_ts",
-        f"year({birth})::INTEGER AS birth_year_num",
+        ("event_time_ts", f"try_strptime(b.event_time, {sql_literal(contract.event_time_format)})"),
+        ("birth_year_num", f"year({birth})::INTEGER"),
     ]
     for name, sql_type in NUMERIC_COLUMNS.items():
-        parts.append(f"TRY_CAST(b.{name} AS {sql_type}) AS {name}_num")
-    return ",\n        ".join(parts)
+        parts.append((f"{name}_num", f"TRY_CAST(b.{name} AS {sql_type})"))
+    return parts
+
+
+def typed_columns(contract: Contract) -> str:
+    """SQL of the typed values of a staged row ``b`` (``<name>_num``, ``event_time_ts``)."""
+    return ",\n        ".join(f"{sql} AS {name}" for name, sql in typed_column_list(contract))
 
 
 def violation(contract: Contract, max_amount: float) -> str:

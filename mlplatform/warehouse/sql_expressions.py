@@ -36,6 +36,84 @@ class Unsupported(ValueError):
     """An expression this compiler does not evaluate (the caller uses DuckDB instead)."""
 
 
+class NotPlain(ValueError):
+    """A value whose conversion here might differ from DuckDB's (text that is not plain
+    ASCII digits, an amount with more decimals than a rounding keeps...): the caller
+    evaluates that input with DuckDB instead."""
+
+
+_PLAIN_DOUBLE = re.compile(r"-?\d{1,12}(\.\d{1,8})?")
+_PLAIN_INTEGER = re.compile(r"-?\d{1,15}")
+_PLAIN_FORMATS = {
+    "%Y-%m-%d %H:%M:%S": re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"),
+    "%Y-%m-%d": re.compile(r"\d{4}-\d{2}-\d{2}"),
+}
+
+
+def _plain_text(value: str) -> str:
+    """ASCII text without a vertical tab: where Python's and RE2's classes agree."""
+    if not value.isascii() or "\x0b" in value:
+        raise NotPlain(value)
+    return value
+
+
+def _try_cast(value: Any, type_name: str) -> Any:
+    """TRY_CAST of text to a number, for plain decimal text only."""
+    if value is None:
+        return None
+    text = str(value)
+    name = type_name.upper()
+    if name == "DOUBLE" and _PLAIN_DOUBLE.fullmatch(text):
+        return float(text)
+    if name in ("BIGINT", "INTEGER") and _PLAIN_INTEGER.fullmatch(text):
+        return int(text)
+    raise NotPlain(text)
+
+
+def _try_strptime(value: Any, fmt: str) -> datetime | None:
+    if value is None:
+        return None
+    pattern = _PLAIN_FORMATS.get(fmt)
+    if pattern is None or not pattern.fullmatch(value):
+        raise NotPlain(value)
+    try:
+        return datetime.strptime(value, fmt)
+    except ValueError as error:  # e.g. month 13: DuckDB decides what that is
+        raise NotPlain(value) from error
+
+
+def _round(value: Any, digits: int = 0) -> Any:
+    """round() of a value already at that precision (the only case evaluated here)."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and float(f"{value:.{digits}f}") == value:
+        return value
+    raise NotPlain(repr(value))
+
+
+def _regexp_matches(value: Any, pattern: str) -> Any:
+    return None if value is None else re.search(pattern, _plain_text(value), re.ASCII) is not None
+
+
+def _regexp_replace(value: Any, pattern: str, replacement: str, options: str = "") -> Any:
+    if value is None:
+        return None
+    return re.sub(pattern, replacement, _plain_text(value), count=0 if "g" in options else 1,
+                  flags=re.ASCII)  # fmt: skip
+
+
+def _concat(a: Any, b: Any) -> Any:
+    return None if a is None or b is None else f"{_text(a)}{_text(b)}"
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        raise NotPlain(repr(value))  # DuckDB's shortest text of a double: not attempted here
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    return str(value)
+
+
 def _null_safe(function: Callable[..., Any]) -> Callable[..., Any]:
     def call(*args: Any) -> Any:
         return None if any(a is None for a in args) else function(*args)
@@ -111,6 +189,13 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "to_minutes": _null_safe(lambda n: timedelta(minutes=n)),
     "to_seconds": _null_safe(lambda n: timedelta(seconds=float(n))),
     "trunc": _null_safe(lambda x: math.trunc(x) if isinstance(x, float) else x),
+    "try_strptime": _try_strptime,
+    "round": _round,
+    "regexp_matches": _regexp_matches,
+    "regexp_replace": _regexp_replace,
+    "||": _concat,
+    "^@": _null_safe(lambda a, b: a.startswith(b)),
+    "suffix": _null_safe(lambda a, b: a.endswith(b)),
 }
 
 
@@ -122,6 +207,8 @@ def _plus(a: Any, b: Any) -> Any:
 
 
 def _minus(a: Any, b: Any) -> Any:
+    if isinstance(a, date) and not isinstance(a, datetime) and isinstance(b, date):
+        return (a - b).days  # DATE - DATE is a number of days
     if isinstance(a, datetime | date | timedelta):
         return a - b
     a, b = _numeric(a, b)
@@ -149,7 +236,7 @@ _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def _cast(value: Any, type_name: str) -> Any:
+def cast_value(value: Any, type_name: str) -> Any:
     """DuckDB's CAST of a Python value (doubles to integers round half to even, decimals
     half away from zero)."""
     if value is None:
@@ -170,8 +257,34 @@ def _cast(value: Any, type_name: str) -> Any:
     if name == "BOOLEAN":
         return bool(value)
     if name == "VARCHAR":
-        return str(value)
+        return _text(value)
+    if name == "DATE":
+        if isinstance(value, datetime):
+            return value.date()
+        if isinstance(value, date):
+            return value
+        if isinstance(value, str) and _PLAIN_FORMATS["%Y-%m-%d"].fullmatch(value):
+            return date.fromisoformat(value)
+        raise NotPlain(str(value))
+    if name == "TIMESTAMP" and isinstance(value, datetime):
+        return value
     raise Unsupported(f"CAST AS {type_name}")
+
+
+def _cast_decimal(value: Any, scale: int) -> Decimal | None:
+    """CAST AS DECIMAL(_, scale) of a value already at that precision (else NotPlain)."""
+    if value is None:
+        return None
+    if isinstance(value, Decimal | int) and not isinstance(value, bool):
+        exact = Decimal(value)
+        if exact == exact.quantize(Decimal(1).scaleb(-scale)):
+            return exact.quantize(Decimal(1).scaleb(-scale))
+        raise NotPlain(str(value))
+    if isinstance(value, float) and math.isfinite(value):
+        text = f"{value:.{scale}f}"
+        if float(text) == value:
+            return Decimal(text)
+    raise NotPlain(repr(value))
 
 
 class ExpressionCompiler:
@@ -190,12 +303,24 @@ class ExpressionCompiler:
         """A function of a row (column name -> value) returning the expression's value."""
         return self._node(self._parse(sql), {})
 
+    def compile_select(self, select: str, skip: tuple[str, ...] = ()) -> list[tuple[str, Compiled]]:
+        """(alias, function) of each item of a SELECT statement's select list (but the
+        aliases in ``skip``)."""
+        return [
+            (item.get("alias", ""), self._node(item, {}))
+            for item in self._select(select)
+            if item.get("alias", "") not in skip
+        ]
+
     def _parse(self, sql: str) -> dict[str, Any]:
-        text = self._conn.execute("SELECT json_serialize_sql($q)", {"q": f"SELECT {sql}"})
+        return self._select(f"SELECT {sql}")[0]
+
+    def _select(self, select: str) -> list[dict[str, Any]]:
+        text = self._conn.execute("SELECT json_serialize_sql($q)", {"q": select})
         tree = json.loads(text.fetchone()[0])
         if tree.get("error"):
-            raise Unsupported(f"{sql}: {tree.get('error_message')}")
-        return tree["statements"][0]["node"]["select_list"][0]
+            raise Unsupported(f"{select[:80]}: {tree.get('error_message')}")
+        return tree["statements"][0]["node"]["select_list"]
 
     def _node(self, node: dict[str, Any], bound: dict[str, Compiled]) -> Compiled:
         kind = node["class"]
@@ -208,10 +333,16 @@ class ExpressionCompiler:
             value = _constant(node["value"] if "value" in node else node["literal"])
             return lambda row: value
         if kind == "CAST":
-            if node.get("try_cast"):
-                raise Unsupported("TRY_CAST")
             child, type_name = self._node(node["child"], bound), _type_name(node["type_expr"])
-            return lambda row: _cast(child(row), type_name)
+            if node.get("try_cast"):
+                return lambda row: _try_cast(child(row), type_name)
+            if type_name.upper() == "DECIMAL":
+                scale = int(node["type_expr"]["children"][1]["literal"]["text"])
+                return lambda row: _cast_decimal(child(row), scale)
+            return lambda row: cast_value(child(row), type_name)
+        if kind == "PARAMETER":
+            name = "$" + node["identifier"]
+            return lambda row: row[name]
         if kind == "COMPARISON":
             left, right = self._node(node["left"], bound), self._node(node["right"], bound)
             compare = _COMPARISONS.get(node["type"])
@@ -246,6 +377,15 @@ class ExpressionCompiler:
             return lambda row: children[0](row) is not None
         if kind == "OPERATOR_NOT":
             return lambda row: None if (v := children[0](row)) is None else not v
+        if kind in ("COMPARE_IN", "COMPARE_NOT_IN"):
+            value, *options = children
+            inside = kind == "COMPARE_IN"
+
+            def membership(row: Row) -> Any:
+                v = value(row)
+                return None if v is None else (v in {o(row) for o in options}) is inside
+
+            return membership
         if kind == "STRUCT_EXTRACT":
             field = _constant(node["children"][1]["literal"])
             return lambda row: None if (v := children[0](row)) is None else v.get(field)
@@ -268,6 +408,9 @@ class ExpressionCompiler:
 
     def _function(self, node: dict[str, Any], bound: dict[str, Compiled]) -> Compiled:
         name = node["function_name"]
+        if name == "struct_pack":
+            fields = [(a["name"], self._node(a["expression"], bound)) for a in node["arguments"]]
+            return lambda row: {field: value(row) for field, value in fields}
         arguments = [
             self._node(a.get("expression", a), bound)
             for a in node.get("children", node.get("arguments", []))
