@@ -236,7 +236,7 @@ class OnlineFeatures:
     ) -> tuple[list[tuple], list[dict[str, Any]]]:
         """Records and input rows of the request by ingestion's SQL files, in DuckDB."""
         self._curate(transactions)
-        records = self._mem.execute(self.compiled.records_sql("online_rows")).fetchall()
+        records = self.compiled.fetch_records(self._mem, "online_rows")
         rows = [
             dict(zip(INPUT_COLUMNS, row, strict=True))
             for row in self._mem.execute(
@@ -269,6 +269,19 @@ class OnlineFeatures:
         self._load_cards({r[3] for r in records})
         self.state.add(records)
         self._fresh.update((r[2], r) for r in records)
+
+    def preload(self) -> int:
+        """Read every card's events from the store now (instead of at a card's first
+        request: a few ms each); how many events."""
+        cards = {
+            r[0]
+            for r in self._mem.execute(
+                "SELECT DISTINCT card_id FROM store.curated.transactions"
+            ).fetchall()
+        }
+        before = sum(len(c.records) for c in self.state.cards.values())
+        self._load_cards(cards)
+        return sum(len(c.records) for c in self.state.cards.values()) - before
 
     def _load_cards(self, cards: set[str]) -> None:
         """Read the store's events of cards seen for the first time (and their fresh ones)."""

@@ -38,7 +38,7 @@ from mlplatform.warehouse.feature_registry import (
     Window,
 )
 from mlplatform.warehouse.features import event_columns
-from mlplatform.warehouse.sql_expressions import ExpressionCompiler, Unsupported
+from mlplatform.warehouse.sql_expressions import ExpressionCompiler, Unsupported, epoch_micros
 
 # A window call in a declaration: ``function(argument) OVER {over}``.
 _CALL = re.compile(r"(\w+)\((\w+)\) OVER \{over\}")
@@ -136,6 +136,20 @@ class CompiledFeatures:
             for argument, sql_type in zip(self.arguments, argument_types, strict=True)
             if (match := _DECIMAL.fullmatch(sql_type))
         }
+        #: Fields of each struct argument: fetched as columns (DuckDB's conversion of
+        #: structs to Python is slow), put together again by :meth:`fetch_records`.
+        self.struct_fields = {
+            argument: _struct_fields(sql_type)
+            for argument, sql_type in zip(self.arguments, argument_types, strict=True)
+            if sql_type.startswith("STRUCT(")
+        }
+        #: Timestamp arguments: held as microseconds since 1970 (Python datetimes are slow
+        #: to make by the hundred thousand), made datetimes again only as aggregate values.
+        self.timestamps = {
+            argument
+            for argument, sql_type in zip(self.arguments, argument_types, strict=True)
+            if sql_type == "TIMESTAMP"
+        }
         self.windows = tuple(dict.fromkeys(a.window for a in self.aggregates))
         self.evaluators = _evaluators(self, conn)
 
@@ -161,22 +175,62 @@ class CompiledFeatures:
 
     def records_sql(self, source: str) -> str:
         """SELECT of the event records of ``source`` (a table with the input columns): the
-        columns :class:`FeatureState` keeps, decimals scaled to integers."""
-        arguments = ", ".join(
-            f"CAST({a} * {10 ** self.scales[a]} AS HUGEINT) AS {a}" if a in self.scales else a
-            for a in self.arguments
-        )
+        columns :class:`FeatureState` keeps, decimals scaled to integers, timestamps in
+        microseconds, structs as one column per field."""
+        columns = []
+        for a in self.arguments:
+            if a in self.scales:
+                # BIGINT, not HUGEINT (1 s per column per 600k rows to read into Python): an
+                # amount squared in 1/10000 fits while amounts stay below 3e7
+                columns.append(f"CAST({a} * {10 ** self.scales[a]} AS BIGINT) AS {a}")
+            elif a in self.struct_fields:
+                columns += [
+                    f"epoch_us(({a}).{f}) AS {a}__{f}"
+                    if t == "TIMESTAMP"
+                    else f"({a}).{f} AS {a}__{f}"
+                    for f, t in self.struct_fields[a].items()
+                ]
+            elif a in self.timestamps:
+                columns.append(f"{_held(a, True)} AS {a}")
+            else:
+                columns.append(a)
         return (
-            f"SELECT {', '.join(_HEAD)}, event_day, {arguments}\n"
+            f"SELECT {', '.join(_HEAD)}, event_day, {', '.join(columns)}\n"
             f"FROM ({event_columns(self.registry, source)})"
         )
 
+    def fetch_records(
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        source: str,
+        params: Mapping[str, Any] | None = None,
+        order: str = "",
+    ) -> list[tuple]:
+        """The event records of ``source`` (see :meth:`records_sql`), in ``order``."""
+        return conn.execute(self.records_sql(source) + order, params or {}).fetchall()
+
+    def slots(self) -> dict[str, int]:
+        """Where each argument starts in a record (a struct takes a slot per field)."""
+        at, where = len(_HEAD) + 1, {}
+        for a in self.arguments:
+            where[a] = at
+            at += len(self.struct_fields.get(a, ())) or 1
+        return where
+
     def record(self, event: Mapping[str, Any], transaction_hash: int) -> tuple:
         """The event record of one row of event columns (as :meth:`records_sql` selects)."""
-        arguments = tuple(
-            int(Decimal(event[a]).scaleb(self.scales[a])) if a in self.scales else event[a]
-            for a in self.arguments
-        )
+        arguments: list[Any] = []
+        for a in self.arguments:
+            if a in self.scales:
+                arguments.append(int(Decimal(event[a]).scaleb(self.scales[a])))
+            elif a in self.struct_fields:
+                value = event[a] or {}
+                arguments += [
+                    _encoded(value.get(f), t == "TIMESTAMP")
+                    for f, t in self.struct_fields[a].items()
+                ]
+            else:
+                arguments.append(_encoded(event[a], a in self.timestamps))
         head = tuple(transaction_hash if c == "transaction_hash" else event[c] for c in _HEAD)
         return (*head, event["event_day"], *arguments)
 
@@ -330,7 +384,7 @@ class FeatureState:
         self.cards: dict[str, _Card] = {}
         self.card_of: dict[str, str] = {}
         self.partials: dict[tuple, dict[int, list[Any]]] = {}
-        self._argument = {a: len(_HEAD) + 1 + i for i, a in enumerate(compiled.arguments)}
+        self._argument = compiled.slots()
         self._columns = {
             **{c: i for i, c in enumerate(_HEAD)},
             "event_day": len(_HEAD),
@@ -346,10 +400,9 @@ class FeatureState:
         """Add the events of ``source`` (a table with the curated columns, optionally with a
         ``WHERE`` bound by ``params``) to the cards; how many. The daily partials are loaded
         apart (:meth:`load_partials`)."""
-        records = conn.execute(
-            self.compiled.records_sql(source) + " ORDER BY card_id, event_us, transaction_hash",
-            params or {},
-        ).fetchall()
+        records = self.compiled.fetch_records(
+            conn, source, params, " ORDER BY card_id, event_us, transaction_hash"
+        )
         for record in records:
             card = self.cards.get(record[3])
             if card is None:
@@ -464,8 +517,16 @@ class FeatureState:
     def _evaluate(self, aggregate: Aggregate, members: list[tuple]) -> Any:
         column = self._argument[aggregate.argument]
         if aggregate.function in ("first_value", "lag"):
-            value = members[0][column] if members else None
-            return _unscaled(self.compiled, aggregate.argument, value)
+            if not members:
+                return None
+            fields = self.compiled.struct_fields.get(aggregate.argument)
+            if fields is not None:
+                values = members[0][column : column + len(fields)]
+                return {
+                    f: _decoded(v, t == "TIMESTAMP")
+                    for (f, t), v in zip(fields.items(), values, strict=True)
+                }
+            return _unscaled(self.compiled, aggregate.argument, members[0][column])
         values = [m[column] for m in members if m[column] is not None]
         if not values:
             return None
@@ -487,8 +548,28 @@ class FeatureState:
 
 
 def _unscaled(compiled: CompiledFeatures, argument: str, value: Any) -> Any:
+    """An aggregate's value from its held form (scaled decimal, timestamp microseconds)."""
+    if value is None:
+        return None
     scale = compiled.scales.get(argument)
-    return Decimal(value).scaleb(-scale) if scale is not None and value is not None else value
+    if scale is not None:
+        return Decimal(value).scaleb(-scale)
+    return _decoded(value, argument in compiled.timestamps)
+
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _held(sql: str, timestamp: bool) -> str:
+    return f"epoch_us({sql})" if timestamp else sql
+
+
+def _encoded(value: Any, timestamp: bool) -> Any:
+    return epoch_micros(value) if timestamp and value is not None else value
+
+
+def _decoded(value: Any, timestamp: bool) -> Any:
+    return _EPOCH + timedelta(microseconds=value) if timestamp and value is not None else value
 
 
 def _zero(partial: DailyPartial) -> int | None:
@@ -530,6 +611,6 @@ def as_records(
             f"INSERT INTO logged_events VALUES ({placeholders})",
             [[row.get(c) for c in INPUT_COLUMNS] for row in rows],
         )
-        return cursor.execute(compiled.records_sql("logged_events")).fetchall()
+        return compiled.fetch_records(cursor, "logged_events")
     finally:
         cursor.close()

@@ -140,10 +140,11 @@ def _divide(a: Any, b: Any) -> float:
 
 
 def _epoch(value: datetime) -> float:
-    return _micros(value) / 1_000_000
+    return epoch_micros(value) / 1_000_000
 
 
-def _micros(value: datetime) -> int:
+def epoch_micros(value: datetime) -> int:
+    """Microseconds since 1970-01-01 of a naive timestamp (DuckDB's ``epoch_us``)."""
     delta = value - datetime(1970, 1, 1)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
@@ -173,7 +174,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "radians": _null_safe(lambda x: float(x) * (math.pi / 180.0)),
     "abs": _null_safe(abs),
     "epoch": _null_safe(_epoch),
-    "epoch_us": _null_safe(_micros),
+    "epoch_us": _null_safe(epoch_micros),
     "hour": _null_safe(lambda t: t.hour),
     "isodow": _null_safe(lambda t: t.isoweekday()),
     "year": _null_safe(lambda t: t.year),
