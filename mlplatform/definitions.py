@@ -23,7 +23,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
     """The resources every asset and sensor uses, configured from settings."""
     return {
         "warehouse": WarehouseResource(
-            path=str(settings.warehouse_path), memory_limit=settings.duckdb_memory_limit
+            path=str(settings.warehouse_path),
+            memory_limit=settings.duckdb_memory_limit,
+            lock_timeout_seconds=settings.warehouse_lock_timeout_seconds,
         ),
         "landing": LandingZoneResource(
             landing_dir=str(settings.landing_dir), contract_path=str(settings.contract)

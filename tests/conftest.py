@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -82,3 +86,29 @@ def insert_curated(conn: duckdb.DuckDBPyConnection, events: pd.DataFrame) -> Non
         "1 AS source_line FROM hand_built"
     )
     conn.unregister("hand_built")
+
+
+HOLD_SCRIPT = """
+import sys, duckdb
+conn = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == "read_only")
+print("held", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+"""
+
+
+@contextmanager
+def warehouse_held_open(warehouse: Path, *, read_only: bool = False) -> Iterator[subprocess.Popen]:
+    """Another process (as a person in the DuckDB CLI would) holding the warehouse file open
+    until the block ends, or until the test closes the process's stdin."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD_SCRIPT, str(warehouse), "read_only" if read_only else "rw"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout.readline().strip() == "held"
+        yield process
+    finally:
+        process.kill()
+        process.wait()
