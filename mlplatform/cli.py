@@ -84,6 +84,7 @@ def demo(
     if not any(settings.landing_dir.glob("transactions_*.csv")):
         generate(out=None, cards=cards, days=days, start_date=None, seed=seed,
                  drift_start=None, malformed_rate=0.002)  # fmt: skip
+    from mlplatform.assets.partitions import consecutive_ranges, partition_range_tags
     from mlplatform.definitions import defs
     from mlplatform.warehouse.ingestion import partition_date_of
 
@@ -93,11 +94,8 @@ def demo(
     instance = dg.DagsterInstance.get()
     _run_job(defs, instance, "reference_data")
     failures = []
-    for first, last in _consecutive_ranges(days_with_files):
-        tags = {
-            "dagster/asset_partition_range_start": first.isoformat(),
-            "dagster/asset_partition_range_end": last.isoformat(),
-        }
+    for first, last in consecutive_ranges(days_with_files):
+        tags = partition_range_tags(first, last)
         if failure := _run_job(defs, instance, "daily_ingestion", tags, f"{first} .. {last}"):
             failures.append(failure)
     _print_ingestion_summary(settings.warehouse_path)
@@ -136,17 +134,6 @@ def _run_job(
         and not e.asset_check_evaluation_data.passed
     ]
     return f"{name} {label} (run {result.run_id}): " + "\n".join(messages + failed_checks)
-
-
-def _consecutive_ranges(days: list[date]) -> list[tuple[date, date]]:
-    """Sorted days grouped into (first, last) runs of consecutive days."""
-    ranges: list[tuple[date, date]] = []
-    for day in days:
-        if ranges and (day - ranges[-1][1]).days == 1:
-            ranges[-1] = (ranges[-1][0], day)
-        else:
-            ranges.append((day, day))
-    return ranges
 
 
 def _print_ingestion_summary(warehouse: Path) -> None:

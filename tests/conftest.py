@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 import duckdb
@@ -18,6 +22,7 @@ import pytest
 from mlplatform.datagen import SimulationConfig, SimulationSummary, simulate
 
 START = date(2025, 1, 1)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -112,3 +117,61 @@ def warehouse_held_open(warehouse: Path, *, read_only: bool = False) -> Iterator
     finally:
         process.kill()
         process.wait()
+
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@contextmanager
+def dagster_daemon(platform_home: PlatformHome) -> Iterator[subprocess.Popen]:
+    """`dagster-daemon run` on the code location, with the test's environment and instance;
+    it and every process it starts (code server, runs) are killed when the block ends."""
+    log = (platform_home.dagster_home / "daemon.log").open("w")
+    process = subprocess.Popen(
+        [str(BIN / "dagster-daemon"), "run", "-m", "mlplatform.definitions"],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # one process group: the teardown reaches the run workers
+    )
+    try:
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def dagster_cli(*args: str) -> None:
+    """Run the `dagster` command on the code location (e.g. `sensor start landing_sensor`)."""
+    subprocess.run(
+        [str(BIN / "dagster"), *args, "-m", "mlplatform.definitions"], cwd=REPO, check=True,
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+
+
+def wait_until(
+    condition: Callable[[], T | None], what: str, timeout: float = 180, log: Path | None = None
+) -> T:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what`` (and the
+    end of ``log``) when it has not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.5)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise AssertionError(f"timed out waiting for {what}\n{tail}")
+
+
+def sensor_ticks(instance: dg.DagsterInstance, name: str) -> list:
+    """The ticks of a sensor or schedule, newest first."""
+    for state in instance.all_instigator_state():
+        if state.instigator_name == name:
+            return list(instance.get_ticks(state.instigator_origin_id, state.selector_id))
+    return []

@@ -14,6 +14,9 @@ daily_ingestion_job = dg.define_asset_job(
     partitions_def=daily_partitions,
     description="Validate one day's landing file(s) into raw, curate them and build their "
     "features (a range of days runs as one run).",
+    # Each step needs the one before and the warehouse pool: one process runs them in turn,
+    # where the multiprocess executor would start (and import the platform in) one per step.
+    executor_def=dg.in_process_executor,
 )
 training_data_job = dg.define_asset_job(
     "training_data",
