@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 import time
 from collections import defaultdict
 from datetime import date
@@ -30,11 +31,11 @@ def _fingerprint(path: Path) -> list[int]:
     return [stat.st_mtime_ns, stat.st_size]
 
 
-def _warehouse_loads(
-    context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+def warehouse_loads(
+    log: logging.Logger, warehouse: WarehouseResource
 ) -> dict[tuple[date, str], str] | None:
-    """The files the warehouse has loaded, read read-only without waiting; None when it
-    cannot be read this tick (another process holds it): then the cursor alone decides."""
+    """The files the warehouse has loaded (see ``loaded_files``), read read-only without
+    waiting; None (logged) when it cannot be read now, e.g. another process holds it."""
     if not Path(warehouse.path).exists():
         return {}
     try:
@@ -44,10 +45,7 @@ def _warehouse_loads(
         reason = f"{error.holder} holds it"
     except duckdb.Error as error:
         reason = str(error)
-    context.log.warning(
-        f"cannot read {warehouse.path} ({reason}): landing files are judged by the sensor's "
-        "cursor alone this tick"
-    )
+    log.warning(f"cannot read {warehouse.path} ({reason}): judging landing files without it")
     return None
 
 
@@ -112,7 +110,7 @@ def landing_sensor(
     settle = get_settings().landing_settle_seconds
     reference = landing.contract.reference
     partitions = set(daily_partitions.get_partition_keys(dynamic_partitions_store=None))
-    loaded = _warehouse_loads(context, warehouse)
+    loaded = warehouse_loads(context.log, warehouse)  # None: the cursor alone decides
     requests: list[dg.RunRequest] = []
     changed: dict[date, list[tuple[str, str]]] = defaultdict(list)
     skipped: dict[str, list[str]] = defaultdict(list)
