@@ -13,8 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mlplatform.library_output import quiet_library_output
 from mlplatform.settings import PACKAGE_DIR, get_settings
 
+quiet_library_output()
 app = typer.Typer(help="mlplatform: card-transaction data and ML platform.", no_args_is_help=True)
 console = Console()
 

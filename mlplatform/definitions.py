@@ -17,6 +17,7 @@ from mlplatform.automation.jobs import (
 )
 from mlplatform.automation.schedules import daily_ingestion_schedule, landing_freshness_schedule
 from mlplatform.automation.sensors import landing_sensor
+from mlplatform.library_output import quiet_library_output
 from mlplatform.resources import LandingZoneResource, MlflowResource, WarehouseResource
 from mlplatform.settings import Settings, get_settings
 
@@ -43,6 +44,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 
 SETTINGS = get_settings()
+quiet_library_output()  # every Dagster process (run, daemon, webserver) loads this module
 
 
 defs = dg.Definitions(

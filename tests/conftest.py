@@ -175,3 +175,12 @@ def sensor_ticks(instance: dg.DagsterInstance, name: str) -> list:
         if state.instigator_name == name:
             return list(instance.get_ticks(state.instigator_origin_id, state.selector_id))
     return []
+
+
+# What nobody can act on: warnings, MLflow's INFO lines, artifact download bars.
+NOISE = ("warning", "detected uv project", "downloading artifacts", "info mlflow")
+
+
+def noise_lines(output: str) -> list[str]:
+    """The lines of a command's output that are noise (see NOISE)."""
+    return [line for line in output.splitlines() if any(n in line.lower() for n in NOISE)]
