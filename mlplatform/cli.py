@@ -94,6 +94,7 @@ def demo(
         {d for p in settings.landing_dir.glob("*.csv") if (d := partition_date_of(p))}
     )
     instance = dg.DagsterInstance.get()
+    _recover(instance)
     _run_job(defs, instance, "reference_data")
     failures = []
     for first, last in consecutive_ranges(days_with_files):
@@ -111,6 +112,34 @@ def demo(
         for failure in failures:
             console.print(f"failed: {failure}", style="red", markup=False, highlight=False)
         raise typer.Exit(1)
+
+
+runs_app = typer.Typer(help="Dagster runs of the platform's instance.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+def _recover(instance: object) -> list[str]:
+    """Fail runs whose process is gone and free the pool slots of runs that are over; each
+    action is printed."""
+    from mlplatform.automation.recovery import recover_dead_runs
+
+    actions = recover_dead_runs(instance)
+    for action in actions:
+        console.print(action, style="yellow", markup=False, highlight=False)
+    return actions
+
+
+@runs_app.command()
+def recover() -> None:
+    """Mark failed each started run whose process is gone (kill -9, OOM, a closed laptop),
+    freeing the warehouse pool it held, so the next run proceeds (the daemon does this
+    itself where it runs)."""
+    import dagster as dg
+
+    _dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        if not _recover(instance):
+            console.print("no dead run: every started run has a live process")
 
 
 def _run_job(
