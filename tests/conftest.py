@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -124,27 +124,28 @@ BIN = Path(sys.executable).parent
 
 
 @contextmanager
-def dagster_daemon(platform_home: PlatformHome) -> Iterator[subprocess.Popen]:
-    """`dagster-daemon run` on the code location, with the test's environment and instance;
-    it and every process it starts (code server, runs) are killed when the block ends."""
-    log = (platform_home.dagster_home / "daemon.log").open("w")
-    process = subprocess.Popen(
-        [str(BIN / "dagster-daemon"), "run", "-m", "mlplatform.definitions"],
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # one process group: the teardown reaches the run workers
-    )
-    try:
-        yield process
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
+def process_group(command: list[str], log: Path) -> Iterator[subprocess.Popen]:
+    """``command`` started in the repo with the test's environment, output to ``log``; it and
+    every process it starts (code server, runs) are killed when the block ends."""
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            yield process
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            with suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=10)
+            with suppress(ProcessLookupError):  # whatever of the group is still there
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-        log.close()
+
+
+def dagster_daemon(platform_home: PlatformHome) -> AbstractContextManager[subprocess.Popen]:
+    """`dagster-daemon run` on the code location, with the test's environment and instance."""
+    command = [str(BIN / "dagster-daemon"), "run", "-m", "mlplatform.definitions"]
+    return process_group(command, platform_home.dagster_home / "daemon.log")
 
 
 def dagster_cli(*args: str) -> None:
