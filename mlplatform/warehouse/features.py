@@ -214,7 +214,8 @@ def table_ddl(registry: FeatureRegistry) -> str:
 
 
 def _ensure_table(conn: duckdb.DuckDBPyConnection, registry: FeatureRegistry) -> bool:
-    """Create the table, or recreate it when the enabled features changed. True if (re)made."""
+    """Create the table, or recreate it when the enabled features changed. True if an
+    existing table was replaced (a new one is no news)."""
     existing = [
         row[0]
         for row in conn.execute(
@@ -227,7 +228,7 @@ def _ensure_table(conn: duckdb.DuckDBPyConnection, registry: FeatureRegistry) ->
         return False
     conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
     conn.execute(table_ddl(registry))
-    return True
+    return bool(existing)
 
 
 def build_card_features(
