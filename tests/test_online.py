@@ -122,12 +122,14 @@ def test_a_cards_second_purchase_within_the_hour_sees_the_first_once_recorded(
 
 def test_preloading_the_store_changes_no_feature(platform: Platform):
     lazy = OnlineFeatures(platform.store, platform.registry, KEY)
-    eager = OnlineFeatures(platform.store, platform.registry, KEY)
+    eager = OnlineFeatures(platform.store, platform.registry, KEY, preload=True)
     with duckdb.connect(str(platform.store), read_only=True) as conn:
         events = conn.execute("SELECT count(*) FROM curated.transactions").fetchone()[0]
-    assert eager.preload() == events
+    assert sum(len(card.records) for card in eager.state.cards.values()) == events
+    assert lazy.state.cards == {}
     day = _transactions(platform.last_day)[:40]
     pd.testing.assert_frame_equal(lazy.compute(day).frame, eager.compute(day).frame)
+    assert eager.preload() == 0  # nothing left to read
 
 
 def test_fresh_state_is_rebuilt_from_logged_events_after_a_restart(platform: Platform):

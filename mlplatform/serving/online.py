@@ -91,6 +91,8 @@ FUTURE_TOLERANCE = timedelta(minutes=5)
 class OnlineFeatures:
     """Feature source over a DuckDB file with the curated schema, for new transactions.
 
+    ``preload`` reads every card of the store when it is (re)attached, so that no request
+    waits for its card's events (a service does; ad-hoc scoring reads only its cards).
     ``compiled_rows`` runs the landing rules and curation of a request compiled to Python
     (:class:`~mlplatform.warehouse.row_program.RowProgram`); False runs ingestion's SQL
     files in DuckDB for every request (the reference the compiled rows are tested against).
@@ -109,6 +111,7 @@ class OnlineFeatures:
         *,
         max_amount: float = 100_000.0,
         compiled_rows: bool = True,
+        preload: bool = False,
     ) -> None:
         self.store_path = Path(store_path)
         self.registry = registry
@@ -127,6 +130,7 @@ class OnlineFeatures:
         )
         self._reference: dict[str, tuple[Any, Any]] = {}
         self._loaded: set[str] = set()
+        self._preload = preload
         self._fresh: dict[str, tuple] = {}
         self._opened: tuple[int, int] | None = None
         self.info: StoreInfo | None = None
@@ -167,6 +171,8 @@ class OnlineFeatures:
         self.state = FeatureState(self.compiled)
         self.state.load_partials(mem, "store.curated.transactions")
         self._loaded, self._fresh = set(), {}
+        if self._preload:
+            self.preload()
         self._add(fresh)
         self._opened = fingerprint
         self.info = StoreInfo(
@@ -272,16 +278,17 @@ class OnlineFeatures:
 
     def preload(self) -> int:
         """Read every card's events from the store now (instead of at a card's first
-        request: a few ms each); how many events."""
-        cards = {
-            r[0]
-            for r in self._mem.execute(
-                "SELECT DISTINCT card_id FROM store.curated.transactions"
-            ).fetchall()
-        }
-        before = sum(len(c.records) for c in self.state.cards.values())
-        self._load_cards(cards)
-        return sum(len(c.records) for c in self.state.cards.values()) - before
+        request: a few ms each); how many events were read."""
+        distinct = "SELECT DISTINCT card_id FROM store.curated.transactions"
+        cards = {row[0] for row in self._mem.execute(distinct).fetchall()}
+        if self._loaded:
+            before = sum(len(c.records) for c in self.state.cards.values())
+            self._load_cards(cards)
+            return sum(len(c.records) for c in self.state.cards.values()) - before
+        events = self.state.load(self._mem, "store.curated.transactions")
+        self._loaded = cards
+        self.state.add(r for r in self._fresh.values() if r[3] in cards)
+        return events
 
     def _load_cards(self, cards: set[str]) -> None:
         """Read the store's events of cards seen for the first time (and their fresh ones)."""
