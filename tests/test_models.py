@@ -223,6 +223,22 @@ def test_smoke_test_fails_a_model_folder_that_would_need_pickle(
     assert "fresh process failed" in refused.detail and "never loaded" in refused.detail
 
 
+def test_a_small_batch_scores_as_a_large_one_does(trained: Trained) -> None:
+    champion = load_champion(trained.settings)
+    with duckdb.connect(str(trained.settings.warehouse_path), read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT * FROM features.card_features ORDER BY hash(transaction_id) LIMIT 300"
+        ).df()
+    rows.loc[rows.index[:5], "category"] = "a category train never saw"
+    model = champion.model
+    large = model.raw_score(rows)  # pandas frame, both threads
+    small = np.concatenate([model.raw_score(rows.iloc[[i]]) for i in range(len(rows))])
+    # LightGBM's and numpy's exp may differ in the last bit between one row and many
+    np.testing.assert_allclose(small, large, rtol=0, atol=1e-12)
+    one_by_one = np.vstack([model.predict_proba(rows.iloc[[i]]) for i in range(len(rows))])
+    np.testing.assert_allclose(one_by_one, model.predict_proba(rows), rtol=0, atol=1e-12)
+
+
 def test_load_champion_scores_canonical_transactions_as_the_batch_path_does(
     trained: Trained,
 ) -> None:
