@@ -157,7 +157,7 @@ def dagster_cli(*args: str) -> None:
 
 
 def wait_until(
-    condition: Callable[[], T | None], what: str, timeout: float = 180, log: Path | None = None
+    condition: Callable[[], T | None], what: str, timeout: float = 300, log: Path | None = None
 ) -> T:
     """Poll ``condition`` until it returns something truthy; fail naming ``what`` (and the
     end of ``log``) when it has not within ``timeout`` seconds."""

@@ -13,7 +13,6 @@ import sys
 
 import dagster as dg
 import duckdb
-import pytest
 
 from mlplatform.automation.recovery import process_is_gone
 from tests.conftest import (
@@ -107,7 +106,6 @@ def _launch(partition: str) -> None:
     dagster_cli("job", "launch", "-j", "daily_ingestion", "--tags", tags)
 
 
-@pytest.mark.timeout(420)
 def test_with_the_daemon_a_killed_run_fails_and_the_next_run_succeeds_unaided(
     platform_home: PlatformHome, instance
 ) -> None:

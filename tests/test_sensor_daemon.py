@@ -58,7 +58,6 @@ def _finished(instance: dg.DagsterInstance, count: int) -> list[dg.RunRecord] | 
     return runs if len(runs) >= count and finished else None
 
 
-@pytest.mark.timeout(420)
 def test_sensor_requests_only_new_days_one_run_per_arrival(
     platform_home: PlatformHome, instance, monkeypatch: pytest.MonkeyPatch
 ) -> None:

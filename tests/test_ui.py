@@ -70,7 +70,6 @@ def _shows_all(url: str, profile: Path, names: tuple[str, ...]) -> str | None:
     reason="NO CHROMIUM: the UI test did not run. `.ci/run` installs Debian's `chromium` "
     "with apt-get as root; here it could not be installed.",
 )
-@pytest.mark.timeout(300)
 def test_the_ui_shows_every_asset_group_the_sensor_and_the_schedules(
     ui: str, tmp_path: Path
 ) -> None:

@@ -14,7 +14,7 @@ from mlplatform.assets.ingestion import card_reference, raw_transactions
 from mlplatform.definitions import build_resources
 from mlplatform.settings import get_settings
 from mlplatform.warehouse.connection import WarehouseLockedError, connect
-from tests.conftest import PlatformHome, simulate_landing, warehouse_held_open
+from tests.conftest import PlatformHome, simulate_landing, wait_until, warehouse_held_open
 
 
 def _close_soon(holder, seconds: float = 1.0) -> threading.Timer:
@@ -71,17 +71,31 @@ def _ingest(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     )
 
 
+def _waiting_run(instance: dg.DagsterInstance) -> str | None:
+    """The id of the run whose log says it is waiting for the warehouse, if any."""
+    for record in instance.get_run_records():
+        run_id = record.dagster_run.run_id
+        if any("is locked by PID" in entry.message for entry in instance.all_logs(run_id)):
+            return run_id
+    return None
+
+
 def test_a_run_waits_while_the_warehouse_is_held_then_loads(
     platform_home: PlatformHome, instance
 ) -> None:
     simulate_landing(platform_home.landing, days=1)
     connect(platform_home.warehouse).close()
+    outcome: list[dg.ExecuteInProcessResult] = []
     with warehouse_held_open(platform_home.warehouse) as holder:
-        _close_soon(holder)
-        result = _ingest(instance)
+        run = threading.Thread(target=lambda: outcome.append(_ingest(instance)))
+        run.start()
+        waiting = wait_until(lambda: _waiting_run(instance), "the run to wait for the lock")
+        holder.stdin.close()  # the person closes the DuckDB CLI
+        run.join()
 
-    assert result.success
-    logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    (result,) = outcome
+    assert result.success and result.run_id == waiting
+    logged = [entry.message for entry in instance.all_logs(result.run_id)]
     assert any(f"is locked by PID {holder.pid}" in m and "waiting up to" in m for m in logged)
     with duckdb.connect(str(platform_home.warehouse), read_only=True) as conn:
         assert conn.execute("SELECT count(*) FROM raw.transactions").fetchone()[0] > 0

@@ -1,5 +1,6 @@
 """The landing-folder sensor: new or corrected landing files, one run per range of days."""
 
+import functools
 import hashlib
 import json
 import logging
@@ -110,7 +111,8 @@ def landing_sensor(
     settle = get_settings().landing_settle_seconds
     reference = landing.contract.reference
     partitions = set(daily_partitions.get_partition_keys(dynamic_partitions_store=None))
-    loaded = warehouse_loads(context.log, warehouse)  # None: the cursor alone decides
+    # Read once, and only on a tick with a file to judge (None: the cursor alone decides).
+    loads = functools.cache(lambda: warehouse_loads(context.log, warehouse))
     requests: list[dg.RunRequest] = []
     changed: dict[date, list[tuple[str, str]]] = defaultdict(list)
     skipped: dict[str, list[str]] = defaultdict(list)
@@ -142,7 +144,7 @@ def landing_sensor(
                         tags={"mlplatform/file": path.name, "mlplatform/sha256": sha256},
                     )
                 )
-        elif loaded is not None and loaded.get((partition, path.name)) == sha256:
+        elif (loaded := loads()) is not None and loaded.get((partition, path.name)) == sha256:
             skipped[ALREADY_LOADED].append(path.name)
         elif previous[2] == sha256:
             skipped[UNCHANGED].append(path.name)
