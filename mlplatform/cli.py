@@ -274,6 +274,36 @@ def promote(
 
 
 @app.command()
+def challenger(
+    version: Annotated[
+        str | None, typer.Argument(help="Registered model version to score beside the champion.")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the challenger.")] = False,
+) -> None:
+    """Point the registry alias `challenger` at VERSION (scored in shadow or canary mode by
+    `mlplatform serve`), or remove it with --clear."""
+    from mlplatform.ml.champion import ChampionError
+    from mlplatform.ml.registry import configure
+    from mlplatform.serving.challenger import clear_challenger, set_challenger
+
+    if clear == (version is not None):
+        console.print("give either VERSION or --clear", style="red")
+        raise typer.Exit(2)
+    settings = get_settings()
+    client = configure(settings.tracking_uri)
+    try:
+        if clear:
+            before = clear_challenger(client, settings.model_name)
+            console.print(f"no challenger (was {before or 'none'})")
+        else:
+            before = set_challenger(client, settings.model_name, version)
+            console.print(f"challenger is version {version} (was {before or 'none'})")
+    except ChampionError as error:
+        console.print(str(error), style="red")
+        raise typer.Exit(1) from error
+
+
+@app.command()
 def promotions(
     limit: Annotated[int, typer.Option(help="How many decisions to show.")] = 20,
 ) -> None:

@@ -6,8 +6,10 @@ from mlplatform.assets.curation import curated_transactions
 from mlplatform.assets.features import card_features
 from mlplatform.assets.ingestion import card_reference, raw_transactions
 from mlplatform.assets.models import ChampionIOManager, candidate_asset, champion_asset
+from mlplatform.assets.scoring import predictions
 from mlplatform.assets.training_data import master_table, target_labels, training_reference_profile
 from mlplatform.automation.jobs import (
+    batch_scoring_job,
     daily_ingestion_job,
     reference_data_job,
     training_data_job,
@@ -52,8 +54,15 @@ defs = dg.Definitions(
         training_reference_profile,
         *(candidate_asset(family) for family in SETTINGS.candidate_families),
         champion_asset(SETTINGS.candidate_families),
+        predictions,
     ],
-    jobs=[daily_ingestion_job, reference_data_job, training_data_job, training_job],
+    jobs=[
+        daily_ingestion_job,
+        reference_data_job,
+        training_data_job,
+        training_job,
+        batch_scoring_job,
+    ],
     schedules=[daily_ingestion_schedule],
     sensors=[landing_sensor],
     resources=build_resources(SETTINGS),
