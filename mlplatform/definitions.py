@@ -7,6 +7,7 @@ from mlplatform.assets.features import card_features
 from mlplatform.assets.ingestion import card_reference, raw_transactions
 from mlplatform.assets.models import ChampionIOManager, candidate_asset, champion_asset
 from mlplatform.assets.scoring import predictions
+from mlplatform.assets.serving import online_feature_store
 from mlplatform.assets.training_data import master_table, target_labels, training_reference_profile
 from mlplatform.automation.jobs import (
     batch_scoring_job,
@@ -55,6 +56,7 @@ defs = dg.Definitions(
         *(candidate_asset(family) for family in SETTINGS.candidate_families),
         champion_asset(SETTINGS.candidate_families),
         predictions,
+        online_feature_store,
     ],
     jobs=[
         daily_ingestion_job,

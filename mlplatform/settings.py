@@ -181,6 +181,16 @@ class Settings(BaseSettings):
         return self.home / "datasets"
 
     @property
+    def online_store_path(self) -> Path:
+        """The online feature store (asset ``online_feature_store``), replaced atomically."""
+        return self.home / "online" / "store.duckdb"
+
+    @property
+    def serving_log_dir(self) -> Path:
+        """The REST service's prediction log: ``predictions-YYYY-MM-DD.jsonl`` files."""
+        return self.home / "serving"
+
+    @property
     def tracking_uri(self) -> str:
         """The MLflow tracking (and registry) URI."""
         return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"

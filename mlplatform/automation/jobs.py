@@ -7,16 +7,18 @@ from mlplatform.assets.features import card_features
 from mlplatform.assets.ingestion import card_reference, raw_transactions
 from mlplatform.assets.partitions import daily_partitions
 from mlplatform.assets.scoring import predictions
+from mlplatform.assets.serving import online_feature_store
 from mlplatform.assets.training_data import master_table, target_labels, training_reference_profile
 
 daily_ingestion_job = dg.define_asset_job(
     "daily_ingestion",
     selection=dg.AssetSelection.assets(
-        raw_transactions, curated_transactions, card_features, predictions
+        raw_transactions, curated_transactions, card_features, predictions, online_feature_store
     ),
     partitions_def=daily_partitions,
     description="Validate one day's landing file(s) into raw, curate them, build their "
-    "features and score them with the champion (a range of days runs as one run).",
+    "features and score them with the champion (a range of days runs as one run), then "
+    "rewrite the online feature store.",
 )
 batch_scoring_job = dg.define_asset_job(
     "batch_scoring",
