@@ -7,7 +7,7 @@ from mlplatform.assets.features import card_features
 from mlplatform.assets.ingestion import card_reference, raw_transactions
 from mlplatform.assets.models import ChampionIOManager, candidate_asset, champion_asset
 from mlplatform.assets.scoring import predictions
-from mlplatform.assets.serving import online_feature_store
+from mlplatform.assets.serving import online_feature_store, serving_log
 from mlplatform.assets.training_data import master_table, target_labels, training_reference_profile
 from mlplatform.automation.jobs import (
     batch_scoring_job,
@@ -57,6 +57,7 @@ defs = dg.Definitions(
         champion_asset(SETTINGS.candidate_families),
         predictions,
         online_feature_store,
+        serving_log,
     ],
     jobs=[
         daily_ingestion_job,
