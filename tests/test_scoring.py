@@ -170,12 +170,13 @@ def test_feature_frame_reads_the_models_columns_of_the_days(platform: Platform) 
     handle = load_version(platform.settings.tracking_uri, platform.settings.model_name, "1")
     first, last = platform.scored_days
     with duckdb.connect(str(platform.settings.warehouse_path), read_only=True) as conn:
-        frame = feature_frame(conn, handle.feature_names, first, last)
+        frame = feature_frame(conn, handle.model.spec, first, last)
         expected = conn.execute(
             "SELECT count(*) FROM features.card_features WHERE partition_date BETWEEN ? AND ?",
             [first, last],
         ).fetchone()[0]
     assert list(frame.columns) == ["row_key", *handle.feature_names]
+    assert all(frame[name].dtype == "float64" for name in handle.model.spec.numeric)
     assert len(frame) == expected and frame.row_key.is_unique
 
 

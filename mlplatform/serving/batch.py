@@ -1,10 +1,11 @@
 """Batch scoring: ``ml.predictions``, the model's score of every feature row of a range of days.
 
-The model's feature columns are read with DuckDB straight into a DataFrame (with each row's
-``rowid``, not its string keys), scored in one call of
-:meth:`~mlplatform.serving.model.ModelHandle.score`, and the scores go back as two numeric
-columns that DuckDB joins to the keys: no per-row Python, so the path costs little more than
-the model's own predict (``bench/batch_scoring.py``).
+The model's feature columns are read with DuckDB straight into a DataFrame (numbers cast to
+float64 by DuckDB, with each row's ``rowid`` instead of its string keys), scored in one call
+of :meth:`~mlplatform.serving.model.ModelHandle.score`, and the scores go back as an Arrow
+table of two numeric columns that DuckDB joins to the keys by rowid: no per-row Python and no
+string leaves DuckDB, so the path costs little more than the model's own predict
+(``bench/batch_scoring.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from datetime import UTC, date, datetime
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from mlplatform.ml.models import FeatureSpec
 from mlplatform.serving.model import ModelHandle
 from mlplatform.warehouse.connection import read_sql, transaction
 from mlplatform.warehouse.features import TABLE as FEATURES_TABLE
@@ -46,13 +49,15 @@ class BatchScoringResult:
 
 
 def feature_frame(
-    conn: duckdb.DuckDBPyConnection, feature_names: tuple[str, ...], start: date, end: date
+    conn: duckdb.DuckDBPyConnection, spec: FeatureSpec, start: date, end: date
 ) -> pd.DataFrame:
     """``row_key`` (the rowid) and the model's features of ``features.card_features`` for the
-    days ``start``..``end`` (inclusive)."""
-    columns = ", ".join(feature_names)
+    days ``start``..``end`` (inclusive); numeric features already float64 (DuckDB casts them,
+    so building the model frame copies nothing), categorical ones as text."""
+    columns = [f"CAST({name} AS DOUBLE) AS {name}" for name in spec.numeric]
+    columns += list(spec.categorical)
     return conn.execute(
-        f"SELECT rowid AS row_key, {columns} FROM {FEATURES_TABLE} "
+        f"SELECT rowid AS row_key, {', '.join(columns)} FROM {FEATURES_TABLE} "
         "WHERE partition_date BETWEEN $start AND $end",
         {"start": start, "end": end},
     ).df()
@@ -66,10 +71,12 @@ def score_partitions(
     began = time.perf_counter()
     days = {"start": start, "end": end}
     with transaction(conn):  # the rowids stay those of the rows read
-        features = feature_frame(conn, handle.feature_names, start, end)
+        features = feature_frame(conn, handle.model.spec, start, end)
         scores = handle.score(features)
         conn.execute(f"DELETE FROM {TABLE} WHERE partition_date BETWEEN $start AND $end", days)
-        conn.register("scored", pd.DataFrame({"row_key": features["row_key"], "score": scores}))
+        # An Arrow table of the two numeric columns: DuckDB reads it without a copy.
+        scored = pa.table({"row_key": features["row_key"].to_numpy(), "score": scores})
+        conn.register("scored", scored)
         try:
             conn.execute(
                 read_sql("insert_predictions"),
