@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mlplatform.settings import PACKAGE_DIR, get_settings
+from mlplatform.settings import PACKAGE_DIR, Settings, get_settings
 
 app = typer.Typer(help="mlplatform: card-transaction data and ML platform.", no_args_is_help=True)
 console = Console()
@@ -106,6 +106,10 @@ def demo(
     if not failures:
         _print_training_data_summary(settings.warehouse_path)
         _print_promotion_log(settings.warehouse_path, limit=1)
+        if failure := _score_after_training(defs, instance, settings.warehouse_path):
+            failures.append(failure)
+        else:
+            _print_serving_hint(settings)
     console.print(f"Dagster instance: {home} (runs are visible in `make ui`)")
     if failures:
         for failure in failures:
@@ -136,6 +140,81 @@ def _run_job(
         and not e.asset_check_evaluation_data.passed
     ]
     return f"{name} {label} (run {result.run_id}): " + "\n".join(messages + failed_checks)
+
+
+def _score_after_training(defs: object, instance: object, warehouse: Path) -> str | None:
+    """Run `batch_scoring` over the days after the master table (the days the champion was
+    not trained on) and print what it wrote; the failure message, if any."""
+    import duckdb
+
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        first, last = conn.execute(
+            """SELECT max(m.partition_date) + 1, (SELECT max(partition_date)
+                                                  FROM features.card_features)
+               FROM ml.master_table AS m"""
+        ).fetchone()
+    if first is None or last is None or first > last:
+        console.print("no days after the training window to score")
+        return None
+    tags = {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
+    if failure := _run_job(defs, instance, "batch_scoring", tags, f"{first} .. {last}"):
+        return failure
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        rows, flagged, versions = conn.execute(
+            """SELECT count(*), avg(decision::INTEGER), string_agg(DISTINCT model_version, ', ')
+               FROM ml.predictions WHERE partition_date BETWEEN ? AND ?""",
+            [first, last],
+        ).fetchone()
+    if rows == 0:
+        console.print(
+            f"batch scoring {first} .. {last}: no champion yet, nothing scored", soft_wrap=True
+        )
+    else:
+        console.print(
+            f"batch scoring {first} .. {last}: {rows:,} transactions scored by champion version "
+            f"{versions}, {flagged:.2%} flagged (ml.predictions)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return None
+
+
+def _print_serving_hint(settings: Settings) -> None:
+    """How to start the REST service, and a request with a real transaction of the last day."""
+    import csv
+    import json
+    import shlex
+
+    from mlplatform.contract import load_contract
+
+    contract = load_contract(settings.contract)
+    files = sorted(settings.landing_dir.glob("transactions_*.csv"))
+    if not files:
+        return
+    with files[-1].open(newline="", encoding="utf-8") as handle:
+        row = next(csv.DictReader(handle), None)
+    if row is None:
+        return
+    skipped = {"first_name", "last_name", "street", "label"}  # not needed to score
+    numbers = {"amount": float, "city_pop": int, "home_lat": float, "home_long": float,
+               "merchant_lat": float, "merchant_long": float}  # fmt: skip
+    transaction = {
+        name: numbers[name](row[source]) if name in numbers and row[source] else row[source]
+        for name, source in contract.columns.items()
+        if name not in skipped and source in row
+    }
+    body = json.dumps({"transactions": [transaction]})
+    console.print("serve the champion over REST:  mlplatform serve", highlight=False)
+    console.print(
+        "curl -s -X POST http://127.0.0.1:8000/v1/predict -H 'Content-Type: application/json' "
+        f"-d {shlex.quote(body)}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def _consecutive_ranges(days: list[date]) -> list[tuple[date, date]]:
