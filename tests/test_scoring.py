@@ -176,7 +176,10 @@ def test_feature_frame_reads_the_models_columns_of_the_days(platform: Platform) 
             [first, last],
         ).fetchone()[0]
     assert list(frame.columns) == ["row_key", *handle.feature_names]
-    assert all(frame[name].dtype == "float64" for name in handle.model.spec.numeric)
+    spec = handle.model.spec
+    assert all(frame[name].dtype == "float64" for name in spec.numeric)
+    for name, levels in spec.categorical.items():  # unseen levels would be missing
+        assert list(frame[name].cat.categories) == list(levels)
     assert len(frame) == expected and frame.row_key.is_unique
 
 

@@ -1,10 +1,11 @@
 """Batch scoring: ``ml.predictions``, the model's score of every feature row of a range of days.
 
-The model's feature columns are read with DuckDB straight into a DataFrame (numbers cast to
-float64 by DuckDB, with each row's ``rowid`` instead of its string keys), scored in one call
+The model's feature columns are read with DuckDB straight into a DataFrame (numbers as
+float64 and categories as categoricals of the train levels, converted by DuckDB; each row's
+``rowid`` instead of its string keys), scored in one call
 of :meth:`~mlplatform.serving.model.ModelHandle.score`, and the scores go back as an Arrow
 table of two numeric columns that DuckDB joins to the keys by rowid: no per-row Python and no
-string leaves DuckDB, so the path costs little more than the model's own predict
+per-row string crosses between DuckDB and Python, so the path costs little more than the model's own predict
 (``bench/batch_scoring.py``).
 """
 
@@ -22,6 +23,7 @@ import pyarrow as pa
 from mlplatform.ml.models import FeatureSpec
 from mlplatform.serving.model import ModelHandle
 from mlplatform.warehouse.connection import read_sql, transaction
+from mlplatform.warehouse.feature_registry import sql_literal
 from mlplatform.warehouse.features import TABLE as FEATURES_TABLE
 
 TABLE = "ml.predictions"
@@ -52,10 +54,13 @@ def feature_frame(
     conn: duckdb.DuckDBPyConnection, spec: FeatureSpec, start: date, end: date
 ) -> pd.DataFrame:
     """``row_key`` (the rowid) and the model's features of ``features.card_features`` for the
-    days ``start``..``end`` (inclusive); numeric features already float64 (DuckDB casts them,
-    so building the model frame copies nothing), categorical ones as text."""
+    days ``start``..``end`` (inclusive), typed as the model frame wants them: numbers float64,
+    categories pandas categoricals over the train levels (unseen levels missing). DuckDB does
+    the conversions, so :meth:`FeatureSpec.frame` finds nothing left to convert."""
     columns = [f"CAST({name} AS DOUBLE) AS {name}" for name in spec.numeric]
-    columns += list(spec.categorical)
+    for name, levels in spec.categorical.items():
+        enum = f"ENUM({', '.join(map(sql_literal, levels))})" if levels else "VARCHAR"
+        columns.append(f"TRY_CAST({name} AS {enum}) AS {name}")
     return conn.execute(
         f"SELECT rowid AS row_key, {', '.join(columns)} FROM {FEATURES_TABLE} "
         "WHERE partition_date BETWEEN $start AND $end",
