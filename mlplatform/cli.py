@@ -378,7 +378,7 @@ def challenger(
             before = set_challenger(client, settings.model_name, version)
             console.print(f"challenger is version {version} (was {before or 'none'})")
     except ChampionError as error:
-        console.print(str(error), style="red")
+        console.print(str(error), style="red", soft_wrap=True)
         raise typer.Exit(1) from error
 
 

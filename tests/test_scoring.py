@@ -7,9 +7,6 @@ plays the new champion and the challenger. Tests that move an alias put it back.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -30,10 +27,12 @@ from conftest import (
     simulate_landing,
 )
 from mlflow import MlflowClient
+from typer.testing import CliRunner, Result
 
 from mlplatform.assets.features import card_features
 from mlplatform.assets.models import candidate_asset, champion_asset
 from mlplatform.assets.scoring import NO_CHAMPION, predictions
+from mlplatform.cli import app
 from mlplatform.contract import load_contract
 from mlplatform.definitions import build_resources
 from mlplatform.ml.registry import CHAMPION, alias_version, configure
@@ -62,8 +61,11 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     root = tmp_path_factory.mktemp("scoring")
     home, dagster_home = root / "home", root / "dagster"
     dagster_home.mkdir()
+    # One LightGBM trial: these tests need a champion, not a good one (training is slow on a
+    # busy 2-core machine).
     env = {**TRAINING_ENV, "MLPLATFORM_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
-           "MLPLATFORM_CANDIDATE_FAMILIES": '["lightgbm"]'}  # fmt: skip
+           "MLPLATFORM_CANDIDATE_FAMILIES": '["lightgbm"]',
+           "MLPLATFORM_SEARCH_ITERATIONS": "1"}  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
@@ -186,27 +188,24 @@ def test_feature_frame_reads_the_models_columns_of_the_days(platform: Platform) 
 def test_challenger_command_sets_and_clears_the_alias_and_refuses_bad_versions(
     platform: Platform,
 ) -> None:
-    env = {**os.environ, **TRAINING_ENV, "MLPLATFORM_HOME": str(platform.home)}
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "mlplatform.cli", "challenger", *args],
-                              capture_output=True, text=True, env=env)  # fmt: skip
+    def cli(*args: str) -> Result:  # in process: the module's environment is the platform's
+        return CliRunner().invoke(app, ["challenger", *args])
 
     name = platform.settings.model_name
     champion = cli("1")
-    assert champion.returncode == 1 and "version 1" in champion.stdout
+    assert champion.exit_code == 1 and "version 1" in champion.stdout
     assert "is the champion" in champion.stdout
     missing = cli("99")
-    assert missing.returncode == 1 and "has no version 99" in missing.stdout
+    assert missing.exit_code == 1 and "has no version 99" in missing.stdout
     assert alias_version(platform.client, name, CHALLENGER) is None
     neither = cli()
-    assert neither.returncode == 2 and "VERSION or --clear" in neither.stdout
+    assert neither.exit_code == 2 and "VERSION or --clear" in neither.stdout
     done = cli("2")
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.exit_code == 0, done.output
     assert "challenger is version 2 (was none)" in done.stdout
     assert alias_version(platform.client, name, CHALLENGER) == "2"
     cleared = cli("--clear")
-    assert cleared.returncode == 0 and "no challenger (was 2)" in cleared.stdout
+    assert cleared.exit_code == 0 and "no challenger (was 2)" in cleared.stdout
     assert alias_version(platform.client, name, CHALLENGER) is None
     assert alias_version(platform.client, name, CHAMPION) == "1"  # untouched throughout
 

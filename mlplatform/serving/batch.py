@@ -5,8 +5,8 @@ float64 and categories as categoricals of the train levels, converted by DuckDB;
 ``rowid`` instead of its string keys), scored in one call
 of :meth:`~mlplatform.serving.model.ModelHandle.score`, and the scores go back as an Arrow
 table of two numeric columns that DuckDB joins to the keys by rowid: no per-row Python and no
-per-row string crosses between DuckDB and Python, so the path costs little more than the model's own predict
-(``bench/batch_scoring.py``).
+per-row string crosses between DuckDB and Python, so the path costs little more than the
+model's own predict (``bench/batch_scoring.py``).
 """
 
 from __future__ import annotations
