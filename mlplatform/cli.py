@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlplatform.library_output import quiet_library_output
-from mlplatform.settings import PACKAGE_DIR, get_settings
+from mlplatform.settings import PACKAGE_DIR, Settings, get_settings
 
 quiet_library_output()
 app = typer.Typer(help="mlplatform: card-transaction data and ML platform.", no_args_is_help=True)
@@ -107,6 +107,10 @@ def demo(
     if not failures:
         _print_training_data_summary(settings.warehouse_path)
         _print_promotion_log(settings.warehouse_path, limit=1)
+        if failure := _score_after_training(defs, instance, settings.warehouse_path):
+            failures.append(failure)
+        else:
+            _print_serving_hint(settings)
     console.print(f"Dagster instance: {home} (runs are visible in `make ui`)")
     if failures:
         for failure in failures:
@@ -165,6 +169,80 @@ def _run_job(
         and not e.asset_check_evaluation_data.passed
     ]
     return f"{name} {label} (run {result.run_id}): " + "\n".join(messages + failed_checks)
+
+
+def _score_after_training(defs: object, instance: object, warehouse: Path) -> str | None:
+    """Run `batch_scoring` over the days after the master table (the days the champion was
+    not trained on) and print what it wrote; the failure message, if any."""
+    import duckdb
+
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        first, last = conn.execute(
+            """SELECT max(m.partition_date) + 1, (SELECT max(partition_date)
+                                                  FROM features.card_features)
+               FROM ml.master_table AS m"""
+        ).fetchone()
+    if first is None or last is None or first > last:
+        console.print("no days after the training window to score")
+        return None
+    from mlplatform.assets.partitions import partition_range_tags
+
+    tags = partition_range_tags(first, last)
+    if failure := _run_job(defs, instance, "batch_scoring", tags, f"{first} .. {last}"):
+        return failure
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        rows, flagged, versions = conn.execute(
+            """SELECT count(*), avg(decision::INTEGER), string_agg(DISTINCT model_version, ', ')
+               FROM ml.predictions WHERE partition_date BETWEEN ? AND ?""",
+            [first, last],
+        ).fetchone()
+    if rows == 0:
+        console.print(
+            f"batch scoring {first} .. {last}: no champion yet, nothing scored", soft_wrap=True
+        )
+    else:
+        console.print(
+            f"batch scoring {first} .. {last}: {rows:,} transactions scored by champion version "
+            f"{versions}, {flagged:.2%} flagged (ml.predictions)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return None
+
+
+def _print_serving_hint(settings: Settings) -> None:
+    """How to start the REST service, and a request with a real transaction of the last day."""
+    import csv
+    import json
+    import shlex
+
+    from mlplatform.contract import load_contract
+
+    contract = load_contract(settings.contract)
+    files = sorted(settings.landing_dir.glob("transactions_*.csv"))
+    if not files:
+        return
+    with files[-1].open(newline="", encoding="utf-8") as handle:
+        row = next(csv.DictReader(handle), None)
+    if row is None:
+        return
+    skipped = {"first_name", "last_name", "street", "label"}  # not needed to score
+    numbers = {"amount": float, "city_pop": int, "home_lat": float, "home_long": float,
+               "merchant_lat": float, "merchant_long": float}  # fmt: skip
+    transaction = {
+        name: numbers[name](row[source]) if name in numbers and row[source] else row[source]
+        for name, source in contract.columns.items()
+        if name not in skipped and source in row
+    }
+    body = json.dumps({"transactions": [transaction]})
+    console.print("serve the champion over REST:  mlplatform serve", highlight=False)
+    console.print(
+        "curl -s -X POST http://127.0.0.1:8000/v1/predict -H 'Content-Type: application/json' "
+        f"-d {shlex.quote(body)}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def _print_ingestion_summary(warehouse: Path) -> None:
@@ -289,6 +367,36 @@ def promote(
         )
     )
     console.print(f"champion is version {version} (was {before or 'none'})")
+
+
+@app.command()
+def challenger(
+    version: Annotated[
+        str | None, typer.Argument(help="Registered model version to score beside the champion.")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the challenger.")] = False,
+) -> None:
+    """Point the registry alias `challenger` at VERSION (scored in shadow or canary mode by
+    `mlplatform serve`), or remove it with --clear."""
+    from mlplatform.ml.champion import ChampionError
+    from mlplatform.ml.registry import configure
+    from mlplatform.serving.challenger import clear_challenger, set_challenger
+
+    if clear == (version is not None):
+        console.print("give either VERSION or --clear", style="red")
+        raise typer.Exit(2)
+    settings = get_settings()
+    client = configure(settings.tracking_uri)
+    try:
+        if clear:
+            before = clear_challenger(client, settings.model_name)
+            console.print(f"no challenger (was {before or 'none'})")
+        else:
+            before = set_challenger(client, settings.model_name, version)
+            console.print(f"challenger is version {version} (was {before or 'none'})")
+    except ChampionError as error:
+        console.print(str(error), style="red", soft_wrap=True)
+        raise typer.Exit(1) from error
 
 
 @app.command()

@@ -7,8 +7,11 @@ from mlplatform.assets.features import card_features
 from mlplatform.assets.freshness import raw_transactions_landed_on_time
 from mlplatform.assets.ingestion import card_reference, raw_transactions
 from mlplatform.assets.models import ChampionIOManager, candidate_asset, champion_asset
+from mlplatform.assets.scoring import predictions
+from mlplatform.assets.serving import online_feature_store, serving_log
 from mlplatform.assets.training_data import master_table, target_labels, training_reference_profile
 from mlplatform.automation.jobs import (
+    batch_scoring_job,
     daily_ingestion_job,
     landing_freshness_job,
     reference_data_job,
@@ -58,6 +61,9 @@ defs = dg.Definitions(
         training_reference_profile,
         *(candidate_asset(family) for family in SETTINGS.candidate_families),
         champion_asset(SETTINGS.candidate_families),
+        predictions,
+        online_feature_store,
+        serving_log,
     ],
     asset_checks=[raw_transactions_landed_on_time],
     jobs=[
@@ -66,6 +72,7 @@ defs = dg.Definitions(
         training_data_job,
         training_job,
         landing_freshness_job,
+        batch_scoring_job,
     ],
     schedules=[daily_ingestion_schedule, landing_freshness_schedule],
     sensors=[landing_sensor],

@@ -188,14 +188,19 @@ class Settings(BaseSettings):
         return self.home / "warehouse.duckdb"
 
     @property
-    def online_store_path(self) -> Path:
-        """The online feature store the REST service reads (replaced atomically)."""
-        return self.home / "online" / "store.duckdb"
-
-    @property
     def datasets_dir(self) -> Path:
         """Parquet snapshots of the master table, named by their content hash."""
         return self.home / "datasets"
+
+    @property
+    def online_store_path(self) -> Path:
+        """The online feature store (asset ``online_feature_store``), replaced atomically."""
+        return self.home / "online" / "store.duckdb"
+
+    @property
+    def serving_log_dir(self) -> Path:
+        """The REST service's prediction log: ``predictions-YYYY-MM-DD.jsonl`` files."""
+        return self.home / "serving"
 
     @property
     def tracking_uri(self) -> str:

@@ -23,6 +23,16 @@ from mlplatform.datagen import SimulationConfig, SimulationSummary, simulate
 
 START = date(2025, 1, 1)
 T = TypeVar("T")
+#: Settings of a small platform that trains to a champion (tests of models and scoring).
+TRAINING_ENV = {
+    "MLPLATFORM_PII_KEY": "test-pii-key",
+    "MLPLATFORM_START_DATE": START.isoformat(),
+    "MLPLATFORM_SEARCH_ITERATIONS": "2",
+    "MLPLATFORM_MIN_TRAIN_POSITIVES": "5",
+    "MLPLATFORM_MIN_AVERAGE_PRECISION": "0.05",
+    "MLPLATFORM_MAX_CALIBRATION_ERROR": "0.05",
+    "MLPLATFORM_SMOKE_LATENCY_MS": "5000",  # a busy CI machine: latency is the bench's job
+}
 
 
 @dataclass(frozen=True)
@@ -185,3 +195,29 @@ NOISE = ("warning", "detected uv project", "downloading artifacts", "info mlflow
 def noise_lines(output: str) -> list[str]:
     """The lines of a command's output that are noise (see NOISE)."""
     return [line for line in output.splitlines() if any(n in line.lower() for n in NOISE)]
+
+
+def build_training_data(home: Path, cards: int = 250, days: int = 60, seed: int = 5) -> None:
+    """Simulate ``days`` from START into ``home``'s landing folder and build the warehouse up
+    to the master table (domain functions, no Dagster); the environment must point at
+    ``home`` (MLPLATFORM_HOME) with :data:`TRAINING_ENV`."""
+    from datetime import timedelta
+
+    from mlplatform.contract import load_contract
+    from mlplatform.ml.master_table import build_master_table
+    from mlplatform.settings import DEFAULT_CONTRACT, get_settings
+    from mlplatform.warehouse.connection import connect
+    from mlplatform.warehouse.feature_registry import feature_registry
+    from mlplatform.warehouse.features import build_card_features
+    from mlplatform.warehouse.targets import build_targets
+
+    settings = get_settings()
+    contract = load_contract(DEFAULT_CONTRACT)
+    simulate(SimulationConfig(n_cards=cards, days=days, start_date=START, seed=seed),
+             home / "landing")  # fmt: skip
+    load_warehouse(home / "landing", settings.warehouse_path)
+    registry = feature_registry(settings, contract)
+    with connect(settings.warehouse_path) as conn:
+        build_card_features(conn, registry, START, START + timedelta(days=days - 1))
+        build_targets(conn, settings, contract)
+        build_master_table(conn, registry, settings, settings.datasets_dir)

@@ -82,3 +82,26 @@ def test_demo_runs_every_partition_in_one_run_then_training_to_a_champion_decisi
     assert len(decisions) == 1 and decisions[0][0] in {"promoted", "rejected"}
     decision, version = decisions[0]
     assert f"{decision}  version {version}" in completed.stdout  # the decision, one line each
+    # Then the days after the training window are scored in batch, in the same instance.
+    with duckdb.connect(str(platform_home.warehouse), read_only=True) as conn:
+        first = conn.execute("SELECT max(partition_date) + 1 FROM ml.master_table").fetchone()[0]
+        scored = conn.execute(
+            "SELECT partition_date, count(*), any_value(model_version) FROM ml.predictions "
+            "GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    scored_days = [(first + timedelta(days=d)).isoformat() for d in range(len(scored))]
+    assert [str(day) for day, _, _ in scored] == scored_days
+    assert scored_days[-1] == "2025-03-01"
+    with dg.DagsterInstance.get() as instance:
+        (run,) = instance.get_run_records(dg.RunsFilter(job_name="batch_scoring"))
+        assert run.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        assert instance.get_materialized_partitions(dg.AssetKey("predictions")) >= set(scored_days)
+        assert instance.get_latest_materialization_event(dg.AssetKey("online_feature_store"))
+    assert (platform_home.home / "online" / "store.duckdb").is_file()
+    if decision == "promoted":
+        rows = sum(n for _, n, _ in scored)
+        assert f"{rows:,} transactions scored by champion version {version}" in completed.stdout
+    else:
+        assert "no champion yet, nothing scored" in completed.stdout
+    assert "mlplatform serve" in completed.stdout
+    assert "curl -s -X POST http://127.0.0.1:8000/v1/predict" in completed.stdout

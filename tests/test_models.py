@@ -13,7 +13,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -22,14 +21,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import START, load_warehouse
+from conftest import TRAINING_ENV, build_training_data
 from mlflow import MlflowClient
 from sklearn.metrics import average_precision_score
 
 from mlplatform import load_champion
 from mlplatform.assets.models import candidate_asset, champion_asset
 from mlplatform.contract import load_contract
-from mlplatform.datagen import SimulationConfig, simulate
 from mlplatform.definitions import build_resources, defs
 from mlplatform.ml.artifacts import read_scoring_model
 from mlplatform.ml.champion import SmokeTest
@@ -40,19 +38,9 @@ from mlplatform.ml.training import load_holdout
 from mlplatform.settings import DEFAULT_CONTRACT, Settings, get_settings
 from mlplatform.warehouse.connection import connect
 from mlplatform.warehouse.feature_registry import feature_registry
-from mlplatform.warehouse.features import build_card_features
-from mlplatform.warehouse.targets import build_targets
 
 DAYS = 60
-ENV = {
-    "MLPLATFORM_PII_KEY": "test-pii-key",
-    "MLPLATFORM_START_DATE": START.isoformat(),
-    "MLPLATFORM_SEARCH_ITERATIONS": "2",
-    "MLPLATFORM_MIN_TRAIN_POSITIVES": "5",
-    "MLPLATFORM_MIN_AVERAGE_PRECISION": "0.05",
-    "MLPLATFORM_MAX_CALIBRATION_ERROR": "0.05",
-    "MLPLATFORM_SMOKE_LATENCY_MS": "5000",  # a busy CI machine: latency is the bench's job
-}
+ENV = TRAINING_ENV
 ASSETS = [*(candidate_asset(f) for f in FAMILIES), champion_asset(FAMILIES)]
 
 
@@ -81,14 +69,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
         }.items():  # fmt: skip
             patch.setenv(name, value)
         settings = get_settings()
-        simulate(SimulationConfig(n_cards=250, days=DAYS, start_date=START, seed=5),
-                 home / "landing")  # fmt: skip
-        load_warehouse(home / "landing", settings.warehouse_path)
-        registry = feature_registry(settings, load_contract(DEFAULT_CONTRACT))
-        with connect(settings.warehouse_path) as conn:
-            build_card_features(conn, registry, START, START + timedelta(days=DAYS - 1))
-            build_targets(conn, settings, load_contract(DEFAULT_CONTRACT))
-            build_master_table(conn, registry, settings, settings.datasets_dir)
+        build_training_data(home, days=DAYS)
         with dg.DagsterInstance.get() as instance:
             yield Trained(home, settings, instance, _train(instance))
 

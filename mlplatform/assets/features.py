@@ -1,14 +1,12 @@
 """Feature stage: the point-in-time card features of every curated transaction."""
 
-from datetime import timedelta
-
 import dagster as dg
 import pandas as pd
 
 from mlplatform.assets.curation import curated_transactions
 from mlplatform.assets.ingestion import OWNERS
 from mlplatform.assets.metadata import table_metadata
-from mlplatform.assets.partitions import daily_partitions
+from mlplatform.assets.partitions import daily_partitions, partition_days
 from mlplatform.resources import LandingZoneResource, WarehouseResource
 from mlplatform.settings import get_settings
 from mlplatform.warehouse.feature_registry import feature_registry
@@ -41,8 +39,7 @@ from mlplatform.warehouse.features import TABLE, build_card_features
 def card_features(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
 ) -> dg.MaterializeResult:
-    window = context.partition_time_window
-    start, end = window.start.date(), (window.end - timedelta(days=1)).date()
+    start, end = partition_days(context)
     registry = feature_registry(get_settings(), landing.contract)
     with warehouse.connection() as conn:
         result = build_card_features(conn, registry, start, end)

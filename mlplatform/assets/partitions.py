@@ -1,6 +1,6 @@
 """The daily partitioning every daily asset shares, and runs over ranges of it."""
 
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 
@@ -28,3 +28,9 @@ def partition_range_tags(first: date, last: date) -> dict[str, str]:
         "dagster/asset_partition_range_start": first.isoformat(),
         "dagster/asset_partition_range_end": last.isoformat(),
     }
+
+
+def partition_days(context: dg.AssetExecutionContext) -> tuple[date, date]:
+    """The first and last day (inclusive) of the run's partition or partition range."""
+    window = context.partition_time_window
+    return window.start.date(), (window.end - timedelta(days=1)).date()

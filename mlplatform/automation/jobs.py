@@ -7,20 +7,32 @@ from mlplatform.assets.features import card_features
 from mlplatform.assets.freshness import raw_transactions_landed_on_time
 from mlplatform.assets.ingestion import card_reference, raw_transactions
 from mlplatform.assets.partitions import daily_partitions
+from mlplatform.assets.scoring import predictions
+from mlplatform.assets.serving import online_feature_store
 from mlplatform.assets.training_data import master_table, target_labels, training_reference_profile
 
 daily_ingestion_job = dg.define_asset_job(
     "daily_ingestion",
     # Lateness is about today, not about the days a run loads: a backfill of history does not
     # evaluate it (`landing_freshness` does, hourly).
-    selection=dg.AssetSelection.assets(raw_transactions, curated_transactions, card_features)
+    selection=dg.AssetSelection.assets(
+        raw_transactions, curated_transactions, card_features, predictions, online_feature_store
+    )
     - dg.AssetSelection.checks(raw_transactions_landed_on_time),
     partitions_def=daily_partitions,
-    description="Validate one day's landing file(s) into raw, curate them and build their "
-    "features (a range of days runs as one run).",
+    description="Validate one day's landing file(s) into raw, curate them, build their "
+    "features and score them with the champion (a range of days runs as one run), then "
+    "rewrite the online feature store.",
     # Each step needs the one before and the warehouse pool: one process runs them in turn,
     # where the multiprocess executor would start (and import the platform in) one per step.
     executor_def=dg.in_process_executor,
+)
+batch_scoring_job = dg.define_asset_job(
+    "batch_scoring",
+    selection=dg.AssetSelection.assets(predictions),
+    partitions_def=daily_partitions,
+    description="Score days with the champion (`ml.predictions`), e.g. the days before the "
+    "first champion, or again after a new one.",
 )
 training_data_job = dg.define_asset_job(
     "training_data",

@@ -404,6 +404,15 @@ def rollback(
     return previous
 
 
+def require_version(client: MlflowClient, model_name: str, version: str) -> None:
+    """Raise :class:`ChampionError` (listing the versions) unless ``version`` is registered."""
+    known = {str(v.version) for v in client.search_model_versions(f"name = '{model_name}'")}
+    if version not in known:
+        raise ChampionError(
+            f"{model_name} has no version {version}; versions: {sorted(known, key=int)}"
+        )
+
+
 def promote_manually(
     client: MlflowClient,
     conn: duckdb.DuckDBPyConnection,
@@ -414,11 +423,7 @@ def promote_manually(
 ) -> str | None:
     """Make ``version`` the champion by hand (the old one becomes ``previous``); returns the
     old champion."""
-    known = {str(v.version) for v in client.search_model_versions(f"name = '{model_name}'")}
-    if version not in known:
-        raise ChampionError(
-            f"{model_name} has no version {version}; versions: {sorted(known, key=int)}"
-        )
+    require_version(client, model_name, version)
     before = set_champion(client, model_name, version)
     append_promotion_log(
         conn, model_name=model_name, decision="manual_promotion", version=version,

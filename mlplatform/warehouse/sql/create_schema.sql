@@ -116,3 +116,36 @@ CREATE TABLE IF NOT EXISTS ml.promotion_log (
     reason VARCHAR NOT NULL,
     actor VARCHAR NOT NULL             -- the Dagster run id, or cli:<user>
 );
+
+-- The champion's score of every curated transaction of a day (asset `predictions`).
+CREATE TABLE IF NOT EXISTS ml.predictions (
+    transaction_id VARCHAR USING COMPRESSION zstd NOT NULL,
+    card_id VARCHAR USING COMPRESSION zstd NOT NULL,  -- the card pseudonym
+    partition_date DATE NOT NULL,
+    score DOUBLE NOT NULL,             -- calibrated probability of the positive class
+    decision BOOLEAN NOT NULL,         -- score >= the model's threshold
+    model_name VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,
+    dataset_version VARCHAR,           -- the master-table snapshot the model was trained on
+    scored_at TIMESTAMP NOT NULL
+);
+
+-- The REST service's prediction log, one row per scored transaction per model (asset
+-- `serving_log`, from $MLPLATFORM_HOME/serving/predictions-YYYY-MM-DD.jsonl).
+CREATE TABLE IF NOT EXISTS monitoring.serving_log (
+    request_id VARCHAR NOT NULL,
+    logged_at TIMESTAMP NOT NULL,      -- UTC
+    event_time TIMESTAMP NOT NULL,
+    partition_date DATE NOT NULL,      -- the event's day
+    card_id VARCHAR NOT NULL,          -- the card pseudonym
+    transaction_id VARCHAR NOT NULL,
+    model_name VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,
+    role VARCHAR NOT NULL,             -- champion | canary | shadow
+    returned BOOLEAN NOT NULL,         -- whether this score was the answer
+    score DOUBLE NOT NULL,
+    decision BOOLEAN NOT NULL,
+    validation_ms DOUBLE,
+    features_ms DOUBLE,
+    model_ms DOUBLE
+);

@@ -1,0 +1,94 @@
+"""Serving stage: the online feature store the REST service reads, and its prediction log
+loaded back into the warehouse (``monitoring.serving_log``)."""
+
+from datetime import date
+
+import dagster as dg
+
+from mlplatform.assets.curation import curated_transactions
+from mlplatform.assets.features import card_features
+from mlplatform.assets.ingestion import card_reference
+from mlplatform.assets.partitions import daily_partitions, partition_days
+from mlplatform.assets.training_data import ML_OWNERS
+from mlplatform.monitoring.serving_log import load_serving_log
+from mlplatform.resources import LandingZoneResource, WarehouseResource
+from mlplatform.settings import get_settings
+from mlplatform.warehouse.feature_registry import feature_registry
+from mlplatform.warehouse.online_store import store_lookback_days, write_online_store
+
+
+@dg.asset(
+    group_name="serving",
+    kinds={"duckdb"},
+    owners=ML_OWNERS,
+    pool="warehouse",
+    deps=[curated_transactions, card_reference, card_features],
+    description="`online/store.duckdb` under the data home: the curated events of the online "
+    "features' lookback (plus a day) before the warehouse's last event, merchant events and "
+    "labels included, sorted by card and time, and the card reference data, in the "
+    "warehouse's table names, plus `online.store_info`. Pseudonyms only. Replaced atomically "
+    "(written aside, fsync, rename), so `mlplatform serve` never opens the warehouse.",
+)
+def online_feature_store(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
+) -> dg.MaterializeResult:
+    settings = get_settings()
+    lookback = store_lookback_days(feature_registry(settings, landing.contract))
+    with warehouse.connection() as conn:
+        result = write_online_store(conn, settings.online_store_path, lookback, warehouse.path)
+    context.log.info(
+        "online store: %d events of %d cards up to %s in %.2fs", result.events, result.cards,
+        result.last_event_time, result.seconds,
+    )  # fmt: skip
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(result.path)),
+            "cards": result.cards,
+            "events": result.events,
+            "dagster/row_count": result.events,
+            "size_mb": round(result.size_bytes / 1e6, 2),
+            "first_event_time": str(result.first_event_time),
+            "last_event_time": str(result.last_event_time),
+            "lookback_days": result.lookback_days,
+            "seconds": round(result.seconds, 2),
+        }
+    )
+
+
+@dg.asset(
+    group_name="monitoring",
+    kinds={"duckdb", "json"},
+    owners=ML_OWNERS,
+    pool="warehouse",
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    description="`monitoring.serving_log`: the REST service's prediction log of the day "
+    "(`serving/predictions-YYYY-MM-DD.jsonl` under the data home; one row per scored "
+    "transaction per model, with its role, score, decision and latency split), replaced per "
+    "day. A day without a file has no rows.",
+)
+def serving_log(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    folder = get_settings().serving_log_dir
+    start, end = partition_days(context)
+    days = [date.fromisoformat(key) for key in context.partition_keys]
+    with warehouse.connection() as conn:
+        results = [load_serving_log(conn, folder, day) for day in days]
+    missing = [str(r.partition_date) for r in results if r.file is None]
+    if missing:
+        context.log.info("no prediction log for %s in %s", ", ".join(missing), folder)
+    roles: dict[str, int] = {}
+    for result in results:
+        for role, rows in result.rows_by_role.items():
+            roles[role] = roles.get(role, 0) + rows
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": sum(r.rows for r in results),
+            "days": f"{start} .. {end}",
+            "files": ", ".join(r.file.name for r in results if r.file) or "(none)",
+            "days_without_a_file": ", ".join(missing) or "(none)",
+            **{f"rows_{role}": rows for role, rows in sorted(roles.items())},
+            "folder": dg.MetadataValue.path(str(folder)),
+        }
+    )
