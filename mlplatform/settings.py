@@ -196,6 +196,11 @@ class Settings(BaseSettings):
             return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
 
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return value or None
+
     @field_validator("home", "contract")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
