@@ -314,11 +314,9 @@ def serve(
     took it. Without an API key (MLPLATFORM_API_KEYS, MLPLATFORM_API_KEYS_FILE) it only binds
     to 127.0.0.1. It refuses to start before the first champion and the online store exist.
     """
-    import uvicorn
+    import logging
 
-    from mlplatform.serving.app import create_app
-    from mlplatform.serving.model import NoModelError
-    from mlplatform.serving.service import ServiceConfig
+    from mlplatform.serving.config import ServiceConfig
 
     settings = get_settings()
     host, port = host or settings.serve_host, port or settings.serve_port
@@ -339,11 +337,18 @@ def serve(
             f"no online store at {config.store_path}: materialize online_feature_store "
             "(the daily job) first."
         )
+    import uvicorn
+
+    from mlplatform.serving.app import create_app
+    from mlplatform.serving.model import NoModelError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     try:
         service = create_app(config)
     except NoModelError as error:
         _refuse(f"{error}; the service starts once a champion exists.")
-    uvicorn.run(service, host=host, port=port, workers=1)
+    # Our own access log (in the app) names the route, never the query string.
+    uvicorn.run(service, host=host, port=port, workers=1, access_log=False)
 
 
 def _refuse(message: str) -> None:

@@ -23,18 +23,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from mlplatform.contract import CANONICAL_COLUMNS
+from mlplatform.serving.config import ServiceConfig
 from mlplatform.serving.metrics import ServiceMetrics
 from mlplatform.serving.online import InvalidTransactions, RowError
-from mlplatform.serving.service import (
-    Role,
-    Scored,
-    Service,
-    ServiceConfig,
-    UnprocessableTransactions,
-)
+from mlplatform.serving.service import Role, Scored, Service, UnprocessableTransactions
 from mlplatform.warehouse.pii import mask_card_like_digits
 
 logger = logging.getLogger(__name__)
+access = logging.getLogger("mlplatform.serving.access")
 
 #: Any JSON scalar: the landing rules (the same online as for files) judge the values.
 Scalar = str | float | int | None
@@ -230,11 +226,23 @@ def create_app(config: ServiceConfig) -> FastAPI:
         request.state.request_id = uuid.uuid4().hex
         started = time.perf_counter()
         response = await call_next(request)
+        elapsed = time.perf_counter() - started
         route = request.scope.get("route")
         path = getattr(route, "path", "other")
         metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(time.perf_counter() - started)
+        metrics.latency.labels(path).observe(elapsed)
         response.headers["X-Request-ID"] = request.state.request_id
+        # The access log names the route (or "other"), never the path or query string as
+        # sent: a client may put anything there.
+        access.info(
+            '%s - "%s %s" %d %.1f ms %s',
+            request.client.host if request.client else "-",
+            request.method,
+            path,
+            response.status_code,
+            elapsed * 1000,
+            request.state.request_id,
+        )
         return response
 
     @app.post(

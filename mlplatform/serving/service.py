@@ -13,67 +13,23 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from mlplatform.contract import load_contract
 from mlplatform.ml.registry import CHAMPION, alias_version, configure
+from mlplatform.serving.config import ServiceConfig
 from mlplatform.serving.model import CHALLENGER, ModelHandle, load_model, load_version
 from mlplatform.serving.online import InvalidTransactions, OnlineFeatures
 from mlplatform.serving.prediction_log import PredictionLog
-from mlplatform.settings import Settings
-from mlplatform.warehouse.feature_registry import FeatureRegistry, feature_registry
 
 logger = logging.getLogger(__name__)
 
-ChallengerMode = Literal["off", "shadow", "canary"]
 Role = Literal["champion", "canary", "shadow"]
-
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    """What the service needs, read once from the settings (tests build their own)."""
-
-    tracking_uri: str
-    model_name: str
-    store_path: Path
-    registry: FeatureRegistry = field(repr=False)
-    pii_key: bytes = field(repr=False)
-    serving_dir: Path
-    api_keys: tuple[str, ...] = field(default=(), repr=False)
-    max_batch: int = 1000
-    max_store_age_hours: float = 36.0
-    reload_seconds: float = 10.0
-    challenger_mode: ChallengerMode = "off"
-    canary_share: float = 0.1
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ServiceConfig:
-        """The service's configuration; API keys from ``api_keys`` and ``api_keys_file``."""
-        keys = list(settings.api_keys)
-        if settings.api_keys_file is not None:
-            lines = settings.api_keys_file.read_text().splitlines()
-            keys += [line.strip() for line in lines if line.strip()]
-        return cls(
-            tracking_uri=settings.tracking_uri,
-            model_name=settings.model_name,
-            store_path=settings.online_store_path,
-            registry=feature_registry(settings, load_contract(settings.contract)),
-            pii_key=settings.pseudonym_key,
-            serving_dir=settings.serving_dir,
-            api_keys=tuple(keys),
-            max_batch=settings.max_batch,
-            max_store_age_hours=settings.max_store_age_hours,
-            reload_seconds=settings.reload_seconds,
-            challenger_mode=settings.challenger_mode,
-            canary_share=settings.canary_share,
-        )
 
 
 @dataclass(frozen=True)
@@ -142,7 +98,11 @@ class Service:
         self._thread: threading.Thread | None = None
         champion = smoke_scored(load_model(config.tracking_uri, config.model_name, CHAMPION), None)
         self.features = OnlineFeatures(config.store_path, config.registry, config.pii_key)
-        self.models = Models(champion, self._challenger(None))
+        try:
+            challenger = self._challenger(None)
+        except Exception as error:  # a broken challenger must not keep the champion down
+            challenger, self.last_reload_error = None, f"challenger failed to load: {error}"
+        self.models = Models(champion, challenger)
         assert self.features.info is not None
         since = self.features.info.last_event_time
         restored = self.features.restore(self.log.answered_events(since))
