@@ -14,6 +14,16 @@ import pytest
 from mlplatform.datagen import SimulationConfig, SimulationSummary, simulate
 
 START = date(2025, 1, 1)
+#: Environment of a small trained platform (test_models, test_serving): quick training.
+TRAINING_ENV = {
+    "MLPLATFORM_PII_KEY": "test-pii-key",
+    "MLPLATFORM_START_DATE": START.isoformat(),
+    "MLPLATFORM_SEARCH_ITERATIONS": "2",
+    "MLPLATFORM_MIN_TRAIN_POSITIVES": "5",
+    "MLPLATFORM_MIN_AVERAGE_PRECISION": "0.05",
+    "MLPLATFORM_MAX_CALIBRATION_ERROR": "0.05",
+    "MLPLATFORM_SMOKE_LATENCY_MS": "5000",  # a busy CI machine: latency is the bench's job
+}
 
 
 @dataclass(frozen=True)
