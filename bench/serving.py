@@ -50,6 +50,7 @@ def _wait_until_up(url: str, process: subprocess.Popen, what: str, log: Path) ->
                 return
         except httpx.TransportError:
             time.sleep(0.5)
+    process.terminate()
     raise SystemExit(f"{what} did not start:\n{log.read_text()[-3000:]}")
 
 
@@ -72,8 +73,8 @@ def prepare_home(source: Path, work: Path) -> tuple[Path, str]:
     return home, day.isoformat()
 
 
-def load_requests(home: Path, day: str) -> tuple[list[dict], list[dict], list[str]]:
-    """The day's transactions (canonical columns, time order), their precomputed feature
+def load_requests(home: Path, day: str) -> tuple[list[dict], list[dict], list[str], np.ndarray]:
+    """The day's curated transactions (canonical columns, time order), their precomputed feature
     vectors as the booster takes them, and the vectors' column names."""
     import duckdb
     import pandas as pd
@@ -92,6 +93,8 @@ def load_requests(home: Path, day: str) -> tuple[list[dict], list[dict], list[st
         features = conn.execute(
             "SELECT * FROM features.card_features WHERE partition_date = ?", [day]
         ).df()
+    # Rows the landing rules quarantined have no features: not a transaction to send.
+    canonical = canonical[canonical["transaction_id"].isin(features["transaction_id"])]
     features = features.set_index("transaction_id").loc[canonical["transaction_id"]]
     frame = champion.model.spec.frame(features)
     for name in champion.model.spec.categorical:  # the booster's own category codes
@@ -103,7 +106,7 @@ def load_requests(home: Path, day: str) -> tuple[list[dict], list[dict], list[st
     transactions = [
         {k: v for k, v in row.items() if isinstance(v, str)} for row in canonical.to_dict("records")
     ]
-    return transactions, vectors, list(frame.columns)
+    return transactions, vectors, list(frame.columns), champion.model.raw_score(features)
 
 
 def start_ours(home: Path, work: Path) -> tuple[subprocess.Popen, str]:
@@ -122,6 +125,7 @@ def start_ours(home: Path, work: Path) -> tuple[subprocess.Popen, str]:
 
 def start_mlflow(home: Path, work: Path, columns: list[str]) -> tuple[subprocess.Popen, str]:
     """The champion's booster re-logged into a scratch store and served by MLflow."""
+    import lightgbm as lgb
     import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
@@ -130,7 +134,10 @@ def start_mlflow(home: Path, work: Path, columns: list[str]) -> tuple[subprocess
     from mlplatform.settings import get_settings
 
     settings = get_settings()
-    booster = load_model(settings.tracking_uri, settings.model_name, "champion").model.estimator
+    champion = load_model(settings.tracking_uri, settings.model_name, "champion")
+    booster = lgb.Booster(model_str=champion.model.estimator.model_to_string())
+    # JSON has no categoricals: the categories arrive as the codes the booster splits on.
+    booster.pandas_categorical = None
     scratch = work / "mlflow-scratch"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
@@ -144,11 +151,12 @@ def start_mlflow(home: Path, work: Path, columns: list[str]) -> tuple[subprocess
         )
     port = _free_port()
     log = work / "mlflow-serve.log"
+    bin_dir = Path(sys.executable).parent  # it runs `uvicorn` from PATH
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", info.model_uri,
+        [str(bin_dir / "mlflow"), "models", "serve", "-m", info.model_uri,
          "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1"],
-        env={**os.environ, "MLFLOW_TRACKING_URI": uri}, stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+        stdout=log.open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     _wait_until_up(f"{url}/ping", process, "mlflow models serve", log)
@@ -198,12 +206,22 @@ def load(
                     latencies.append(elapsed)
                     features.append(features_ms)
 
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    errors: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            worker()
+        except BaseException as error:  # a thread's SystemExit would pass unseen
+            errors.append(error)
+
+    threads = [threading.Thread(target=guarded) for _ in range(concurrency)]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    if errors:
+        raise errors[0]
     return Run(latencies, time.perf_counter() - started, features)
 
 
@@ -231,13 +249,16 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     home, day = prepare_home(args.source.resolve(), args.work)
     os.environ["MLPLATFORM_HOME"] = str(home)
-    transactions, vectors, columns = load_requests(home, day)
+    transactions, vectors, columns, raw_scores = load_requests(home, day)
     needed = args.requests * len(levels) + 10
     if len(transactions) < needed:
         raise SystemExit(f"{day} has {len(transactions)} transactions; {needed} needed")
-    ours, ours_url = start_ours(home, args.work)
-    theirs, theirs_url = start_mlflow(home, args.work, columns)
+    processes: list[subprocess.Popen] = []
     try:
+        ours, ours_url = start_ours(home, args.work)
+        processes.append(ours)
+        theirs, theirs_url = start_mlflow(home, args.work, columns)
+        processes.append(theirs)
         ours_bodies = [{"transactions": [t]} for t in transactions]
         mlflow_bodies = [
             {"dataframe_split": {"columns": columns, "data": [list(v.values())]}} for v in vectors
@@ -246,6 +267,11 @@ def main() -> None:
         mlflow_run = (f"{theirs_url}/invocations", {})
         load(*ours_run, ours_bodies[:10], 1, _ours_features_ms)  # warm-up
         load(*mlflow_run, mlflow_bodies[:10], 1, _mlflow_ok)
+        sample = [list(v.values()) for v in vectors[:50]]
+        served = httpx.post(
+            mlflow_run[0], json={"dataframe_split": {"columns": columns, "data": sample}}
+        ).json()["predictions"]
+        difference = float(np.max(np.abs(np.asarray(served) - raw_scores[:50])))
         rows = []
         for n, concurrency in enumerate(levels):
             part = slice(10 + n * args.requests, 10 + (n + 1) * args.requests)
@@ -253,11 +279,12 @@ def main() -> None:
             base = load(*mlflow_run, mlflow_bodies[part], concurrency, _mlflow_ok)
             rows.append((concurrency, mine, base))
     finally:
-        for process in (ours, theirs):
+        for process in processes:
             process.terminate()
             process.wait(timeout=60)
     print(f"day {day}: {len(transactions):,} transactions; {args.requests} single-transaction "
-          f"requests per level; store as of the day before")  # fmt: skip
+          f"requests per level; store as of the day before; mlflow's booster vs in process: "
+          f"max |difference| {difference:.1e} over 50 rows")  # fmt: skip
     print(
         "| concurrency | ours p50 ms | ours p99 ms | ours req/s | features share "
         "| mlflow p50 ms | mlflow p99 ms | mlflow req/s | p50 ratio | p99 ratio | req/s ratio |"
