@@ -13,8 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mlplatform.library_output import quiet_library_output
 from mlplatform.settings import PACKAGE_DIR, get_settings
 
+quiet_library_output()
 app = typer.Typer(help="mlplatform: card-transaction data and ML platform.", no_args_is_help=True)
 console = Console()
 
@@ -84,6 +86,7 @@ def demo(
     if not any(settings.landing_dir.glob("transactions_*.csv")):
         generate(out=None, cards=cards, days=days, start_date=None, seed=seed,
                  drift_start=None, malformed_rate=0.002)  # fmt: skip
+    from mlplatform.assets.partitions import consecutive_ranges, partition_range_tags
     from mlplatform.definitions import defs
     from mlplatform.warehouse.ingestion import partition_date_of
 
@@ -91,13 +94,11 @@ def demo(
         {d for p in settings.landing_dir.glob("*.csv") if (d := partition_date_of(p))}
     )
     instance = dg.DagsterInstance.get()
+    _recover(instance)
     _run_job(defs, instance, "reference_data")
     failures = []
-    for first, last in _consecutive_ranges(days_with_files):
-        tags = {
-            "dagster/asset_partition_range_start": first.isoformat(),
-            "dagster/asset_partition_range_end": last.isoformat(),
-        }
+    for first, last in consecutive_ranges(days_with_files):
+        tags = partition_range_tags(first, last)
         if failure := _run_job(defs, instance, "daily_ingestion", tags, f"{first} .. {last}"):
             failures.append(failure)
     _print_ingestion_summary(settings.warehouse_path)
@@ -111,6 +112,34 @@ def demo(
         for failure in failures:
             console.print(f"failed: {failure}", style="red", markup=False, highlight=False)
         raise typer.Exit(1)
+
+
+runs_app = typer.Typer(help="Dagster runs of the platform's instance.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+def _recover(instance: object) -> list[str]:
+    """Fail runs whose process is gone and free the pool slots of runs that are over; each
+    action is printed."""
+    from mlplatform.automation.recovery import recover_dead_runs
+
+    actions = recover_dead_runs(instance)
+    for action in actions:
+        console.print(action, style="yellow", markup=False, highlight=False)
+    return actions
+
+
+@runs_app.command()
+def recover() -> None:
+    """Mark failed each started run whose process is gone (kill -9, OOM, a closed laptop),
+    freeing the warehouse pool it held, so the next run proceeds (the daemon does this
+    itself where it runs)."""
+    import dagster as dg
+
+    _dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        if not _recover(instance):
+            console.print("no dead run: every started run has a live process")
 
 
 def _run_job(
@@ -136,17 +165,6 @@ def _run_job(
         and not e.asset_check_evaluation_data.passed
     ]
     return f"{name} {label} (run {result.run_id}): " + "\n".join(messages + failed_checks)
-
-
-def _consecutive_ranges(days: list[date]) -> list[tuple[date, date]]:
-    """Sorted days grouped into (first, last) runs of consecutive days."""
-    ranges: list[tuple[date, date]] = []
-    for day in days:
-        if ranges and (day - ranges[-1][1]).days == 1:
-            ranges[-1] = (ranges[-1][0], day)
-        else:
-            ranges.append((day, day))
-    return ranges
 
 
 def _print_ingestion_summary(warehouse: Path) -> None:

@@ -4,17 +4,20 @@ import dagster as dg
 
 from mlplatform.assets.curation import curated_transactions
 from mlplatform.assets.features import card_features
+from mlplatform.assets.freshness import raw_transactions_landed_on_time
 from mlplatform.assets.ingestion import card_reference, raw_transactions
 from mlplatform.assets.models import ChampionIOManager, candidate_asset, champion_asset
 from mlplatform.assets.training_data import master_table, target_labels, training_reference_profile
 from mlplatform.automation.jobs import (
     daily_ingestion_job,
+    landing_freshness_job,
     reference_data_job,
     training_data_job,
     training_job,
 )
-from mlplatform.automation.schedules import daily_ingestion_schedule
+from mlplatform.automation.schedules import daily_ingestion_schedule, landing_freshness_schedule
 from mlplatform.automation.sensors import landing_sensor
+from mlplatform.library_output import quiet_library_output
 from mlplatform.resources import LandingZoneResource, MlflowResource, WarehouseResource
 from mlplatform.settings import Settings, get_settings
 
@@ -23,7 +26,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
     """The resources every asset and sensor uses, configured from settings."""
     return {
         "warehouse": WarehouseResource(
-            path=str(settings.warehouse_path), memory_limit=settings.duckdb_memory_limit
+            path=str(settings.warehouse_path),
+            memory_limit=settings.duckdb_memory_limit,
+            lock_timeout_seconds=settings.warehouse_lock_timeout_seconds,
         ),
         "landing": LandingZoneResource(
             landing_dir=str(settings.landing_dir), contract_path=str(settings.contract)
@@ -39,6 +44,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 
 SETTINGS = get_settings()
+quiet_library_output()  # every Dagster process (run, daemon, webserver) loads this module
 
 
 defs = dg.Definitions(
@@ -53,8 +59,15 @@ defs = dg.Definitions(
         *(candidate_asset(family) for family in SETTINGS.candidate_families),
         champion_asset(SETTINGS.candidate_families),
     ],
-    jobs=[daily_ingestion_job, reference_data_job, training_data_job, training_job],
-    schedules=[daily_ingestion_schedule],
+    asset_checks=[raw_transactions_landed_on_time],
+    jobs=[
+        daily_ingestion_job,
+        reference_data_job,
+        training_data_job,
+        training_job,
+        landing_freshness_job,
+    ],
+    schedules=[daily_ingestion_schedule, landing_freshness_schedule],
     sensors=[landing_sensor],
     resources=build_resources(SETTINGS),
 )

@@ -71,6 +71,18 @@ class Settings(BaseSettings):
         default="1GB",
         description="DuckDB's memory limit per connection; beyond it, work spills to disk.",
     )
+    warehouse_lock_timeout_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long a run waits (retrying with backoff) for another process to "
+        "close the warehouse file before it fails naming that process.",
+    )
+    landing_due_hours: float = Field(
+        default=6.0,
+        ge=0,
+        description="Hours after the midnight (UTC) that ends a day by which its landing file "
+        "is due: later, the freshness check `raw_transactions` `landed_on_time` fails.",
+    )
     sensor_interval_seconds: int = Field(default=30, description="Landing sensor tick.")
     landing_settle_seconds: float = Field(
         default=5.0,
@@ -216,6 +228,7 @@ class Settings(BaseSettings):
 
     @property
     def online_store_path(self) -> Path:
+        """The online feature store the REST service reads (replaced atomically)."""
         return self.home / "online" / "store.duckdb"
 
     @property

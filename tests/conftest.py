@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 import duckdb
@@ -24,6 +32,7 @@ TRAINING_ENV = {
     "MLPLATFORM_MAX_CALIBRATION_ERROR": "0.05",
     "MLPLATFORM_SMOKE_LATENCY_MS": "5000",  # a busy CI machine: latency is the bench's job
 }
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -92,3 +101,97 @@ def insert_curated(conn: duckdb.DuckDBPyConnection, events: pd.DataFrame) -> Non
         "1 AS source_line FROM hand_built"
     )
     conn.unregister("hand_built")
+
+
+HOLD_SCRIPT = """
+import sys, duckdb
+conn = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == "read_only")
+print("held", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+"""
+
+
+@contextmanager
+def warehouse_held_open(warehouse: Path, *, read_only: bool = False) -> Iterator[subprocess.Popen]:
+    """Another process (as a person in the DuckDB CLI would) holding the warehouse file open
+    until the block ends, or until the test closes the process's stdin."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD_SCRIPT, str(warehouse), "read_only" if read_only else "rw"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout.readline().strip() == "held"
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@contextmanager
+def process_group(command: list[str], log: Path) -> Iterator[subprocess.Popen]:
+    """``command`` started in the repo with the test's environment, output to ``log``; it and
+    every process it starts (code server, runs) are killed when the block ends."""
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield process
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            with suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=10)
+            with suppress(ProcessLookupError):  # whatever of the group is still there
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def dagster_daemon(platform_home: PlatformHome) -> AbstractContextManager[subprocess.Popen]:
+    """`dagster-daemon run` on the code location, with the test's environment and instance."""
+    command = [str(BIN / "dagster-daemon"), "run", "-m", "mlplatform.definitions"]
+    return process_group(command, platform_home.dagster_home / "daemon.log")
+
+
+def dagster_cli(*args: str) -> None:
+    """Run the `dagster` command on the code location (e.g. `sensor start landing_sensor`)."""
+    subprocess.run(
+        [str(BIN / "dagster"), *args, "-m", "mlplatform.definitions"], cwd=REPO, check=True,
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+
+
+def wait_until(
+    condition: Callable[[], T | None], what: str, timeout: float = 180, log: Path | None = None
+) -> T:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what`` (and the
+    end of ``log``) when it has not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.5)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise AssertionError(f"timed out waiting for {what}\n{tail}")
+
+
+def sensor_ticks(instance: dg.DagsterInstance, name: str) -> list:
+    """The ticks of a sensor or schedule, newest first."""
+    for state in instance.all_instigator_state():
+        if state.instigator_name == name:
+            return list(instance.get_ticks(state.instigator_origin_id, state.selector_id))
+    return []
+
+
+# What nobody can act on: warnings, MLflow's INFO lines, artifact download bars.
+NOISE = ("warning", "detected uv project", "downloading artifacts", "info mlflow")
+
+
+def noise_lines(output: str) -> list[str]:
+    """The lines of a command's output that are noise (see NOISE)."""
+    return [line for line in output.splitlines() if any(n in line.lower() for n in NOISE)]

@@ -10,7 +10,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from tests.conftest import PlatformHome
+from tests.conftest import PlatformHome, noise_lines
 
 DAYS = 60
 CARDS = 200  # enough revenge episodes for positives in train, validation and holdout
@@ -37,6 +37,7 @@ def test_demo_runs_every_partition_in_one_run_then_training_to_a_champion_decisi
         timeout=600,
     )
     assert completed.returncode == 0, (completed.stdout + completed.stderr)[-3000:]
+    assert noise_lines(completed.stdout + completed.stderr) == []
     assert "master table" in completed.stdout and "dataset version" in completed.stdout
     assert "promotion log" in completed.stdout
     with duckdb.connect(str(platform_home.warehouse), read_only=True) as conn:

@@ -4,16 +4,23 @@ import dagster as dg
 
 from mlplatform.assets.curation import curated_transactions
 from mlplatform.assets.features import card_features
+from mlplatform.assets.freshness import raw_transactions_landed_on_time
 from mlplatform.assets.ingestion import card_reference, raw_transactions
 from mlplatform.assets.partitions import daily_partitions
 from mlplatform.assets.training_data import master_table, target_labels, training_reference_profile
 
 daily_ingestion_job = dg.define_asset_job(
     "daily_ingestion",
-    selection=dg.AssetSelection.assets(raw_transactions, curated_transactions, card_features),
+    # Lateness is about today, not about the days a run loads: a backfill of history does not
+    # evaluate it (`landing_freshness` does, hourly).
+    selection=dg.AssetSelection.assets(raw_transactions, curated_transactions, card_features)
+    - dg.AssetSelection.checks(raw_transactions_landed_on_time),
     partitions_def=daily_partitions,
     description="Validate one day's landing file(s) into raw, curate them and build their "
     "features (a range of days runs as one run).",
+    # Each step needs the one before and the warehouse pool: one process runs them in turn,
+    # where the multiprocess executor would start (and import the platform in) one per step.
+    executor_def=dg.in_process_executor,
 )
 training_data_job = dg.define_asset_job(
     "training_data",
@@ -34,4 +41,10 @@ reference_data_job = dg.define_asset_job(
     "reference_data",
     selection=dg.AssetSelection.assets(card_reference),
     description="Reload the card reference data.",
+)
+landing_freshness_job = dg.define_asset_job(
+    "landing_freshness",
+    selection=dg.AssetSelection.checks(raw_transactions_landed_on_time),
+    description="Is the latest day that is due loaded? (the check `landed_on_time` of "
+    "raw_transactions; MLPLATFORM_LANDING_DUE_HOURS)",
 )

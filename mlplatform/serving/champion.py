@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -11,9 +12,8 @@ from mlplatform.contract import load_contract
 from mlplatform.ml.models import ScoringModel
 from mlplatform.ml.registry import CHAMPION
 from mlplatform.serving.model import ModelHandle, load_model
-from mlplatform.serving.online import curated_rows, feature_frame
+from mlplatform.serving.online import OnlineFeatures
 from mlplatform.settings import Settings, get_settings
-from mlplatform.warehouse.connection import connect
 from mlplatform.warehouse.feature_registry import FeatureRegistry, feature_registry
 
 
@@ -49,25 +49,35 @@ class Champion:
     def threshold(self) -> float:
         return self.model.threshold
 
+    @cached_property
+    def source(self) -> OnlineFeatures:
+        """The online store when it exists, else the warehouse (opened read-only once)."""
+        store = self.settings.online_store_path
+        path = store if store.exists() else self.settings.warehouse_path
+        return OnlineFeatures(
+            path, self.registry, self.settings.pseudonym_key, max_amount=self.settings.max_amount
+        )
+
     def features(self, transactions: pd.DataFrame) -> pd.DataFrame:
-        """Online features of ``transactions`` (canonical columns), in their order."""
-        with connect(self.settings.warehouse_path, read_only=True) as conn:
-            curated = curated_rows(conn, transactions, self.settings.pseudonym_key)
-            frame = feature_frame(conn, self.registry, curated)
-        ids = transactions["transaction_id"].astype(str)
-        absent = sorted(set(ids) - set(frame["transaction_id"]))
-        if absent:
-            raise ValueError(
-                f"transactions repeat another row's card, time, amount and merchant (curation "
-                f"keeps one): {absent[:5]}"
-            )
-        return frame.set_index("transaction_id").loc[ids].reset_index()
+        """Online features of ``transactions`` (canonical columns), in their order.
+
+        Raises :class:`~mlplatform.serving.online.InvalidTransactions` for rows that
+        ingestion would quarantine (the same rule names)."""
+        rows = [
+            {k: None if _missing(v) else v for k, v in row.items()}
+            for row in transactions.to_dict("records")
+        ]
+        return self.source.compute(rows).frame
 
     def predict_proba(self, transactions: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities ``(n, 2)`` for ``transactions`` in the contract's
         canonical columns (``transaction_id``, ``event_time``, ``card_number``, ``amount``,
         and whatever optional columns the data has), features computed online."""
         return self.model.predict_proba(self.features(transactions))
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def load_champion(settings: Settings | None = None) -> Champion:

@@ -15,26 +15,21 @@ import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
 
-from mlplatform.warehouse.connection import connect, read_sql
-from mlplatform.warehouse.curation import curate_partitions
+from mlplatform.contract import CANONICAL_COLUMNS, Contract
+from mlplatform.warehouse.connection import read_sql, sql_literal, transaction
 from mlplatform.warehouse.feature_registry import INPUT_COLUMNS, FeatureRegistry
-from mlplatform.warehouse.features import context_events, online_features
-from mlplatform.warehouse.pii import card_pseudonym
-
-#: Canonical columns a transaction must have to be scored.
-REQUIRED = ("transaction_id", "event_time", "card_number", "amount")
-#: Canonical columns carried into raw as they are (when present).
-PASSED_THROUGH = (
-    "merchant", "category", "gender", "city", "state", "zip", "city_pop", "job",
-    "home_lat", "home_long", "merchant_lat", "merchant_long", "label",
-)  # fmt: skip
+from mlplatform.warehouse.feature_state import CompiledFeatures, FeatureState, as_records
+from mlplatform.warehouse.pii import hmac_pads, mask_card_like_digits
+from mlplatform.warehouse.row_program import RowProgram, request_text
+from mlplatform.warehouse.row_rules import pseudonyms_sql, typed_columns, violation
+from mlplatform.warehouse.sql_expressions import NotPlain, Unsupported
 
 
 @dataclass(frozen=True)
@@ -71,6 +66,7 @@ class FeatureBatch:
     events: list[dict[str, Any]] = field(repr=False)
     validation_ms: float
     features_ms: float
+    records: list[tuple] = field(repr=False, default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -86,78 +82,318 @@ class StoreInfo:
         return ((now or datetime.now()) - self.modified_at).total_seconds() / 3600
 
 
+#: The contract of online input: every canonical column under its own name.
+ONLINE_CONTRACT = Contract(name="online", columns={c: c for c in CANONICAL_COLUMNS})
+#: Event times this far past the clock are refused (a clock a little ahead is not an error).
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
 class OnlineFeatures:
     """Feature source over a DuckDB file with the curated schema, for new transactions.
 
-    Not thread-safe: one caller at a time (the service serialises its calls).
+    ``preload`` reads every card of the store when it is (re)attached, so that no request
+    waits for its card's events (a service does; ad-hoc scoring reads only its cards).
+    ``compiled_rows`` runs the landing rules and curation of a request compiled to Python
+    (:class:`~mlplatform.warehouse.row_program.RowProgram`); False runs ingestion's SQL
+    files in DuckDB for every request (the reference the compiled rows are tested against).
+
+    The store is attached read-only for the service's life (reattached when the file is
+    replaced); each card's events are read once, when the card is first seen, into
+    :class:`~mlplatform.warehouse.feature_state.FeatureState`, which also holds the
+    transactions scored since (``record``). Not thread-safe: one caller at a time.
     """
 
-    def __init__(self, store_path: Path, registry: FeatureRegistry, pii_key: bytes) -> None:
+    def __init__(
+        self,
+        store_path: Path,
+        registry: FeatureRegistry,
+        pii_key: bytes,
+        *,
+        max_amount: float = 100_000.0,
+        compiled_rows: bool = True,
+        preload: bool = False,
+    ) -> None:
         self.store_path = Path(store_path)
         self.registry = registry
-        self._key = pii_key
-        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._pads = hmac_pads(pii_key)
+        self._checks = read_sql("check_rows").format(
+            typed_columns=typed_columns(ONLINE_CONTRACT),
+            violation=violation(ONLINE_CONTRACT, max_amount),
+        )
+        self._mem = duckdb.connect()
+        self._mem.execute(read_sql("create_schema"))
+        self._mem.execute(read_sql("macros"))
+        self.compiled = CompiledFeatures(registry, self._mem)
+        self.state = FeatureState(self.compiled)
+        self._program = (
+            _row_program(self._mem, self.compiled, pii_key, max_amount) if compiled_rows else None
+        )
+        self._reference: dict[str, tuple[Any, Any]] = {}
+        self._loaded: set[str] = set()
+        self._preload = preload
+        self._fresh: dict[str, tuple] = {}
         self._opened: tuple[int, int] | None = None
         self.info: StoreInfo | None = None
         self.refresh()
 
     def refresh(self) -> bool:
-        """Reopen the store when its file was replaced; True if it was (re)opened."""
+        """Reattach the store when its file was replaced; True if it was (re)attached.
+
+        Fresh transactions the new store holds are dropped; the others stay counted."""
         stat = os.stat(self.store_path)
         fingerprint = (stat.st_ino, stat.st_mtime_ns)
         if fingerprint == self._opened:
             return False
-        conn = connect(self.store_path, read_only=True)
-        last, events = conn.execute(
-            "SELECT max(event_time), count(*) FROM curated.transactions"
+        mem = self._mem
+        mem.execute("DETACH DATABASE IF EXISTS store")
+        mem.execute(f"ATTACH {sql_literal(str(self.store_path))} AS store (READ_ONLY)")
+        with transaction(mem):
+            mem.execute("DELETE FROM raw.card_reference")
+            mem.execute("INSERT INTO raw.card_reference SELECT * FROM store.raw.card_reference")
+        self._reference = {
+            card: (limit, band)
+            for card, limit, band in mem.execute(
+                "SELECT card_id, credit_limit, income_band FROM raw.card_reference"
+            ).fetchall()
+        }
+        last, events = mem.execute(
+            "SELECT max(event_time), count(*) FROM store.curated.transactions"
         ).fetchone()
-        if self._conn is not None:
-            self._conn.close()
-        self._conn, self._opened = conn, fingerprint
+        held = {
+            row[0]
+            for row in mem.execute(
+                "SELECT transaction_id FROM store.curated.transactions "
+                "WHERE list_contains($ids, transaction_id)",
+                {"ids": list(self._fresh)},
+            ).fetchall()
+        }
+        fresh = [r for i, r in self._fresh.items() if i not in held]
+        self.state = FeatureState(self.compiled)
+        self.state.load_partials(mem, "store.curated.transactions")
+        self._loaded, self._fresh = set(), {}
+        if self._preload:
+            self.preload()
+        self._add(fresh)
+        self._opened = fingerprint
         self.info = StoreInfo(
             self.store_path, datetime.fromtimestamp(stat.st_mtime), last, int(events)
         )
         return True
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._mem.close()
 
     def compute(self, transactions: Sequence[Mapping[str, Any]]) -> FeatureBatch:
         """Validate, curate and compute the features of ``transactions`` (canonical columns).
 
         Raises :class:`InvalidTransactions` naming each transaction that breaks a rule.
         """
-        assert self._conn is not None, "the store is closed"
         started = time.perf_counter()
-        errors = [
-            RowError(i, name, "missing_required_field", "empty or absent")
-            for i, transaction in enumerate(transactions)
-            for name in REQUIRED
-            if transaction.get(name) in (None, "")
-        ]
-        if errors:
-            raise InvalidTransactions(errors)
-        frame = pd.DataFrame(list(transactions))
+        curated = self._compiled_rows(transactions)
+        if curated is None:
+            records, rows = self._duckdb_rows(transactions)
+        else:
+            records, rows = curated
         validated = time.perf_counter()
-        curated = curated_rows(self._conn, frame, self._key)
-        features = feature_frame(self._conn, self.registry, curated)
-        ids = frame["transaction_id"].astype(str)
-        ordered = curated.set_index("transaction_id").loc[ids].reset_index()
-        result = ordered[["transaction_id", "card_id", "event_time", "partition_date"]].merge(
-            features, on="transaction_id", how="left"
-        )
-        events = [{c: _json(row[c]) for c in INPUT_COLUMNS} for row in ordered.to_dict("records")]
+        self._load_cards({r[3] for r in records})
+        values = self.state.aggregates(records)
+        features = self.compiled.features(rows, values)
+        if features is None:  # the projection in DuckDB (its rows are in online_rows)
+            sql = self.compiled.projection_sql("online_rows", values)
+            frame = self._mem.execute(sql).df().drop(columns="row_idx")
+        else:
+            frame = pd.DataFrame(features)
         done = time.perf_counter()
-        return FeatureBatch(result, events, (validated - started) * 1000, (done - validated) * 1000)
+        return FeatureBatch(
+            frame,
+            [{c: _json(v) for c, v in row.items()} for row in rows],
+            (validated - started) * 1000,
+            (done - validated) * 1000,
+            records,
+        )
+
+    def _compiled_rows(
+        self, transactions: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[tuple], list[dict[str, Any]]] | None:
+        """Records and input rows of the request by the compiled row program, or None when
+        a value needs DuckDB (:class:`NotPlain`)."""
+        if self._program is None or not transactions:
+            return None
+        try:
+            violations, curated, times = self._program.run(
+                transactions, self._reference, datetime.now()
+            )
+        except NotPlain:
+            return None
+        errors = [
+            RowError(i, v["column"], v["rule"], mask_card_like_digits(v["detail"] or ""))
+            for i, v in violations
+        ]
+        _refuse(errors + _future(times))
+        hashes = self._mem.execute(
+            "SELECT hash(id) FROM unnest($ids) AS t(id)",
+            {"ids": [row["transaction_id"] for row in curated]},
+        ).fetchall()
+        records = [self.compiled.record(row, h) for row, (h,) in zip(curated, hashes, strict=True)]
+        return records, [{c: row[c] for c in INPUT_COLUMNS} for row in curated]
+
+    def _duckdb_rows(
+        self, transactions: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[tuple], list[dict[str, Any]]]:
+        """Records and input rows of the request by ingestion's SQL files, in DuckDB."""
+        self._curate(transactions)
+        records = self.compiled.fetch_records(self._mem, "online_rows")
+        rows = [
+            dict(zip(INPUT_COLUMNS, row, strict=True))
+            for row in self._mem.execute(
+                f"SELECT {', '.join(INPUT_COLUMNS)} FROM online_rows ORDER BY row_idx"
+            ).fetchall()
+        ]
+        return records, rows
 
     def record(self, batch: FeatureBatch) -> None:
         """Count the scored transactions of ``batch`` in later transactions' windows."""
+        self._add(batch.records)
 
     def restore(self, events: Iterable[Mapping[str, Any]]) -> int:
-        """Rebuild fresh state from logged ``events``; how many were newer than the store."""
-        return 0
+        """Rebuild fresh state from logged ``events`` (curated feature inputs, in order);
+        returns how many were not already in the store."""
+        records = as_records(self._mem, self.compiled, events)
+        held = {
+            row[0]
+            for row in self._mem.execute(
+                "SELECT transaction_id FROM store.curated.transactions "
+                "WHERE list_contains($ids, transaction_id)",
+                {"ids": [r[2] for r in records]},
+            ).fetchall()
+        }
+        fresh = [r for r in records if r[2] not in held]
+        self._add(fresh)
+        return len(fresh)
+
+    def _add(self, records: Sequence[tuple]) -> None:
+        self._load_cards({r[3] for r in records})
+        self.state.add(records)
+        self._fresh.update((r[2], r) for r in records)
+
+    def preload(self) -> int:
+        """Read every card's events from the store now (instead of at a card's first
+        request: a few ms each); how many events were read."""
+        distinct = "SELECT DISTINCT card_id FROM store.curated.transactions"
+        cards = {row[0] for row in self._mem.execute(distinct).fetchall()}
+        if self._loaded:
+            before = sum(len(c.records) for c in self.state.cards.values())
+            self._load_cards(cards)
+            return sum(len(c.records) for c in self.state.cards.values()) - before
+        events = self.state.load(self._mem, "store.curated.transactions")
+        self._loaded = cards
+        self.state.add(r for r in self._fresh.values() if r[3] in cards)
+        return events
+
+    def _load_cards(self, cards: set[str]) -> None:
+        """Read the store's events of cards seen for the first time (and their fresh ones)."""
+        missing = sorted(cards - self._loaded)
+        if not missing:
+            return
+        self.state.load(
+            self._mem,
+            "store.curated.transactions WHERE list_contains($cards, card_id)",
+            {"cards": missing},
+        )
+        self._loaded.update(missing)
+        self.state.add(r for r in self._fresh.values() if r[3] in set(missing))
+
+    def _curate(self, transactions: Sequence[Mapping[str, Any]]) -> None:
+        """The request as curated rows in ``online_rows`` (row_idx, input columns), through
+        the landing rules, the pseudonymisation and the curation SQL of ingestion."""
+        if not transactions:
+            raise InvalidTransactions([RowError(0, "transactions", "empty_request", "no rows")])
+        mem = self._mem
+        names = list(CANONICAL_COLUMNS)
+        trimmed = ", ".join(f"nullif(trim({c}), '') AS {c}" for c in names)
+        rows = ", ".join(
+            "(" + ", ".join([str(i), *(_text(t.get(c)) for c in names)]) + ")"
+            for i, t in enumerate(transactions)
+        )
+        mem.execute(
+            f"""CREATE OR REPLACE TEMP TABLE batch AS
+                SELECT 0 AS file_id,
+                       CAST(try_strptime(trim(event_time),
+                                         '{ONLINE_CONTRACT.event_time_format}')
+                            AS DATE) AS partition_date,
+                       'online' AS file, row_idx, row_idx + 1 AS line, {trimmed}
+                FROM (VALUES {rows}) AS t(row_idx, {", ".join(names)})"""
+        )
+        mem.execute(self._checks)
+        days = [r[0] for r in mem.execute("SELECT DISTINCT partition_date FROM checked").fetchall()]
+        mem.execute(read_sql("flag_duplicate_ids"), {"days": [d for d in days if d]})
+        errors = [
+            RowError(int(i), column, rule, mask_card_like_digits(detail or ""))
+            for i, rule, column, detail in mem.execute(
+                """SELECT row_idx, violation.rule, violation.column, violation.detail
+                   FROM checked WHERE violation IS NOT NULL ORDER BY row_idx"""
+            ).fetchall()
+        ]
+        times = mem.execute(
+            "SELECT row_idx, event_time_ts FROM checked WHERE violation IS NULL ORDER BY row_idx"
+        ).fetchall()
+        _refuse(errors + _future(times))
+        mem.execute(pseudonyms_sql(), self._pads)
+        with transaction(mem):
+            mem.execute("DELETE FROM raw.transactions")
+            mem.execute("DELETE FROM curated.transactions")
+            mem.execute(read_sql("insert_raw_transactions"), {"ingested_at": datetime.now()})
+            mem.execute(
+                read_sql("curated_transactions"),
+                {"days": days, "first": min(days), "last": max(days)},
+            )
+        mem.execute(
+            f"""CREATE OR REPLACE TEMP TABLE online_rows AS
+                SELECT source_line - 1 AS row_idx, {", ".join(INPUT_COLUMNS)}
+                FROM curated.transactions ORDER BY source_line"""
+        )
+        kept = {r[0] for r in mem.execute("SELECT row_idx FROM online_rows").fetchall()}
+        repeated = [
+            RowError(i, "transaction_id", "duplicate_event",
+                     "same card, time, amount and merchant as another transaction of the request")
+            for i in range(len(transactions)) if i not in kept
+        ]  # fmt: skip
+        if repeated:
+            raise InvalidTransactions(repeated)
+
+
+def _text(value: Any) -> str:
+    """A request value as an SQL literal of the text a landing file would hold."""
+    text = request_text(value)
+    return "NULL::VARCHAR" if text is None else sql_literal(text)
+
+
+def _future(times: Iterable[tuple[int, datetime]]) -> list[RowError]:
+    """The online rule: an event time later than now (give or take the tolerance)."""
+    late = datetime.now() + FUTURE_TOLERANCE
+    return [
+        RowError(int(i), "event_time", "event_time_in_future", f"{t} is after now")
+        for i, t in times
+        if t is not None and t > late
+    ]
+
+
+def _refuse(errors: list[RowError]) -> None:
+    if errors:
+        raise InvalidTransactions(sorted(errors, key=lambda e: e.index))
+
+
+def _row_program(
+    mem: duckdb.DuckDBPyConnection, compiled: CompiledFeatures, key: bytes, max_amount: float
+) -> RowProgram | None:
+    """The request's rows compiled to Python, when every expression compiles (else None:
+    every request then runs ingestion's SQL in DuckDB)."""
+    if compiled.evaluators is None:
+        return None
+    try:
+        return RowProgram(mem, ONLINE_CONTRACT, compiled.registry, max_amount, key)
+    except Unsupported:
+        return None
 
 
 def _json(value: Any) -> Any:
@@ -166,58 +402,3 @@ def _json(value: Any) -> Any:
     if isinstance(value, (datetime, pd.Timestamp)):
         return value.isoformat(sep=" ")
     return value.item() if hasattr(value, "item") else value
-
-
-def curated_rows(
-    conn: duckdb.DuckDBPyConnection, transactions: pd.DataFrame, key: bytes
-) -> pd.DataFrame:
-    """``transactions`` (canonical columns) as ``curated.transactions`` rows, curated by the
-    curation SQL with the reference data of the warehouse ``conn``."""
-    missing = [c for c in REQUIRED if c not in transactions.columns]
-    if missing:
-        raise ValueError(f"transactions lack required canonical columns: {missing}")
-    event_time = pd.to_datetime(transactions["event_time"])
-    raw = pd.DataFrame(
-        {
-            "transaction_id": transactions["transaction_id"].astype(str),
-            "event_time": event_time,
-            "partition_date": event_time.dt.date,
-            "card_id": [card_pseudonym(str(n), key) for n in transactions["card_number"]],
-            "amount": pd.to_numeric(transactions["amount"]),
-            **{c: transactions[c] for c in PASSED_THROUGH if c in transactions.columns},
-            "source_file": "online",
-            "source_line": range(1, len(transactions) + 1),
-            "ingested_at": datetime.now(),
-        }
-    )
-    if "birth_date" in transactions.columns:
-        raw["birth_year"] = pd.to_datetime(transactions["birth_date"], errors="coerce").dt.year
-    reference = conn.execute(
-        "SELECT * FROM raw.card_reference WHERE list_contains($cards, card_id)",
-        {"cards": sorted(set(raw["card_id"]))},
-    ).df()
-    with duckdb.connect() as memory:
-        memory.execute(read_sql("create_schema"))
-        memory.execute(read_sql("macros"))
-        for table, frame in (("raw.transactions", raw), ("raw.card_reference", reference)):
-            memory.register("frame", frame)
-            memory.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame")
-            memory.unregister("frame")
-        curate_partitions(memory, sorted(set(raw["partition_date"])))
-        return memory.execute("SELECT * FROM curated.transactions").df()
-
-
-def feature_frame(
-    conn: duckdb.DuckDBPyConnection, registry: FeatureRegistry, curated: pd.DataFrame
-) -> pd.DataFrame:
-    """One row of online features per curated transaction (``transaction_id`` first), each
-    computed over the warehouse history before it (the transaction itself excluded)."""
-    rows = []
-    for transaction in curated.to_dict("records"):
-        history = context_events(
-            conn, registry, transaction["card_id"], transaction["merchant"],
-            transaction["event_time"], exclude_transaction_id=transaction["transaction_id"],
-        )  # fmt: skip
-        features = online_features(registry, history, transaction)
-        rows.append({"transaction_id": transaction["transaction_id"], **features})
-    return pd.DataFrame(rows)

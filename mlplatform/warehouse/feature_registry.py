@@ -21,6 +21,7 @@ from datetime import timedelta
 
 from mlplatform.contract import Contract
 from mlplatform.settings import Settings
+from mlplatform.warehouse.connection import sql_literal
 
 #: Columns the feature SQL reads (``curated.transactions`` has them all; so must online input).
 INPUT_COLUMNS: dict[str, str] = {
@@ -210,10 +211,6 @@ def _label(span: timedelta) -> str:
         if span % size == timedelta(0):
             return f"{span // size}{unit}"
     return f"{span // timedelta(microseconds=1)}us"
-
-
-def sql_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _declarations(settings: Settings) -> tuple[Feature, ...]:

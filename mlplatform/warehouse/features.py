@@ -17,13 +17,12 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from mlplatform.warehouse.connection import insertion_order, read_sql, transaction
+from mlplatform.warehouse.connection import insertion_order, read_sql, sql_literal, transaction
 from mlplatform.warehouse.feature_registry import (
     INPUT_COLUMNS,
     KEY_COLUMNS,
     Feature,
     FeatureRegistry,
-    sql_literal,
 )
 
 TABLE = "features.card_features"
@@ -79,7 +78,6 @@ def feature_sql(
     daily run's windows read a few rows per key instead of every event of its lookback.
     """
     enabled = registry.enabled
-    discretionary = ", ".join(sql_literal(c) for c in registry.discretionary_categories)
     daily: dict[tuple[str, ...], list[Feature]] = {}
     framed: dict[tuple[str, ...], list[Feature]] = {}
     for feature in enabled:
@@ -88,24 +86,7 @@ def feature_sql(
             group.setdefault(feature.over.partition_by, []).append(feature)
     # The framed windows' partition keys as hashes, computed once per event.
     partitions = {f.over.key: f.over.key_sql() for fs in framed.values() for f in fs}
-    keys = "".join(f"\n        {sql} AS {key}," for key, sql in partitions.items())
-    ctes = [
-        f"""events AS NOT MATERIALIZED (
-    SELECT {", ".join(INPUT_COLUMNS)},
-        rowid AS row_key,{keys}
-        hash(transaction_id) AS transaction_hash,
-        1 AS event_count,
-        amount::DECIMAL(18, 2) AS amount_exact,
-        amount::DECIMAL(18, 2) * amount::DECIMAL(18, 2) AS amount_squared,
-        CASE WHEN category IN ({discretionary or "NULL"}) THEN amount::DECIMAL(18, 2) ELSE 0 END
-            AS disc_amount,
-        {{'event_time': event_time, 'merchant_lat': merchant_lat,
-          'merchant_long': merchant_long}} AS last_event,
-        (event_time::DATE - DATE '1970-01-01') AS event_day,
-        epoch_us(event_time) AS event_us
-    FROM {source}
-)"""
-    ]
+    ctes = [f"events AS NOT MATERIALIZED (\n    {event_columns(registry, source, partitions)}\n)"]
     previous = "events"
     if blocks:
         days = ", ".join(f"({day}, {block})" for day, block in sorted(blocks.items()))
@@ -171,6 +152,30 @@ FROM (SELECT * FROM events WHERE {where}) AS kept
 {" ".join(joins)}"""
 
 
+def event_columns(
+    registry: FeatureRegistry, source: str, keys: Mapping[str, str] | None = None
+) -> str:
+    """SELECT of the per-event inputs the feature SQL's windows read, from the rows of
+    ``source`` (a table: its ``rowid`` keys the rows): the input columns, the event time in
+    integer microseconds, exact decimal amounts, the discretionary amount, the event as the
+    next one's previous event, and the partition-key hashes ``keys`` (name -> SQL)."""
+    discretionary = ", ".join(sql_literal(c) for c in registry.discretionary_categories)
+    key_columns = "".join(f"\n        {sql} AS {key}," for key, sql in (keys or {}).items())
+    return f"""SELECT {", ".join(INPUT_COLUMNS)},
+        rowid AS row_key,{key_columns}
+        hash(transaction_id) AS transaction_hash,
+        1 AS event_count,
+        amount::DECIMAL(18, 2) AS amount_exact,
+        amount::DECIMAL(18, 2) * amount::DECIMAL(18, 2) AS amount_squared,
+        CASE WHEN category IN ({discretionary or "NULL"}) THEN amount::DECIMAL(18, 2) ELSE 0 END
+            AS disc_amount,
+        {{'event_time': event_time, 'merchant_lat': merchant_lat,
+          'merchant_long': merchant_long}} AS last_event,
+        (event_time::DATE - DATE '1970-01-01') AS event_day,
+        epoch_us(event_time) AS event_us
+    FROM {source}"""
+
+
 def collapsible_days(
     conn: duckdb.DuckDBPyConnection,
     registry: FeatureRegistry,
@@ -209,7 +214,8 @@ def table_ddl(registry: FeatureRegistry) -> str:
 
 
 def _ensure_table(conn: duckdb.DuckDBPyConnection, registry: FeatureRegistry) -> bool:
-    """Create the table, or recreate it when the enabled features changed. True if (re)made."""
+    """Create the table, or recreate it when the enabled features changed. True if an
+    existing table was replaced (a new one is no news)."""
     existing = [
         row[0]
         for row in conn.execute(
@@ -222,7 +228,7 @@ def _ensure_table(conn: duckdb.DuckDBPyConnection, registry: FeatureRegistry) ->
         return False
     conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
     conn.execute(table_ddl(registry))
-    return True
+    return bool(existing)
 
 
 def build_card_features(

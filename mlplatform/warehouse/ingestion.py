@@ -28,8 +28,9 @@ import pandas as pd
 import pyarrow as pa
 
 from mlplatform.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS, Contract
-from mlplatform.warehouse.connection import insertion_order, read_sql, transaction
-from mlplatform.warehouse.pii import MASK, card_pseudonym, card_pseudonym_sql, hmac_pads
+from mlplatform.warehouse.connection import insertion_order, read_sql, sql_literal, transaction
+from mlplatform.warehouse.pii import MASK, card_pseudonym, hmac_pads
+from mlplatform.warehouse.row_rules import pseudonyms_sql, typed_columns, violation
 
 DATE_IN_NAME = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 _OTHER_DELIMITERS = (";", "\t", "|")
@@ -51,22 +52,6 @@ _STRUCTURAL_RULES = {
     "TOO MANY COLUMNS": "malformed_row",
     "UNQUOTED VALUE": "malformed_row",
     "LINE SIZE OVER MAXIMUM": "line_too_long",
-}
-_NUMERIC_COLUMNS = {
-    "amount": "DOUBLE",
-    "city_pop": "BIGINT",
-    "home_lat": "DOUBLE",
-    "home_long": "DOUBLE",
-    "merchant_lat": "DOUBLE",
-    "merchant_long": "DOUBLE",
-    "label": "DOUBLE",
-}
-_RANGES = {
-    "home_lat": (-90, 90),
-    "merchant_lat": (-90, 90),
-    "home_long": (-180, 180),
-    "merchant_long": (-180, 180),
-    "city_pop": (0, None),
 }
 
 
@@ -217,10 +202,6 @@ def _read_header(path: Path, contract: Contract, max_line_bytes: int) -> list[st
     return header
 
 
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _stage_file(
     conn: duckdb.DuckDBPyConnection,
     file_id: int,
@@ -246,7 +227,7 @@ def _stage_file(
             f"""
             CREATE OR REPLACE TABLE {_STAGING}.stage_{file_id} AS
             SELECT {staged}
-            FROM read_csv({_sql_string(str(path))}, header = true, auto_detect = false,
+            FROM read_csv({sql_literal(str(path))}, header = true, auto_detect = false,
                 columns = {columns}, delim = ',', quote = '"', escape = '"', encoding = 'utf-8',
                 max_line_size = {max_line_bytes}, store_rejects = true,
                 rejects_table = 'rejects_{file_id}', rejects_scan = 'scans_{file_id}')
@@ -331,7 +312,7 @@ def _batch_select(staged: _StagedFile, contract: Contract) -> str:
         line, join = "s.row_idx + 2", ""
     return f"""
         SELECT {fid} AS file_id, DATE '{staged.partition_date.isoformat()}' AS partition_date,
-               {_sql_string(staged.path.name)} AS file, s.row_idx, {line} AS line,
+               {sql_literal(staged.path.name)} AS file, s.row_idx, {line} AS line,
                {", ".join(columns)}
         FROM stage_rows_{fid} AS s
         {join}
@@ -448,84 +429,6 @@ def _prepare_line_numbers(conn: duckdb.DuckDBPyConnection, staged: _StagedFile) 
                 GROUP BY good_before ORDER BY good_before"""
         )
         conn.unregister(f"rejects_df_{fid}")
-
-
-def _typed_columns(contract: Contract) -> str:
-    birth = "try_strptime(b.birth_date, '%Y-%m-%d')"
-    parts = [
-        f"try_strptime(b.event_time, {_sql_string(contract.event_time_format)}) AS event_time_ts",
-        f"year({birth})::INTEGER AS birth_year_num",
-    ]
-    for name, sql_type in _NUMERIC_COLUMNS.items():
-        parts.append(f"TRY_CAST(b.{name} AS {sql_type}) AS {name}_num")
-    return ",\n        ".join(parts)
-
-
-def _violation(contract: Contract, max_amount: float) -> str:
-    """CASE naming the first rule a row breaks (rules in priority order), else NULL."""
-    fmt = contract.event_time_format
-
-    def rule(condition: str, name: str, column: str, detail: str) -> str:
-        return (
-            f"WHEN {condition} THEN {{'rule': '{name}', 'column': '{column}', 'detail': {detail}}}"
-        )
-
-    def quoted(column: str) -> str:
-        return f"'value ''' || {column} || ''''"
-
-    whens = [
-        rule(f"{name} IS NULL", "missing_required_field", name, "'empty or absent'")
-        for name in REQUIRED_COLUMNS
-    ]
-    whens += [
-        rule(
-            "event_time_ts IS NULL",
-            "unparsable_timestamp",
-            "event_time",
-            f"{quoted('event_time')} || ' does not match ' || {_sql_string(fmt)}",
-        ),
-        rule(
-            "amount_num IS NULL OR NOT isfinite(amount_num)",
-            "unparsable_amount",
-            "amount",
-            f"{quoted('amount')} || ' is not a number'",
-        ),
-        rule("amount_num <= 0", "non_positive_amount", "amount", f"{quoted('amount')} || ' <= 0'"),
-        rule(
-            f"amount_num > {max_amount}",
-            "amount_above_maximum",
-            "amount",
-            f"{quoted('amount')} || ' > {max_amount}'",
-        ),
-        rule(
-            "CAST(event_time_ts AS DATE) <> partition_date",
-            "outside_partition_day",
-            "event_time",
-            f"{quoted('event_time')} || ' is not on ' || partition_date",
-        ),
-    ]
-    for name in _NUMERIC_COLUMNS:
-        if name == "amount" or not contract.has(name):
-            continue
-        low, high = _RANGES.get(name, (None, None))
-        bad = f"({name} IS NOT NULL AND {name}_num IS NULL)"
-        if low is not None:
-            bad += f" OR {name}_num < {low}"
-        if high is not None:
-            bad += f" OR {name}_num > {high}"
-        if name == "label":
-            bad += " OR label_num NOT IN (0, 1)"
-        whens.append(rule(bad, "invalid_value", name, f"{quoted(name)} || ' is out of range'"))
-    if contract.has("birth_date"):
-        whens.append(
-            rule(
-                "birth_date IS NOT NULL AND birth_year_num IS NULL",
-                "invalid_value",
-                "birth_date",
-                "'not a YYYY-MM-DD date'",
-            )
-        )
-    return "CASE\n        " + "\n        ".join(whens) + "\n    END"
 
 
 def _hidden_sources(contract: Contract) -> set[str]:
@@ -862,17 +765,12 @@ def _ingest_batch(
         with insertion_order(conn, preserve=False):
             conn.execute(
                 read_sql("check_rows").format(
-                    typed_columns=_typed_columns(contract),
-                    violation=_violation(contract, max_amount),
+                    typed_columns=typed_columns(contract),
+                    violation=violation(contract, max_amount),
                 )
             )
         conn.execute(read_sql("flag_duplicate_ids"), {"days": days})
-        conn.execute(
-            f"""CREATE OR REPLACE TEMP TABLE pseudonyms AS
-                SELECT card_number, {card_pseudonym_sql("card_number")} AS card_id
-                FROM (SELECT DISTINCT card_number FROM checked WHERE card_number IS NOT NULL)""",
-            hmac_pads(pii_key),
-        )
+        conn.execute(pseudonyms_sql(), hmac_pads(pii_key))
         now = datetime.now()
         quarantine = _quarantine_frame(conn, staged, contract, pii_key, now)
         loaded_counts = dict(

@@ -9,8 +9,7 @@ import duckdb
 
 from mlplatform.contract import Contract
 from mlplatform.settings import Settings
-from mlplatform.warehouse.connection import read_sql, transaction
-from mlplatform.warehouse.feature_registry import sql_literal
+from mlplatform.warehouse.connection import read_sql, sql_literal, transaction
 
 REVENGE_RULE = (
     "CASE WHEN is_discretionary AND has_history AND recent_daily <= {ratio} * baseline_daily "

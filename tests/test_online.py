@@ -1,0 +1,215 @@
+"""The online feature source: landing rules online, parity with the offline table, fresh state.
+
+One small simulated platform is built once: a store holding every day but the last (as the
+`online_feature_store` of the evening before would), and a warehouse holding every day with
+its offline feature table. Replaying the last day through the online path, in time order,
+must give exactly the offline features of that day.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from conftest import START, load_warehouse
+
+from mlplatform.contract import load_contract
+from mlplatform.datagen import SimulationConfig, simulate
+from mlplatform.serving.online import InvalidTransactions, OnlineFeatures
+from mlplatform.settings import DEFAULT_CONTRACT, get_settings
+from mlplatform.warehouse.connection import connect
+from mlplatform.warehouse.feature_registry import FeatureRegistry, feature_registry
+from mlplatform.warehouse.features import build_card_features
+
+DAYS = 21
+KEY = b"test-pii-key"
+
+
+@dataclass(frozen=True)
+class Platform:
+    store: Path
+    warehouse: Path
+    last_day: pd.DataFrame  # the last day's landing rows in canonical columns, in time order
+    registry: FeatureRegistry
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    root = tmp_path_factory.mktemp("online")
+    landing = root / "landing"
+    simulate(SimulationConfig(n_cards=80, days=DAYS, start_date=START, seed=11), landing)
+    last = START + timedelta(days=DAYS - 1)
+    early = root / "early"
+    early.mkdir()
+    for path in landing.iterdir():
+        if last.isoformat() not in path.name:
+            (early / path.name).symlink_to(path)
+    store, warehouse = root / "store.duckdb", root / "warehouse.duckdb"
+    load_warehouse(early, store)
+    load_warehouse(landing, warehouse)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLPLATFORM_HOME", str(root / "home"))
+        registry = feature_registry(get_settings(), load_contract(DEFAULT_CONTRACT))
+    with connect(warehouse) as conn:
+        build_card_features(conn, registry, START, last)
+    contract = load_contract(DEFAULT_CONTRACT)
+    rows = pd.read_csv(landing / f"transactions_{last.isoformat()}.csv", dtype=str)
+    canonical = rows.rename(columns={s: c for c, s in contract.columns.items()})
+    canonical = canonical.sort_values("event_time", kind="stable").reset_index(drop=True)
+    yield Platform(store, warehouse, canonical, registry)
+
+
+def _transactions(frame: pd.DataFrame) -> list[dict]:
+    rows = frame.to_dict("records")
+    return [{k: v for k, v in row.items() if isinstance(v, str)} for row in rows]
+
+
+def _offline(platform: Platform, ids: list[str]) -> pd.DataFrame:
+    with duckdb.connect(str(platform.warehouse), read_only=True) as conn:
+        return (
+            conn.execute(
+                "SELECT * FROM features.card_features WHERE list_contains($ids, transaction_id)",
+                {"ids": ids},
+            )
+            .df()
+            .set_index("transaction_id")
+        )
+
+
+def _assert_same_features(online: pd.DataFrame, offline: pd.DataFrame, registry) -> None:
+    online = online.set_index("transaction_id").loc[offline.index]
+    for feature in registry.enabled:
+        a, b = online[feature.name], offline[feature.name]
+        same = (a == b) | (a.isna() & b.isna())
+        assert same.all(), (feature.name, list(zip(a[~same][:3], b[~same][:3], strict=True)))
+
+
+def test_replaying_a_day_in_time_order_gives_exactly_its_offline_features(platform: Platform):
+    source = OnlineFeatures(platform.store, platform.registry, KEY)
+    frames = []
+    for transaction in _transactions(platform.last_day):
+        batch = source.compute([transaction])
+        source.record(batch)
+        frames.append(batch.frame)
+    online = pd.DataFrame([row for frame in frames for row in frame.to_dict("records")])
+    offline = _offline(platform, list(online.transaction_id))
+    # every declared expression runs compiled to Python (no per-request DuckDB projection)
+    assert source.compiled.evaluators is not None
+    assert len(online) == len(platform.last_day) == len(offline) > 100
+    _assert_same_features(online, offline, platform.registry)
+
+
+def test_a_cards_second_purchase_within_the_hour_sees_the_first_once_recorded(
+    platform: Platform,
+):
+    source = OnlineFeatures(platform.store, platform.registry, KEY)
+    first = _transactions(platform.last_day.head(1))[0]
+    later = str(pd.Timestamp(first["event_time"]) + pd.Timedelta(minutes=20))
+    second = {**first, "transaction_id": "second", "event_time": later, "amount": "12.00"}
+
+    unrecorded = source.compute([second]).frame.iloc[0]
+    source.record(source.compute([first]))
+    recorded = source.compute([second]).frame.iloc[0]
+
+    assert recorded.card_txn_count_1h == unrecorded.card_txn_count_1h + 1
+    assert recorded.card_seconds_since_previous == 20 * 60
+
+
+def test_preloading_the_store_changes_no_feature(platform: Platform):
+    lazy = OnlineFeatures(platform.store, platform.registry, KEY)
+    eager = OnlineFeatures(platform.store, platform.registry, KEY, preload=True)
+    with duckdb.connect(str(platform.store), read_only=True) as conn:
+        events = conn.execute("SELECT count(*) FROM curated.transactions").fetchone()[0]
+    assert sum(len(card.records) for card in eager.state.cards.values()) == events
+    assert lazy.state.cards == {}
+    day = _transactions(platform.last_day)[:40]
+    pd.testing.assert_frame_equal(lazy.compute(day).frame, eager.compute(day).frame)
+    assert eager.preload() == 0  # nothing left to read
+
+
+def test_fresh_state_is_rebuilt_from_logged_events_after_a_restart(platform: Platform):
+    day = _transactions(platform.last_day)
+    half = len(day) // 2
+    running = OnlineFeatures(platform.store, platform.registry, KEY)
+    logged = []
+    for transaction in day[:half]:
+        batch = running.compute([transaction])
+        running.record(batch)
+        logged += batch.events
+    expected = running.compute(day[half : half + 20]).frame
+
+    restarted = OnlineFeatures(platform.store, platform.registry, KEY)
+    assert restarted.restore(logged) == half
+    pd.testing.assert_frame_equal(restarted.compute(day[half : half + 20]).frame, expected)
+
+
+def test_compiled_rules_and_curation_give_what_ingestions_sql_gives(platform: Platform):
+    compiled = OnlineFeatures(platform.store, platform.registry, KEY)
+    reference = OnlineFeatures(platform.store, platform.registry, KEY, compiled_rows=False)
+    assert compiled.compiled.evaluators is not None
+    day = _transactions(platform.last_day)
+    odd = {**day[0], "transaction_id": "odd", "merchant": "  Caf\u00e9 \u00a0", "amount": "7.125"}
+    for transaction in [*day[:150], odd]:
+        a, b = compiled.compute([transaction]), reference.compute([transaction])
+        pd.testing.assert_frame_equal(a.frame, b.frame, check_dtype=False)
+        assert a.events == b.events and a.records == b.records
+
+
+@pytest.mark.parametrize("compiled_rows", [True, False], ids=["compiled", "sql"])
+@pytest.mark.parametrize(
+    ("change", "field", "rule"),
+    [
+        ({"amount": "-5.0"}, "amount", "non_positive_amount"),
+        ({"amount": "99999999"}, "amount", "amount_above_maximum"),
+        ({"amount": None}, "amount", "missing_required_field"),
+        ({"amount": "twelve"}, "amount", "unparsable_amount"),
+        ({"event_time": "2031-01-01 10:00:00"}, "event_time", "event_time_in_future"),
+        ({"event_time": "01/02/2025 10:00"}, "event_time", "unparsable_timestamp"),
+        ({"card_number": " "}, "card_number", "missing_required_field"),
+        ({"merchant_lat": "123.0"}, "merchant_lat", "invalid_value"),
+        ({"amount": " 1e6"}, "amount", "amount_above_maximum"),  # not plain: DuckDB decides
+        ({"amount": 150000}, "amount", "amount_above_maximum"),  # a JSON number
+        ({"event_time": "2025-13-01 10:00:00"}, "event_time", "unparsable_timestamp"),
+    ],
+)
+def test_a_transaction_ingestion_would_quarantine_is_refused_with_the_same_rule(
+    platform: Platform, change: dict, field: str, rule: str, compiled_rows: bool
+):
+    source = OnlineFeatures(platform.store, platform.registry, KEY, compiled_rows=compiled_rows)
+    good, bad = _transactions(platform.last_day.head(2))
+    bad = {**bad, **change}
+    with pytest.raises(InvalidTransactions) as refused:
+        source.compute([good, bad])
+    assert [(e.index, e.field, e.rule) for e in refused.value.errors] == [(1, field, rule)]
+    assert good["card_number"] not in str(refused.value)
+
+
+def test_a_request_repeating_a_transaction_id_is_refused(platform: Platform):
+    source = OnlineFeatures(platform.store, platform.registry, KEY)
+    first = _transactions(platform.last_day.head(1))[0]
+    again = {**first, "amount": "3.00"}
+    with pytest.raises(InvalidTransactions) as refused:
+        source.compute([first, again])
+    assert [(e.index, e.rule) for e in refused.value.errors] == [(1, "duplicate_id")]
+
+
+def test_a_replaced_store_drops_the_fresh_events_it_now_holds(platform: Platform, tmp_path):
+    store = tmp_path / "store.duckdb"
+    store.write_bytes(platform.store.read_bytes())
+    source = OnlineFeatures(store, platform.registry, KEY)
+    first = _transactions(platform.last_day.head(1))[0]
+    source.record(source.compute([first]))
+    before = source.compute([{**first, "transaction_id": "probe"}]).frame.iloc[0]
+
+    replaced = tmp_path / "next.duckdb"
+    replaced.write_bytes(platform.warehouse.read_bytes())  # now holds the whole last day
+    replaced.replace(store)
+    assert source.refresh()
+    after = source.compute([{**first, "transaction_id": "probe"}]).frame.iloc[0]
+    # the first purchase is counted once (now from the store), not twice (store and fresh)
+    assert after.card_txn_count_1h == before.card_txn_count_1h >= 2
