@@ -29,6 +29,7 @@ class ServiceConfig:
     serving_dir: Path
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     max_batch: int = 1000
+    max_amount: float = 100_000.0
     max_store_age_hours: float = 36.0
     reload_seconds: float = 10.0
     challenger_mode: ChallengerMode = "off"
@@ -50,6 +51,7 @@ class ServiceConfig:
             serving_dir=settings.serving_dir,
             api_keys=tuple(keys),
             max_batch=settings.max_batch,
+            max_amount=settings.max_amount,
             max_store_age_hours=settings.max_store_age_hours,
             reload_seconds=settings.reload_seconds,
             challenger_mode=settings.challenger_mode,

@@ -33,6 +33,13 @@ def log_path(folder: Path, day: date) -> Path:
     return folder / f"predictions-{day.isoformat()}.jsonl"
 
 
+def _iso_date(value: object) -> str:
+    """Dates and times in an event (``partition_date``) as ISO text."""
+    if isinstance(value, date):  # datetime is a date too
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 class PredictionLog:
     """Appends lines to the day files of ``folder``; safe to call from several threads."""
 
@@ -45,7 +52,8 @@ class PredictionLog:
         """Append ``lines`` (each with every field of :data:`FIELDS`) to their day files."""
         by_day: dict[str, list[str]] = {}
         for line in lines:
-            text = json.dumps({name: line[name] for name in FIELDS}, separators=(",", ":"))
+            line = {name: line[name] for name in FIELDS}
+            text = json.dumps(line, separators=(",", ":"), default=_iso_date)
             by_day.setdefault(str(line["partition_date"]), []).append(text + "\n")
         with self._lock:
             for day, texts in sorted(by_day.items()):

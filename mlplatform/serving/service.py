@@ -97,7 +97,11 @@ class Service:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         champion = smoke_scored(load_model(config.tracking_uri, config.model_name, CHAMPION), None)
-        self.features = OnlineFeatures(config.store_path, config.registry, config.pii_key)
+        # Every card read when the store is (re)attached: no request waits for its card.
+        self.features = OnlineFeatures(
+            config.store_path, config.registry, config.pii_key,
+            max_amount=config.max_amount, preload=True,
+        )  # fmt: skip
         try:
             challenger = self._challenger(None)
         except Exception as error:  # a broken challenger must not keep the champion down
