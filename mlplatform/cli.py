@@ -427,5 +427,60 @@ def features(
     console.print(table)
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (MLPLATFORM_SERVE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (MLPLATFORM_SERVE_PORT).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes (one: see below).")] = 1,
+) -> None:
+    """Serve the champion over REST (FastAPI + uvicorn), with online features.
+
+    One worker process only: the fresh online state (the transactions scored since the store
+    was written) lives in the process, so a card's answer must not depend on which worker
+    took it. Without an API key (MLPLATFORM_API_KEYS, MLPLATFORM_API_KEYS_FILE) it only binds
+    to 127.0.0.1. It refuses to start before the first champion and the online store exist.
+    """
+    import logging
+
+    from mlplatform.serving.config import ServiceConfig
+
+    settings = get_settings()
+    host, port = host or settings.serve_host, port or settings.serve_port
+    if workers != 1:
+        _refuse(
+            f"--workers {workers}: the service runs one worker process. Its fresh online "
+            "state (transactions scored since the store was written) lives in that process, "
+            "and a card's answer must not depend on which worker took it."
+        )
+    config = ServiceConfig.from_settings(settings)
+    if not config.api_keys and host != "127.0.0.1":
+        _refuse(
+            "no API key configured (MLPLATFORM_API_KEYS or MLPLATFORM_API_KEYS_FILE): "
+            f"refusing to bind to {host}; without keys the service binds to 127.0.0.1 only."
+        )
+    if not config.store_path.exists():
+        _refuse(
+            f"no online store at {config.store_path}: materialize online_feature_store "
+            "(the daily job) first."
+        )
+    import uvicorn
+
+    from mlplatform.serving.app import create_app
+    from mlplatform.serving.model import NoModelError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    try:
+        service = create_app(config)
+    except NoModelError as error:
+        _refuse(f"{error}; the service starts once a champion exists.")
+    # Our own access log (in the app) names the route, never the query string.
+    uvicorn.run(service, host=host, port=port, workers=1, access_log=False)
+
+
+def _refuse(message: str) -> None:
+    console.print(message, style="red", markup=False, highlight=False)
+    raise typer.Exit(2)
+
+
 if __name__ == "__main__":
     app()

@@ -7,9 +7,10 @@ import secrets
 from datetime import date
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_CONTRACT = PACKAGE_DIR / "contract" / "generator.yaml"
@@ -174,6 +175,44 @@ class Settings(BaseSettings):
         description="Smoke test: a fresh process must score 100 rows within this budget.",
     )
 
+    serve_host: str = Field(default="127.0.0.1", description="`mlplatform serve` binds here.")
+    serve_port: int = Field(default=8000, description="`mlplatform serve` listens here.")
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="API keys of the REST service, comma-separated; without any key the "
+        "service only binds to 127.0.0.1.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None, description="A file of more API keys, one per line."
+    )
+    max_batch: int = Field(default=1000, ge=1, description="Transactions per request (413).")
+    max_store_age_hours: float = Field(
+        default=36.0, description="Readiness: the online store is at most this old."
+    )
+    reload_seconds: float = Field(
+        default=10.0, gt=0, description="Poll of the registry aliases and the online store."
+    )
+    challenger_mode: Literal["off", "shadow", "canary"] = Field(
+        default="off",
+        description="The `challenger` alias: off; shadow (scored and logged, never returned); "
+        "canary (answers `canary_share` of the cards).",
+    )
+    canary_share: float = Field(
+        default=0.1, ge=0, le=1, description="Share of cards a canary challenger answers."
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return value or None
+
     @field_validator("home", "contract")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
@@ -198,7 +237,7 @@ class Settings(BaseSettings):
         return self.home / "online" / "store.duckdb"
 
     @property
-    def serving_log_dir(self) -> Path:
+    def serving_dir(self) -> Path:
         """The REST service's prediction log: ``predictions-YYYY-MM-DD.jsonl`` files."""
         return self.home / "serving"
 

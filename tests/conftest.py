@@ -22,8 +22,7 @@ import pytest
 from mlplatform.datagen import SimulationConfig, SimulationSummary, simulate
 
 START = date(2025, 1, 1)
-T = TypeVar("T")
-#: Settings of a small platform that trains to a champion (tests of models and scoring).
+#: Environment of a small trained platform (test_models, test_scoring, test_serving).
 TRAINING_ENV = {
     "MLPLATFORM_PII_KEY": "test-pii-key",
     "MLPLATFORM_START_DATE": START.isoformat(),
@@ -33,6 +32,7 @@ TRAINING_ENV = {
     "MLPLATFORM_MAX_CALIBRATION_ERROR": "0.05",
     "MLPLATFORM_SMOKE_LATENCY_MS": "5000",  # a busy CI machine: latency is the bench's job
 }
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)

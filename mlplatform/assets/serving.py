@@ -70,7 +70,7 @@ def online_feature_store(
 def serving_log(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    folder = get_settings().serving_log_dir
+    folder = get_settings().serving_dir
     start, end = partition_days(context)
     days = [date.fromisoformat(key) for key in context.partition_keys]
     with warehouse.connection() as conn:

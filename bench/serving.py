@@ -1,0 +1,306 @@
+"""Serving benchmark: `mlplatform serve` (online features included) beside `mlflow models serve`.
+
+In one run, on a copy of a demo data home (default: /work/main/.mlplatform, 2,000 cards x 90
+days, a LightGBM champion; never written to): the online store is the warehouse as it was at
+the end of the day before the last day (the last day's curated rows deleted from the copy),
+and the last day's transactions are sent one per request, in time order, at each concurrency.
+Beside it, the champion's LightGBM booster, re-logged with `mlflow.lightgbm.log_model` into a
+scratch MLflow store and served by `mlflow models serve --env-manager local`, is sent the same
+transactions' precomputed feature vectors (from `features.card_features`).
+
+Usage: python bench/serving.py [--source DIR] [--work DIR] [--requests 100]
+       [--concurrency 1,8,32]
+Prints latency p50/p99 (client side, ms) and throughput per concurrency for both, their
+ratios, and the share of our latency spent on online features (the Server-Timing header).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+KEY = "bench-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until_up(url: str, process: subprocess.Popen, what: str, log: Path) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.5)
+    process.terminate()
+    raise SystemExit(f"{what} did not start:\n{log.read_text()[-3000:]}")
+
+
+def prepare_home(source: Path, work: Path) -> tuple[Path, str]:
+    """A copy of the data home with an online store as of the day before the last day;
+    returns the home and that last day."""
+    import duckdb
+
+    home = work / "home"
+    if home.exists():
+        shutil.rmtree(home)
+    shutil.copytree(source, home, ignore=shutil.ignore_patterns("dagster", "serving", "online"))
+    store = home / "online" / "store.duckdb"
+    store.parent.mkdir()
+    shutil.copy(home / "warehouse.duckdb", store)
+    with duckdb.connect(str(store)) as conn:
+        (day,) = conn.execute("SELECT max(partition_date) FROM curated.transactions").fetchone()
+        conn.execute("DELETE FROM curated.transactions WHERE partition_date = ?", [day])
+        conn.execute("CHECKPOINT")
+    return home, day.isoformat()
+
+
+def load_requests(home: Path, day: str) -> tuple[list[dict], list[dict], list[str], np.ndarray]:
+    """The day's curated transactions (canonical columns, time order), their precomputed feature
+    vectors as the booster takes them, and the vectors' column names."""
+    import duckdb
+    import pandas as pd
+
+    from mlplatform.contract import load_contract
+    from mlplatform.serving.model import load_model
+    from mlplatform.settings import get_settings
+
+    settings = get_settings()
+    contract = load_contract(settings.contract)
+    landing = pd.read_csv(home / "landing" / f"transactions_{day}.csv", dtype=str)
+    canonical = landing.rename(columns={c: name for name, c in contract.columns.items()})
+    canonical = canonical.drop(columns=["label"], errors="ignore").sort_values("event_time")
+    champion = load_model(settings.tracking_uri, settings.model_name, "champion")
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as conn:
+        features = conn.execute(
+            "SELECT * FROM features.card_features WHERE partition_date = ?", [day]
+        ).df()
+    # Rows the landing rules quarantined have no features: not a transaction to send.
+    canonical = canonical[canonical["transaction_id"].isin(features["transaction_id"])]
+    features = features.set_index("transaction_id").loc[canonical["transaction_id"]]
+    frame = champion.model.spec.frame(features)
+    for name in champion.model.spec.categorical:  # the booster's own category codes
+        frame[name] = frame[name].cat.codes.replace(-1, np.nan).astype(float)
+    vectors = [
+        {k: (None if pd.isna(v) else float(v)) for k, v in row.items()}
+        for row in frame.to_dict("records")
+    ]
+    transactions = [
+        {k: v for k, v in row.items() if isinstance(v, str)} for row in canonical.to_dict("records")
+    ]
+    return transactions, vectors, list(frame.columns), champion.model.raw_score(features)
+
+
+def start_ours(home: Path, work: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    log = work / "serve.log"
+    env = {**os.environ, "MLPLATFORM_HOME": str(home), "MLPLATFORM_API_KEYS": KEY,
+           "MLPLATFORM_MAX_STORE_AGE_HOURS": "100000"}  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlplatform.cli", "serve", "--port", str(port)],
+        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    _wait_until_up(f"{url}/v1/health", process, "mlplatform serve", log)
+    return process, url
+
+
+def start_mlflow(home: Path, work: Path, columns: list[str]) -> tuple[subprocess.Popen, str]:
+    """The champion's booster re-logged into a scratch store and served by MLflow."""
+    import lightgbm as lgb
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from mlplatform.serving.model import load_model
+    from mlplatform.settings import get_settings
+
+    settings = get_settings()
+    champion = load_model(settings.tracking_uri, settings.model_name, "champion")
+    booster = lgb.Booster(model_str=champion.model.estimator.model_to_string())
+    # JSON has no categoricals: the categories arrive as the codes the booster splits on.
+    booster.pandas_categorical = None
+    scratch = work / "mlflow-scratch"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    uri = f"sqlite:///{scratch / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("bench", artifact_location=(scratch / "art").as_uri())
+    example = pd.DataFrame([dict.fromkeys(columns, 0.0)])
+    with mlflow.start_run(experiment_id=experiment):
+        info = mlflow.lightgbm.log_model(
+            booster, name="booster", signature=infer_signature(example, np.zeros(1))
+        )
+    port = _free_port()
+    log = work / "mlflow-serve.log"
+    bin_dir = Path(sys.executable).parent  # it runs `uvicorn` from PATH
+    process = subprocess.Popen(
+        [str(bin_dir / "mlflow"), "models", "serve", "-m", info.model_uri,
+         "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1"],
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+        stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    _wait_until_up(f"{url}/ping", process, "mlflow models serve", log)
+    return process, url
+
+
+@dataclass
+class Run:
+    latencies_ms: list[float]
+    seconds: float
+    features_ms: list[float]
+
+    def quantile(self, q: float) -> float:
+        return float(np.quantile(self.latencies_ms, q))
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies_ms) / self.seconds
+
+
+def load(
+    url: str,
+    headers: dict[str, str],
+    bodies: list[dict],
+    concurrency: int,
+    check: Callable[[httpx.Response], float],
+) -> Run:
+    """Send ``bodies`` (one per request) from ``concurrency`` threads; ``check`` returns the
+    features time of a response (from Server-Timing, 0 when none)."""
+    latencies: list[float] = []
+    features: list[float] = []
+    lock = threading.Lock()
+    queue = iter(enumerate(bodies))
+
+    def worker() -> None:
+        with httpx.Client(timeout=600, headers=headers) as client:
+            while True:
+                with lock:
+                    item = next(queue, None)
+                if item is None:
+                    return
+                started = time.perf_counter()
+                response = client.post(url, json=item[1])
+                elapsed = (time.perf_counter() - started) * 1000
+                features_ms = check(response)
+                with lock:
+                    latencies.append(elapsed)
+                    features.append(features_ms)
+
+    errors: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            worker()
+        except BaseException as error:  # a thread's SystemExit would pass unseen
+            errors.append(error)
+
+    threads = [threading.Thread(target=guarded) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return Run(latencies, time.perf_counter() - started, features)
+
+
+def _ours_features_ms(response: httpx.Response) -> float:
+    if response.status_code != 200:
+        raise SystemExit(f"mlplatform serve answered {response.status_code}: {response.text}")
+    timing = dict(p.strip().split(";dur=") for p in response.headers["Server-Timing"].split(","))
+    return float(timing["features"])
+
+
+def _mlflow_ok(response: httpx.Response) -> float:
+    if response.status_code != 200:
+        raise SystemExit(f"mlflow models serve answered {response.status_code}: {response.text}")
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, default=Path("/work/main/.mlplatform"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/mlplatform-bench-serving"))
+    parser.add_argument("--requests", type=int, default=100, help="per concurrency level")
+    parser.add_argument("--concurrency", default="1,8,32")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    args.work.mkdir(parents=True, exist_ok=True)
+    home, day = prepare_home(args.source.resolve(), args.work)
+    os.environ["MLPLATFORM_HOME"] = str(home)
+    transactions, vectors, columns, raw_scores = load_requests(home, day)
+    needed = args.requests * len(levels) + 10
+    if len(transactions) < needed:
+        raise SystemExit(f"{day} has {len(transactions)} transactions; {needed} needed")
+    processes: list[subprocess.Popen] = []
+    try:
+        ours, ours_url = start_ours(home, args.work)
+        processes.append(ours)
+        theirs, theirs_url = start_mlflow(home, args.work, columns)
+        processes.append(theirs)
+        ours_bodies = [{"transactions": [t]} for t in transactions]
+        mlflow_bodies = [
+            {"dataframe_split": {"columns": columns, "data": [list(v.values())]}} for v in vectors
+        ]
+        ours_run = (f"{ours_url}/v1/predict", {"X-API-Key": KEY})
+        mlflow_run = (f"{theirs_url}/invocations", {})
+        load(*ours_run, ours_bodies[:10], 1, _ours_features_ms)  # warm-up
+        load(*mlflow_run, mlflow_bodies[:10], 1, _mlflow_ok)
+        sample = [list(v.values()) for v in vectors[:50]]
+        served = httpx.post(
+            mlflow_run[0], json={"dataframe_split": {"columns": columns, "data": sample}}
+        ).json()["predictions"]
+        difference = float(np.max(np.abs(np.asarray(served) - raw_scores[:50])))
+        rows = []
+        for n, concurrency in enumerate(levels):
+            part = slice(10 + n * args.requests, 10 + (n + 1) * args.requests)
+            mine = load(*ours_run, ours_bodies[part], concurrency, _ours_features_ms)
+            base = load(*mlflow_run, mlflow_bodies[part], concurrency, _mlflow_ok)
+            rows.append((concurrency, mine, base))
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=60)
+    print(f"day {day}: {len(transactions):,} transactions; {args.requests} single-transaction "
+          f"requests per level; store as of the day before; mlflow's booster vs in process: "
+          f"max |difference| {difference:.1e} over 50 rows")  # fmt: skip
+    print(
+        "| concurrency | ours p50 ms | ours p99 ms | ours req/s | features share "
+        "| mlflow p50 ms | mlflow p99 ms | mlflow req/s | p50 ratio | p99 ratio | req/s ratio |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for concurrency, mine, base in rows:
+        share = sum(mine.features_ms) / sum(mine.latencies_ms)
+        print(
+            f"| {concurrency} | {mine.quantile(0.5):.1f} | {mine.quantile(0.99):.1f} "
+            f"| {mine.throughput:.1f} | {share:.0%} | {base.quantile(0.5):.1f} "
+            f"| {base.quantile(0.99):.1f} | {base.throughput:.1f} "
+            f"| {mine.quantile(0.5) / base.quantile(0.5):.1f} "
+            f"| {mine.quantile(0.99) / base.quantile(0.99):.1f} "
+            f"| {mine.throughput / base.throughput:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""The REST service's runtime: the models it follows, its online features, its prediction log.
+
+:class:`Service` holds the champion (and the challenger) loaded from the registry, the
+:class:`~mlplatform.serving.online.OnlineFeatures` over the online store, and the
+:class:`~mlplatform.serving.prediction_log.PredictionLog`. A background thread follows the
+registry's aliases and the store file: a new model is loaded and smoke-scored before it
+replaces the old one in one reference swap, so a request scores on the models it started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from mlplatform.ml.registry import CHAMPION, alias_version, configure
+from mlplatform.serving.config import ServiceConfig
+from mlplatform.serving.model import CHALLENGER, ModelHandle, load_model, load_version
+from mlplatform.serving.online import InvalidTransactions, OnlineFeatures
+from mlplatform.serving.prediction_log import PredictionLog
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["champion", "canary", "shadow"]
+
+
+@dataclass(frozen=True)
+class Models:
+    """The models serving now; replaced as a whole, never changed in place."""
+
+    champion: ModelHandle
+    challenger: ModelHandle | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The prediction returned for one transaction."""
+
+    transaction_id: str
+    score: float
+    decision: bool
+    model_version: str
+    role: Role
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A request's answers in its order, its id and its latency split (milliseconds)."""
+
+    request_id: str
+    answers: list[Answer]
+    validation_ms: float
+    features_ms: float
+    model_ms: float
+
+
+class UnprocessableTransactions(ValueError):
+    """Transactions the rules let through but the feature path cannot take (the client's
+    input, not a fault of the service); the cause says why, its message never goes back."""
+
+
+def canary_bucket(card_id: str) -> float:
+    """Where a card pseudonym (hex) falls in [0, 1): the same card, the same bucket."""
+    return int(card_id[:8], 16) / 2**32
+
+
+def smoke_scored(handle: ModelHandle, sample: pd.DataFrame | None) -> ModelHandle:
+    """``handle`` once it scored ``sample`` (or one row of missing features) to
+    probabilities; raises ValueError otherwise."""
+    if sample is None:
+        sample = pd.DataFrame([dict.fromkeys(handle.feature_names, np.nan)])
+    scores = np.asarray(handle.score(sample), dtype=float)
+    if scores.shape != (len(sample),) or not np.all((scores >= 0) & (scores <= 1)):
+        raise ValueError(f"smoke test: version {handle.version} scored {scores[:5]!r}")
+    return handle
+
+
+class Service:
+    """Scores transactions with the champion (and the challenger) on online features."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.log = PredictionLog(config.serving_dir)
+        self.last_reload_error: str | None = None
+        self._last_features: pd.DataFrame | None = None
+        # OnlineFeatures takes one caller at a time, and a batch's features, scores, record
+        # and log lines go together so that the next request sees it.
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        champion = smoke_scored(load_model(config.tracking_uri, config.model_name, CHAMPION), None)
+        # Every card read when the store is (re)attached: no request waits for its card.
+        self.features = OnlineFeatures(
+            config.store_path, config.registry, config.pii_key,
+            max_amount=config.max_amount, preload=True,
+        )  # fmt: skip
+        try:
+            challenger = self._challenger(None)
+        except Exception as error:  # a broken challenger must not keep the champion down
+            challenger, self.last_reload_error = None, f"challenger failed to load: {error}"
+        self.models = Models(champion, challenger)
+        assert self.features.info is not None
+        since = self.features.info.last_event_time
+        restored = self.features.restore(self.log.answered_events(since))
+        logger.info(
+            "serving %s version %s; %d logged transactions newer than the store restored",
+            config.model_name, champion.version, restored,
+        )  # fmt: skip
+
+    def _challenger(self, current: ModelHandle | None) -> ModelHandle | None:
+        """The challenger the registry names now (``current`` when unchanged)."""
+        client = configure(self.config.tracking_uri)
+        version = alias_version(client, self.config.model_name, CHALLENGER)
+        if version is None or (current is not None and current.version == version):
+            return None if version is None else current
+        handle = load_version(self.config.tracking_uri, self.config.model_name, version)
+        return smoke_scored(handle, self._last_features)
+
+    def start(self) -> None:
+        """Follow the registry and the store in a background thread."""
+        self._thread = threading.Thread(target=self._follow, name="model-reload", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            self.features.close()
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.config.reload_seconds):
+            try:
+                self.reload()
+            except Exception as error:  # the thread must outlive a registry hiccup
+                logger.exception("reload failed")
+                self.last_reload_error = f"reload: {error}"
+
+    def reload(self) -> None:
+        """Reopen a replaced store; load, smoke-score and swap in models the aliases moved
+        to. A model that fails leaves the old one serving and its error in health."""
+        errors = []
+        with self._lock:
+            if self.features.refresh():
+                logger.info("online store reopened: %s", self.features.info)
+        current = self.models
+        client = configure(self.config.tracking_uri)
+        champion = current.champion
+        wanted = alias_version(client, self.config.model_name, CHAMPION)
+        if wanted is None:
+            errors.append(f"the registry has no champion; still serving version {champion.version}")
+        elif wanted != champion.version:
+            try:
+                handle = load_version(self.config.tracking_uri, self.config.model_name, wanted)
+                champion = smoke_scored(handle, self._last_features)
+            except Exception as error:
+                errors.append(f"champion version {wanted} failed to load: {error}")
+        try:
+            challenger = self._challenger(current.challenger)
+        except Exception as error:
+            challenger = current.challenger
+            errors.append(f"challenger failed to load: {error}")
+        if champion is not current.champion or challenger is not current.challenger:
+            self.models = Models(champion, challenger)
+            logger.info(
+                "now serving champion %s, challenger %s",
+                champion.version, challenger.version if challenger else None,
+            )  # fmt: skip
+        self.last_reload_error = "; ".join(errors) or None
+
+    def predict(self, transactions: Sequence[Mapping[str, Any]], request_id: str) -> Scored:
+        """Answers for ``transactions`` (canonical columns) in their order, logged per model
+        that scored them under ``request_id``.
+
+        Raises :class:`~mlplatform.serving.online.InvalidTransactions`.
+        """
+        models = self.models  # this request's models, whatever a reload swaps in meanwhile
+        mode = self.config.challenger_mode
+        challenger = models.challenger if mode != "off" else None
+        with self._lock:
+            try:
+                batch = self.features.compute(transactions)
+            except InvalidTransactions:
+                raise
+            except (ValueError, TypeError, KeyError, ArithmeticError, duckdb.Error) as error:
+                raise UnprocessableTransactions(
+                    f"the transactions could not be scored ({type(error).__name__})"
+                ) from error
+            frame = batch.frame
+            canary = np.zeros(len(frame), dtype=bool)
+            if challenger is not None and mode == "canary":
+                share = self.config.canary_share
+                canary = np.array([canary_bucket(card) < share for card in frame["card_id"]])
+            runs: list[tuple[ModelHandle, Role, np.ndarray, bool]] = [
+                (models.champion, "champion", ~canary, True)
+            ]
+            if challenger is not None and mode == "canary":
+                runs.append((challenger, "canary", canary, True))
+            elif challenger is not None:
+                runs.append((challenger, "shadow", np.ones(len(frame), dtype=bool), False))
+            rows = frame[["event_time", "partition_date", "card_id", "transaction_id"]]
+            answers: list[Answer | None] = [None] * len(frame)
+            lines = []
+            model_ms = 0.0
+            logged_at = datetime.now(UTC).isoformat()
+            for handle, role, mask, returned in runs:
+                if not mask.any():
+                    continue
+                started = time.perf_counter()
+                run_scores = handle.score(frame[mask])
+                elapsed = (time.perf_counter() - started) * 1000
+                model_ms += elapsed
+                for i, score in zip(np.flatnonzero(mask), run_scores, strict=True):
+                    row = rows.iloc[i]
+                    decision = bool(score >= handle.threshold)
+                    transaction_id = str(row["transaction_id"])
+                    if returned:
+                        answers[i] = Answer(
+                            transaction_id, float(score), decision, handle.version, role
+                        )
+                    lines.append({
+                        "request_id": request_id, "logged_at": logged_at,
+                        "event_time": pd.Timestamp(row["event_time"]).isoformat(sep=" "),
+                        "partition_date": pd.Timestamp(row["partition_date"]).date().isoformat(),
+                        "card_id": row["card_id"], "transaction_id": transaction_id,
+                        "model_name": handle.model_name, "model_version": handle.version,
+                        "role": role, "returned": returned, "score": float(score),
+                        "decision": decision, "validation_ms": batch.validation_ms,
+                        "features_ms": batch.features_ms, "model_ms": elapsed,
+                        "event": batch.events[i],
+                    })  # fmt: skip
+            self.features.record(batch)
+            self.log.append(lines)
+            self._last_features = frame
+        return Scored(
+            request_id,
+            [a for a in answers if a is not None],
+            batch.validation_ms,
+            batch.features_ms,
+            model_ms,
+        )
+
+    def health(self) -> dict[str, Any]:
+        """Liveness and readiness facts (readiness: a model and a store young enough)."""
+        info = self.features.info
+        age = info.age_hours() if info is not None else None
+        max_age = self.config.max_store_age_hours
+        return {
+            "live": True,
+            "ready": age is not None and age <= max_age,
+            "model_loaded": True,
+            "model_version": self.models.champion.version,
+            "store_age_hours": age,
+            "max_store_age_hours": max_age,
+            "last_reload_error": self.last_reload_error,
+        }
