@@ -41,7 +41,7 @@ def predictions(
     try:
         handle = load_model(mlflow_store.tracking_uri, mlflow_store.model_name, CHAMPION)
     except NoModelError as error:
-        context.log.warning("%s: nothing scored for %s (%s)", NO_CHAMPION, days, error)
+        context.log.info("%s: nothing scored for %s (%s)", NO_CHAMPION, days, error)
         return dg.MaterializeResult(
             metadata={"status": NO_CHAMPION, "days": days, "dagster/row_count": 0}
         )
