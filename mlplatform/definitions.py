@@ -19,9 +19,14 @@ from mlplatform.automation.jobs import (
     training_job,
 )
 from mlplatform.automation.schedules import daily_ingestion_schedule, landing_freshness_schedule
-from mlplatform.automation.sensors import landing_sensor
+from mlplatform.automation.sensors import landing_sensor, retraining_sensor
 from mlplatform.library_output import quiet_library_output
-from mlplatform.resources import LandingZoneResource, MlflowResource, WarehouseResource
+from mlplatform.resources import (
+    LandingZoneResource,
+    MlflowResource,
+    NotifierResource,
+    WarehouseResource,
+)
 from mlplatform.settings import Settings, get_settings
 
 
@@ -43,6 +48,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
             model_name=settings.model_name,
         ),
         "champion_io_manager": ChampionIOManager(),
+        "notifier": NotifierResource(
+            webhook_url=settings.alert_webhook_url, timeout_seconds=settings.alert_timeout_seconds
+        ),
     }
 
 
@@ -75,6 +83,6 @@ defs = dg.Definitions(
         batch_scoring_job,
     ],
     schedules=[daily_ingestion_schedule, landing_freshness_schedule],
-    sensors=[landing_sensor],
+    sensors=[landing_sensor, retraining_sensor],
     resources=build_resources(SETTINGS),
 )

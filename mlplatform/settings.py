@@ -201,6 +201,24 @@ class Settings(BaseSettings):
         default=0.1, ge=0, le=1, description="Share of cards a canary challenger answers."
     )
 
+    mlflow_ui_url: str = Field(
+        default="http://127.0.0.1:5000",
+        description="The MLflow UI (`make mlflow-ui`): asset metadata links to its run pages.",
+    )
+    alert_webhook_url: str | None = Field(
+        default=None,
+        description="Alerts (e.g. a retraining request) are POSTed here as JSON when set; "
+        "they are always logged.",
+    )
+    alert_timeout_seconds: float = Field(
+        default=3.0, gt=0, description="A webhook slower than this is given up (logged)."
+    )
+    retraining_cooldown_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="`retraining_sensor`: at most one retraining request per this many hours.",
+    )
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -208,7 +226,7 @@ class Settings(BaseSettings):
             return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
 
-    @field_validator("api_keys_file", mode="before")
+    @field_validator("api_keys_file", "alert_webhook_url", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         return value or None

@@ -1,4 +1,5 @@
-"""The landing-folder sensor: new or corrected landing files, one run per range of days."""
+"""Sensors: the landing folder (new or corrected files, one run per range of days) and
+retraining (a failed monitoring check on a new day requests one training run per episode)."""
 
 import functools
 import hashlib
@@ -6,20 +7,26 @@ import json
 import logging
 import time
 from collections import defaultdict
-from datetime import date
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Self
 
 import dagster as dg
 import duckdb
 
 from mlplatform.assets.ingestion import card_reference
 from mlplatform.assets.partitions import consecutive_ranges, daily_partitions, partition_range_tags
-from mlplatform.automation.jobs import daily_ingestion_job, reference_data_job
-from mlplatform.resources import LandingZoneResource, WarehouseResource
+from mlplatform.automation.jobs import daily_ingestion_job, reference_data_job, training_job
+from mlplatform.resources import LandingZoneResource, NotifierResource, WarehouseResource
 from mlplatform.settings import get_settings
 from mlplatform.warehouse.connection import WarehouseLockedError
 from mlplatform.warehouse.ingestion import inspect_file, partition_date_of
 from mlplatform.warehouse.ingestion_log import loaded_files
+
+if TYPE_CHECKING:
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecord
 
 ALREADY_LOADED = "already loaded for its partition, same SHA-256 (raw.ingestion_log)"
 REFERENCE_LOADED = "the card reference already loaded (same SHA-256)"
@@ -166,3 +173,248 @@ def landing_sensor(
         cursor=json.dumps(seen, sort_keys=True),
         skip_reason=None if requests else dg.SkipReason(summary or "no new or changed file"),
     )
+
+
+#: The monitoring checks whose failure (severity ERROR) on a new day requests retraining.
+RETRAINING_CHECKS = (
+    dg.AssetCheckKey(dg.AssetKey("data_drift"), "drift_within_threshold"),
+    dg.AssetCheckKey(dg.AssetKey("prediction_drift"), "prediction_drift_within_threshold"),
+    dg.AssetCheckKey(dg.AssetKey("model_performance"), "performance_within_margin"),
+)
+TRIGGER_CHECK = "mlplatform/trigger_check"
+TRIGGER_PARTITION = "mlplatform/trigger_partition"
+TRIGGER_REASON = "mlplatform/trigger_reason"
+_PAGE = 500
+_REASON_CHARS = 500
+
+
+@dataclass(frozen=True)
+class CheckVerdict:
+    """One completed evaluation of a watched check: on which day, and why it failed."""
+
+    check: str  # the AssetCheckKey's user string, "asset:check"
+    storage_id: int
+    partition: str | None
+    failed: bool
+    reason: str
+
+
+def _check_reason(evaluation: dg.AssetCheckEvaluation) -> str:
+    """The check's description and its scalar metadata, e.g. "… (share_drifted=0.6, …)"."""
+    figures = ", ".join(
+        f"{name}={value.value:.4g}" if isinstance(value.value, float) else f"{name}={value.value}"
+        for name, value in evaluation.metadata.items()
+        if name != "partition" and isinstance(value.value, str | int | float | bool)
+    )
+    reason = " ".join(filter(None, [evaluation.description, f"({figures})" if figures else ""]))
+    return (reason or "failed")[:_REASON_CHARS]
+
+
+def _judged_partition(
+    instance: dg.DagsterInstance, record: "AssetCheckExecutionRecord"
+) -> str | None:
+    """The day a check judged: its ``partition`` metadata, else the execution's partition,
+    else its run's ``dagster/partition`` tag (None for a range run or no partition)."""
+    evaluation = record.event.asset_check_evaluation
+    if (partition := evaluation.metadata.get("partition")) is not None:
+        return str(partition.value)
+    if record.partition:
+        return record.partition
+    run = instance.get_run_by_id(record.run_id)
+    return run.tags.get("dagster/partition") if run else None
+
+
+def check_verdicts(
+    instance: dg.DagsterInstance, checks: Sequence[dg.AssetCheckKey], after_id: int
+) -> tuple[list[CheckVerdict], int | None]:
+    """The completed evaluations of ``checks`` stored after ``after_id``, oldest first, and
+    the storage id of the oldest one still in progress (None when none is).
+
+    Read from the instance's check executions: a failed check does not fail its run, so
+    run-status sensors never see it. An execution's id is given when its run plans it, so
+    one still running may complete after a newer one: the caller reads again from there."""
+    verdicts, open_ids = [], []
+    for key in checks:
+        cursor = None
+        while True:
+            records = instance.event_log_storage.get_asset_check_execution_history(
+                key, limit=_PAGE, cursor=cursor
+            )
+            new = [r for r in records if r.id > after_id]
+            for record in new:
+                evaluation = record.event.asset_check_evaluation if record.event else None
+                if evaluation is None:  # planned: still running, or its run ended without it
+                    run = instance.get_run_by_id(record.run_id)
+                    if run is not None and not run.is_finished:
+                        open_ids.append(record.id)
+                    continue
+                verdicts.append(
+                    CheckVerdict(
+                        check=key.to_user_string(),
+                        storage_id=record.id,
+                        partition=_judged_partition(instance, record),
+                        # A WARN failure is for a person to look at; ERROR calls for retraining.
+                        failed=not evaluation.passed
+                        and evaluation.severity == dg.AssetCheckSeverity.ERROR,
+                        reason=_check_reason(evaluation),
+                    )
+                )
+            if len(new) < len(records) or len(records) < _PAGE:
+                break
+            cursor = records[-1].id
+    return sorted(verdicts, key=lambda v: v.storage_id), min(open_ids, default=None)
+
+
+@dataclass
+class Episode:
+    """A watched check's state: the latest day judged and, while it fails, since when, the
+    latest failed day and its reason, and whether retraining was requested for it."""
+
+    judged: str | None = None
+    failing_since: str | None = None
+    partition: str | None = None
+    reason: str = ""
+    requested: bool = False
+
+    def judge(self, verdict: CheckVerdict) -> None:
+        """Take in one evaluation; an older day's re-evaluation (a backfill of history)
+        neither starts nor ends an episode."""
+        if None not in (verdict.partition, self.judged) and verdict.partition < self.judged:
+            return
+        self.judged = verdict.partition
+        if not verdict.failed:  # recovery ends the episode
+            self.failing_since, self.partition, self.reason, self.requested = None, None, "", False
+            return
+        if self.failing_since is None:
+            self.failing_since = verdict.partition or "(unpartitioned)"
+        self.partition, self.reason = verdict.partition, verdict.reason
+
+
+@dataclass
+class RetrainingState:
+    """The retraining sensor's cursor: every check execution up to ``after_id`` is judged
+    (and those in ``seen`` above it), each check's episode, and when retraining was last
+    requested (epoch seconds)."""
+
+    after_id: int
+    seen: set[int]
+    episodes: dict[str, Episode]
+    last_request: float | None
+
+    def judge(self, verdicts: list[CheckVerdict], oldest_open: int | None) -> None:
+        """Take in the evaluations not judged yet; keep reading from the oldest still open."""
+        for verdict in verdicts:
+            if verdict.storage_id not in self.seen:
+                self.episodes.setdefault(verdict.check, Episode()).judge(verdict)
+                self.seen.add(verdict.storage_id)
+        newest = max([self.after_id, *self.seen])
+        self.after_id = newest if oldest_open is None else oldest_open - 1
+        self.seen = {i for i in self.seen if i > self.after_id}
+
+    @classmethod
+    def from_cursor(cls, cursor: str | None) -> Self:
+        data = json.loads(cursor) if cursor else {}
+        return cls(
+            after_id=data.get("after_id", 0),
+            seen=set(data.get("seen", [])),
+            episodes={k: Episode(**v) for k, v in data.get("episodes", {}).items()},
+            last_request=data.get("last_request"),
+        )
+
+    def to_cursor(self) -> str:
+        return json.dumps(
+            {
+                "after_id": self.after_id,
+                "seen": sorted(self.seen),
+                "episodes": {k: vars(v) for k, v in self.episodes.items()},
+                "last_request": self.last_request,
+            },
+            sort_keys=True,
+        )
+
+
+def _utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="minutes")
+
+
+def _retraining_request(pending: dict[str, Episode]) -> dg.RunRequest:
+    """One training run for the failing checks of ``pending`` (tagged with the first)."""
+    check, episode = min(pending.items(), key=lambda item: (item[1].failing_since, item[0]))
+    others = "; ".join(f"also {name} failed on {e.partition}" for name, e in pending.items()
+                       if name != check)  # fmt: skip
+    return dg.RunRequest(
+        run_key=f"retraining:{check}:{episode.partition}",
+        job_name=training_job.name,
+        tags={
+            TRIGGER_CHECK: check,
+            TRIGGER_PARTITION: str(episode.partition),
+            TRIGGER_REASON: "; ".join(filter(None, [episode.reason, others]))[:_REASON_CHARS],
+        },
+    )
+
+
+def retraining_sensor_for(
+    checks: Sequence[dg.AssetCheckKey],
+    cooldown_hours: float,
+    *,
+    name: str = "retraining_sensor",
+    clock: Callable[[], float] = time.time,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+) -> dg.SensorDefinition:
+    """A sensor that requests the ``training`` job when one of ``checks`` fails (severity
+    ERROR) on a new day: one run per failure episode (a check that keeps failing requests
+    nothing more until it has passed once) and at most one per ``cooldown_hours``."""
+    cooldown = cooldown_hours * 3600
+
+    @dg.sensor(
+        name=name,
+        job=training_job,
+        minimum_interval_seconds=get_settings().sensor_interval_seconds,
+        default_status=default_status,
+        description="Requests a `training` run when a monitoring check fails (severity "
+        "ERROR) on a new day: " + ", ".join(f"`{k.to_user_string()}`" for k in checks)
+        + f". One run per failure episode (a check that keeps failing requests nothing more "
+        f"until it has passed once) and at most one per {cooldown_hours:g} h "
+        "(MLPLATFORM_RETRAINING_COOLDOWN_HOURS); the run is tagged with the check, the day and "
+        "the reason, and an alert goes to the notifier. The champion step still decides.",
+    )  # fmt: skip
+    def _sensor(context: dg.SensorEvaluationContext, notifier: NotifierResource) -> dg.SensorResult:
+        state = RetrainingState.from_cursor(context.cursor)
+        state.judge(*check_verdicts(context.instance, checks, state.after_id))
+        failing = {k: e for k, e in sorted(state.episodes.items()) if e.failing_since}
+        pending = {k: e for k, e in failing.items() if not e.requested}
+        now = clock()
+        ready_at = (state.last_request or -float("inf")) + cooldown
+        if not pending:
+            why = "; ".join(
+                f"{k} failing since {e.failing_since} (latest {e.partition}): same episode, "
+                "retraining already requested; waits for a pass"
+                for k, e in failing.items()
+            )  # fmt: skip
+            return dg.SensorResult(cursor=state.to_cursor(), skip_reason=why or "no failed check")
+        if now < ready_at:
+            which = "; ".join(f"{k} failed on {e.partition}" for k, e in pending.items())
+            return dg.SensorResult(
+                cursor=state.to_cursor(),
+                skip_reason=f"cooldown until {_utc(ready_at)} (last retraining request "
+                f"{_utc(state.last_request)}): {which}",
+            )
+        request = _retraining_request(pending)
+        for episode in pending.values():
+            episode.requested = True
+        state.last_request = now
+        tags = request.tags
+        notifier.notify(
+            f"Retraining requested: {tags[TRIGGER_CHECK]} failed on {tags[TRIGGER_PARTITION]}",
+            tags[TRIGGER_REASON],
+            {"job": training_job.name, "run_key": request.run_key, **tags},
+            log=context.log,
+        )
+        return dg.SensorResult(run_requests=[request], cursor=state.to_cursor())
+
+    return _sensor
+
+
+retraining_sensor = retraining_sensor_for(
+    RETRAINING_CHECKS, get_settings().retraining_cooldown_hours
+)
