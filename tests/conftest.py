@@ -221,3 +221,59 @@ def build_training_data(home: Path, cards: int = 250, days: int = 60, seed: int 
         build_card_features(conn, registry, START, START + timedelta(days=days - 1))
         build_targets(conn, settings, contract)
         build_master_table(conn, registry, settings, settings.datasets_dir)
+
+
+@dataclass
+class Webhook:
+    """A local HTTP endpoint (outside-the-machine stand-in) that records what is POSTed."""
+
+    url: str
+    received: list[dict]
+    status: int = 200
+    delay_seconds: float = 0.0
+
+
+@contextmanager
+def webhook_server() -> Iterator[Webhook]:
+    """A real HTTP server on 127.0.0.1 (a thread) answering ``status`` after
+    ``delay_seconds`` to every POST; the JSON bodies are in ``received``."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hook = Webhook(url="", received=[])
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            hook.received.append(
+                {"content_type": self.headers["Content-Type"], "json": json.loads(body)}
+            )
+            time.sleep(hook.delay_seconds)
+            self.send_response(hook.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:  # the test's output is not its log
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    hook.url = f"http://127.0.0.1:{server.server_port}/hook"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield hook
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def refused_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens (connection refused)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/hook"
