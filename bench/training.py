@@ -107,13 +107,11 @@ def bare_fits(artifacts: dict[str, Path]) -> dict[str, dict[str, float]]:
     )
     from mlplatform.ml.training import load_training_data
     from mlplatform.settings import get_settings
-    from mlplatform.warehouse.connection import connect
 
     settings = get_settings()
     target = load_contract(settings.contract).target
-    with connect(settings.warehouse_path, read_only=True) as conn:
-        # the candidates' own data in memory: the same frames, rows and row order
-        inputs = load_training_data(conn, target, settings.datasets_dir).inputs
+    # the candidates' own data in memory: the same frames, rows and row order
+    inputs = load_training_data(settings.datasets_dir, target).inputs
     spec, x, y, cards = inputs.spec, inputs.x_train, inputs.y_train, inputs.train_cards
     plan = TrainingPlan(settings.search_iterations, settings.search_folds,
                         settings.search_max_rows)  # fmt: skip

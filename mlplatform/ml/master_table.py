@@ -4,12 +4,16 @@ The latest ``holdout_days`` days whose targets have all matured are the out-of-t
 earlier matured rows split into train and validation by card (a card is on one side only).
 Feature selection (on train) drops all-missing, constant and near-duplicate features and
 records what and why in ``ml.feature_selection``. The table is also written as a Parquet
-snapshot whose content hash is the dataset version that training records.
+snapshot whose content hash is the dataset version that training records, and
+``master_table_current.json`` beside it names that version and its kept features, so training
+reads the snapshot without opening the warehouse.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -27,9 +31,39 @@ SPLITS = ("train", "validation", "holdout")
 CORRELATION_SAMPLE_ROWS = 200_000
 
 
+CURRENT_FILE = "master_table_current.json"
+
+
 def snapshot_path(snapshot_dir: Path, version: str) -> Path:
     """The Parquet snapshot of dataset ``version`` (its sha256) in ``snapshot_dir``."""
     return snapshot_dir / f"master_table_{version[:16]}.parquet"
+
+
+@dataclass(frozen=True)
+class CurrentDataset:
+    """The latest master table's dataset version and the features it kept (model order)."""
+
+    version: str
+    features: tuple[str, ...]
+
+
+def current_dataset(snapshot_dir: Path) -> CurrentDataset:
+    """The dataset version the latest master-table build wrote to ``snapshot_dir``."""
+    path = snapshot_dir / CURRENT_FILE
+    if not path.exists():
+        raise MasterTableError(f"{path} does not exist: materialize master_table first")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return CurrentDataset(data["dataset_version"], tuple(data["features"]))
+
+
+def _write_current(snapshot_dir: Path, dataset: CurrentDataset) -> None:
+    """Replace ``CURRENT_FILE`` atomically: a reader sees the old or the new version."""
+    staging = snapshot_dir / f".{CURRENT_FILE}.{os.getpid()}"
+    staging.write_text(
+        json.dumps({"dataset_version": dataset.version, "features": list(dataset.features)}),
+        encoding="utf-8",
+    )
+    os.replace(staging, snapshot_dir / CURRENT_FILE)
 
 
 class MasterTableError(RuntimeError):
@@ -120,6 +154,7 @@ def build_master_table(
             )
         snapshot = snapshot_path(snapshot_dir, version)
         shutil.move(staging, snapshot)
+        _write_current(snapshot_dir, CurrentDataset(version, tuple(kept)))
     finally:
         staging.unlink(missing_ok=True)
         conn.execute("DROP TABLE IF EXISTS master_candidates")

@@ -1,8 +1,9 @@
 """Training one candidate end to end: the master table's data, fit, evaluate, log to MLflow.
 
 :func:`load_training_data` reads the master table's snapshot (the splits with the kept
-features); :func:`load_holdout` the holdout with every feature column from the warehouse (so
-any model, e.g. an older champion, can be scored on it); :func:`train_and_evaluate` tunes,
+features), never the warehouse, so training holds no warehouse lock or pool;
+:func:`load_holdout` the holdout with every feature column from the warehouse (so any model,
+e.g. an older champion, can be scored on it); :func:`train_and_evaluate` tunes,
 calibrates and evaluates a family on the out-of-time holdout with plots, fairness slices and
 a model card; :func:`log_candidate` records it all in the active MLflow run.
 """
@@ -44,7 +45,7 @@ from mlplatform.ml.evaluation import (
     roc_figure,
     save_figures,
 )
-from mlplatform.ml.master_table import snapshot_path
+from mlplatform.ml.master_table import current_dataset, snapshot_path
 from mlplatform.ml.models import (
     CandidateResult,
     ModelInputs,
@@ -87,24 +88,18 @@ class TrainingData:
         return model_inputs(self.train, self.validation, self.features)
 
 
-def load_training_data(
-    conn: duckdb.DuckDBPyConnection, target: str, datasets_dir: Path
-) -> TrainingData:
+def load_training_data(datasets_dir: Path, target: str) -> TrainingData:
     """The current master table, read from its Parquet snapshot in ``datasets_dir`` (the
-    dataset version's immutable file; faster than the warehouse and unaffected by a rebuild
-    running meanwhile); ``target`` names the contract's target (for the model card).
+    dataset version's immutable file, named by ``current_dataset``: faster than the
+    warehouse, which it never opens, and unaffected by a rebuild running meanwhile);
+    ``target`` names the contract's target (for the model card).
 
     The candidates of one run read the same dataset version: the last one read is kept in
     memory (with its model frames), so the families trained in one process read and
     prepare it once."""
-    selection = conn.execute(
-        "SELECT feature, kept, dataset_version FROM ml.feature_selection"
-    ).fetchall()
-    if not selection:
-        raise RuntimeError("ml.feature_selection is empty: materialize master_table first")
-    features = tuple(name for name, kept, _ in selection if kept)
-    version = selection[0][2]
-    return _snapshot_data(snapshot_path(datasets_dir, version), features, version, target)
+    dataset = current_dataset(datasets_dir)
+    path = snapshot_path(datasets_dir, dataset.version)
+    return _snapshot_data(path, dataset.features, dataset.version, target)
 
 
 @lru_cache(maxsize=1)  # the newest dataset version only
