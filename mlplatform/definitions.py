@@ -46,6 +46,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             artifacts_dir=None if settings.mlflow_tracking_uri else str(settings.artifacts_dir),
             experiment=settings.mlflow_experiment,
             model_name=settings.model_name,
+            ui_url=settings.mlflow_ui_url,
         ),
         "champion_io_manager": ChampionIOManager(),
         "notifier": NotifierResource(

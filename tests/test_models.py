@@ -136,7 +136,18 @@ def test_each_candidate_logs_a_tagged_run_with_metrics_plots_and_a_model_card(
     assert checks == {(f"candidate_{f}", "beats_prevalence_baseline"): True for f in FAMILIES}
     meta = materialized["candidate_lightgbm"]
     assert meta["model_uri"].value.startswith("models:/")
-    assert "mlflow_run" in meta and "model_card" in meta
+    assert "model_card" in meta
+    # links to the run's page in the MLflow UI (MLPLATFORM_MLFLOW_UI_URL), not to a folder
+    page = (
+        f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs/"
+        f"{by_family['lightgbm'].info.run_id}"
+    )
+    assert meta["mlflow_run"] == dg.MetadataValue.url(page)
+    assert meta["plots"] == dg.MetadataValue.url(f"{page}/artifacts/plots")
+    champion_page = materialized["champion_model"]["model_page"]
+    assert champion_page == dg.MetadataValue.url(
+        f"http://127.0.0.1:5000/#/models/{trained.settings.model_name}/versions/1"
+    )
 
 
 def test_the_first_candidate_clearing_the_floors_becomes_champion(trained: Trained) -> None:

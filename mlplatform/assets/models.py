@@ -62,7 +62,6 @@ def candidate_asset(family: str) -> dg.AssetsDefinition:
         tags = {"mlplatform.family": family, "mlplatform.dataset_version": data.dataset_version}
         with mlflow_store.run(context, tags) as run:
             model_uri = log_candidate(report, data)
-        finished = mlflow_store.client().get_run(run.info.run_id)
         metrics = report.metrics.as_dict()
         model = report.result.model
         context.log.info(
@@ -70,7 +69,6 @@ def candidate_asset(family: str) -> dg.AssetsDefinition:
             report.metrics.average_precision, report.baseline.average_precision,
             report.result.fit_seconds, report.seconds,
         )  # fmt: skip
-        plots = f"{finished.info.artifact_uri.removeprefix('file://')}/plots"
         baseline = report.baseline
         check = dg.AssetCheckResult(
             check_name="beats_prevalence_baseline",
@@ -88,7 +86,7 @@ def candidate_asset(family: str) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             check_results=[check],
             metadata={
-                "mlflow_run": mlflow_store.run_link(finished),
+                "mlflow_run": mlflow_store.run_link(run),
                 "model_uri": model_uri,
                 "dataset_version": data.dataset_version,
                 **{f"holdout_{name}": float(metrics[name]) for name in SHOWN_METRICS},
@@ -104,7 +102,7 @@ def candidate_asset(family: str) -> dg.AssetsDefinition:
                 ),
                 "fit_seconds": round(report.result.fit_seconds, 2),
                 "training_seconds": round(report.seconds, 2),
-                "plots": dg.MetadataValue.path(plots),
+                "plots": mlflow_store.run_link(run, artifacts="plots"),
                 "fairness_slices": dg.MetadataValue.md(
                     report.slices.to_markdown(index=False, floatfmt=".4g")
                 ),
@@ -182,8 +180,9 @@ def champion_asset(families: tuple[str, ...]) -> dg.AssetsDefinition:
             "promoted" if decision.promote else "rejected", decision.reason,
         )  # fmt: skip
         metadata = {
-            "mlflow_run": mlflow_store.run_link(client.get_run(run.info.run_id)),
+            "mlflow_run": mlflow_store.run_link(run),
             "model_uri": f"models:/{settings.model_name}/{election.version}",
+            "model_page": mlflow_store.model_version_link(election.version),
             "decision": "promoted" if decision.promote else "rejected",
             "reason": decision.reason,
             "challenger_version": election.version,
@@ -197,7 +196,8 @@ def champion_asset(families: tuple[str, ...]) -> dg.AssetsDefinition:
             "candidates": dg.MetadataValue.md(
                 "| family | holdout AP | run |\n|---|---|---|\n"
                 + "\n".join(
-                    f"| {c.family} | {c.average_precision:.4f} | `{c.run_id}` |"
+                    f"| {c.family} | {c.average_precision:.4f} | "
+                    f"[{c.run_id[:8]}]({mlflow_store.run_url(run.info.experiment_id, c.run_id)}) |"
                     for c in sorted(candidates, key=lambda c: -c.average_precision)
                 )
             ),

@@ -62,6 +62,7 @@ def predictions(
             **{f"score_{name}": value for name, value in result.score_quantiles.items()},
             "model_name": result.model_name,
             "model_version": result.model_version,
+            "model_page": mlflow_store.model_version_link(str(result.model_version)),
             "dataset_version": result.dataset_version or "(unknown)",
             "seconds": round(result.seconds, 3),
             "rows_per_second": round(result.rows / max(result.seconds, 1e-9)),

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import dagster as dg
 
@@ -24,6 +25,7 @@ class MlflowResource(dg.ConfigurableResource):
     artifacts_dir: str | None = None
     experiment: str = "mlplatform"
     model_name: str = "mlplatform-transactions"
+    ui_url: str = "http://127.0.0.1:5000"
 
     def client(self) -> MlflowClient:
         """A client of the tracking and registry store (and MLflow's fluent API set to it)."""
@@ -61,11 +63,26 @@ class MlflowResource(dg.ConfigurableResource):
         ) as active:
             yield active
 
-    def run_link(self, run: mlflow.entities.Run) -> dg.MetadataValue:
-        """The run in the MLflow UI when there is a server, else its artifact folder."""
+    def ui_base(self) -> str:
+        """The MLflow UI: the tracking server itself when there is one, else ``ui_url``
+        (``make mlflow-ui`` serves the local store there)."""
         if self.tracking_uri.startswith(("http://", "https://")):
-            base = self.tracking_uri.rstrip("/")
-            return dg.MetadataValue.url(
-                f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-            )
-        return dg.MetadataValue.path(run.info.artifact_uri.removeprefix("file://"))
+            return self.tracking_uri.rstrip("/")
+        return self.ui_url.rstrip("/")
+
+    def run_url(self, experiment_id: str, run_id: str, artifacts: str | None = None) -> str:
+        """The run's page in the MLflow UI (its ``artifacts`` folder's view, if given)."""
+        page = f"{self.ui_base()}/#/experiments/{experiment_id}/runs/{run_id}"
+        return f"{page}/artifacts/{artifacts}" if artifacts else page
+
+    def run_link(self, run: mlflow.entities.Run, artifacts: str | None = None) -> dg.MetadataValue:
+        """:meth:`run_url` of ``run`` as asset metadata."""
+        return dg.MetadataValue.url(
+            self.run_url(run.info.experiment_id, run.info.run_id, artifacts)
+        )
+
+    def model_version_link(self, version: str) -> dg.MetadataValue:
+        """The registered model version's page in the MLflow UI."""
+        return dg.MetadataValue.url(
+            f"{self.ui_base()}/#/models/{quote(self.model_name, safe='')}/versions/{version}"
+        )
