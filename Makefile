@@ -4,7 +4,7 @@ VENV := .venv
 UV := $(VENV)/bin/uv
 export DAGSTER_HOME ?= $(CURDIR)/.mlplatform/dagster
 
-.PHONY: setup demo test lint ui bench clean
+.PHONY: setup demo test lint ui mlflow-ui bench clean
 
 $(UV):
 	python3 -m venv $(VENV)
@@ -25,6 +25,12 @@ lint: setup
 
 ui: setup
 	$(VENV)/bin/dagster dev -w workspace.yaml
+
+# The MLflow UI on the platform's tracking store (asset metadata links here:
+# MLPLATFORM_MLFLOW_UI_URL, default http://127.0.0.1:5000). One worker: a local UI, 2 cores.
+mlflow-ui: setup
+	$(VENV)/bin/mlflow ui --port 5000 --workers 1 --backend-store-uri \
+		"$$($(VENV)/bin/python -c 'from mlplatform.settings import get_settings; print(get_settings().tracking_uri)')"
 
 bench: setup
 	$(VENV)/bin/python bench/ingest.py
