@@ -189,7 +189,10 @@ def sensor_ticks(instance: dg.DagsterInstance, name: str) -> list:
 
 
 # What nobody can act on: warnings, MLflow's INFO lines, artifact download bars.
-NOISE = ("warning", "detected uv project", "downloading artifacts", "info mlflow")
+NOISE = (
+    "warning", "detected uv project", "downloading artifacts", "info mlflow",
+    "successfully registered model", "created version", "view run",
+)  # fmt: skip
 
 
 def noise_lines(output: str) -> list[str]:

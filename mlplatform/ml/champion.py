@@ -42,6 +42,7 @@ from mlplatform.ml.registry import (
     alias_version,
     download_model,
     load_scoring_model,
+    register_version,
     set_champion,
 )
 from mlplatform.settings import Settings
@@ -257,11 +258,10 @@ def elect_champion(
         raise ValueError(f"no candidate models were trained on dataset {dataset_version}")
     best = max(candidates, key=lambda c: c.average_precision)
     name = settings.model_name
-    registered = mlflow.register_model(
-        best.model_uri, name,
+    version = register_version(
+        client, name, best.model_uri,
         tags={"mlplatform.family": best.family, "mlplatform.dataset_version": dataset_version},
     )  # fmt: skip
-    version = str(registered.version)
     uri = f"models:/{name}/{version}"
     with tempfile.TemporaryDirectory(prefix="mlplatform-model-") as folder:
         model_dir = download_model(uri, Path(folder))

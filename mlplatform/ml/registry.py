@@ -89,6 +89,23 @@ def log_scoring_model(model: ScoringModel, name: str = "model") -> str:
     return info.model_uri
 
 
+def register_version(client: MlflowClient, name: str, model_uri: str, tags: dict[str, str]) -> str:
+    """Register the logged model ``model_uri`` (``models:/<model id>``) as a new version of
+    ``name`` (created if missing); its version. Through the client: ``mlflow.register_model``
+    prints two lines to stderr for every version, which no setting silences."""
+    if not model_uri.startswith("models:/"):
+        raise ValueError(f"not a logged model's URI (models:/<model id>): {model_uri}")
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    version = client.create_model_version(
+        name, source=model_uri, tags=tags, model_id=model_uri.removeprefix("models:/")
+    )
+    return str(version.version)
+
+
 def download_model(model_uri: str, folder: Path) -> Path:
     """Download the model folder of any MLflow model URI into ``folder``; its local path."""
     return Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(folder)))
