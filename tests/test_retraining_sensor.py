@@ -106,6 +106,13 @@ class Sensor:
         return result
 
 
+def _clocked(instance: dg.DagsterInstance, cooldown_hours: float) -> tuple[Clock, Sensor]:
+    """A sensor of the watched checks with ``cooldown_hours``, on a clock the test moves."""
+    clock = Clock()
+    sensor = retraining_sensor_for(RETRAINING_CHECKS, cooldown_hours, clock=clock)
+    return clock, Sensor(sensor, instance, "")
+
+
 def _skip(result: dg.SensorResult) -> str:
     assert result.run_requests == [], result.run_requests
     return result.skip_reason.skip_message
@@ -143,8 +150,7 @@ def test_a_failed_check_requests_one_tagged_training_run_and_a_repeat_requests_n
 def test_a_check_failing_day_after_day_requests_once_until_it_has_passed(
     platform_home: PlatformHome, instance: dg.DagsterInstance
 ) -> None:
-    clock = Clock()
-    sensor = Sensor(retraining_sensor_for(RETRAINING_CHECKS, 24, clock=clock), instance, "")
+    clock, sensor = _clocked(instance, 24)
     requests = []
     for day in ("2025-02-01", "2025-02-02", "2025-02-03", "2025-02-04"):
         _evaluate(instance, DRIFT_ASSET, day, passed=False)
@@ -162,8 +168,7 @@ def test_a_check_failing_day_after_day_requests_once_until_it_has_passed(
 def test_a_new_episode_within_the_cooldown_waits_for_it_then_requests_once(
     platform_home: PlatformHome, instance: dg.DagsterInstance
 ) -> None:
-    clock = Clock()
-    sensor = Sensor(retraining_sensor_for(RETRAINING_CHECKS, 24, clock=clock), instance, "")
+    clock, sensor = _clocked(instance, 24)
     _evaluate(instance, DRIFT_ASSET, "2025-02-01", passed=False)
     assert len(sensor.tick().run_requests) == 1
     _evaluate(instance, DRIFT_ASSET, "2025-02-02", passed=True)
@@ -186,8 +191,7 @@ def test_a_new_episode_within_the_cooldown_waits_for_it_then_requests_once(
 def test_reevaluating_an_older_day_or_a_warning_starts_no_episode(
     platform_home: PlatformHome, instance: dg.DagsterInstance
 ) -> None:
-    clock = Clock()
-    sensor = Sensor(retraining_sensor_for(RETRAINING_CHECKS, 0, clock=clock), instance, "")
+    _, sensor = _clocked(instance, 0)
     _evaluate(instance, DRIFT_ASSET, "2025-02-10", passed=True)
     _evaluate(instance, DRIFT_ASSET, "2025-02-11", passed=False, severity="WARN")
     _evaluate(instance, DRIFT_ASSET, "2025-01-20", passed=False)  # a backfill of history
