@@ -83,7 +83,9 @@ class Settings(BaseSettings):
         description="Hours after the midnight (UTC) that ends a day by which its landing file "
         "is due: later, the freshness check `raw_transactions` `landed_on_time` fails.",
     )
-    sensor_interval_seconds: int = Field(default=30, description="Landing sensor tick.")
+    sensor_interval_seconds: int = Field(
+        default=30, description="Tick of the landing and retraining sensors."
+    )
     landing_settle_seconds: float = Field(
         default=5.0,
         description="A landing file changed more recently than this is left for the next tick "

@@ -50,6 +50,8 @@ def _monitoring_asset(check: dg.AssetCheckKey) -> dg.AssetsDefinition:
                     metadata={
                         "partition": context.partition_key,
                         "share_drifted": config.share_drifted,
+                        "drifted_features": dg.MetadataValue.json(["amount", "category"]),
+                        "report": dg.MetadataValue.md("| feature | psi |\n|---|---|"),
                     },
                 )
             ]
@@ -132,7 +134,8 @@ def test_a_failed_check_requests_one_tagged_training_run_and_a_repeat_requests_n
         assert request.tags[TRIGGER_CHECK] == DRIFT
         assert request.tags[TRIGGER_PARTITION] == "2025-02-02"
         assert request.tags[TRIGGER_REASON] == (
-            "share of drifted features above 0.5 (share_drifted=0.6)"
+            "share of drifted features above 0.5 "
+            "(drifted_features=amount, category, share_drifted=0.6)"
         )
         assert request.run_key == f"retraining:{DRIFT}:2025-02-02"
         (alert,) = hook.received

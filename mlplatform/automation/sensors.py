@@ -199,12 +199,26 @@ class CheckVerdict:
     reason: str
 
 
+def _figure(value: dg.MetadataValue) -> str | None:
+    """A metadata value as a short figure: numbers, flags, one-line text, lists of names
+    (None for what does not fit in a line: tables, Markdown, paths)."""
+    if isinstance(value, dg.FloatMetadataValue):
+        return f"{value.value:.4g}"
+    if isinstance(value, dg.IntMetadataValue | dg.BoolMetadataValue):
+        return str(value.value)
+    if isinstance(value, dg.TextMetadataValue) and "\n" not in value.value:
+        return value.value
+    if isinstance(value, dg.JsonMetadataValue) and isinstance(value.value, list):
+        return ", ".join(map(str, value.value))
+    return None
+
+
 def _check_reason(evaluation: dg.AssetCheckEvaluation) -> str:
-    """The check's description and its scalar metadata, e.g. "… (share_drifted=0.6, …)"."""
+    """The check's description and its figures, e.g. "… (share_drifted=0.6, …)"."""
     figures = ", ".join(
-        f"{name}={value.value:.4g}" if isinstance(value.value, float) else f"{name}={value.value}"
+        f"{name}={figure}"
         for name, value in evaluation.metadata.items()
-        if name != "partition" and isinstance(value.value, str | int | float | bool)
+        if name != "partition" and (figure := _figure(value)) is not None
     )
     reason = " ".join(filter(None, [evaluation.description, f"({figures})" if figures else ""]))
     return (reason or "failed")[:_REASON_CHARS]
