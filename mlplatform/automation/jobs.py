@@ -45,8 +45,9 @@ training_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("training_data", "training"),
     description="Retrain: targets, master table and profile, every candidate family, then the "
     "champion competition (promotion only when the challenger beats the champion).",
-    # The steps share the warehouse pool (one at a time) and the ML libraries: one process
-    # imports them once, where the multiprocess executor would import them for every step.
+    # The steps share the ML libraries: one process imports them once, where the
+    # multiprocess executor would import them for every step. The candidates read the
+    # master table's snapshot without the warehouse pool, so daily runs go on meanwhile.
     executor_def=dg.in_process_executor,
 )
 reference_data_job = dg.define_asset_job(
