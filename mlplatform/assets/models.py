@@ -158,6 +158,7 @@ def champion_asset(families: tuple[str, ...]) -> dg.AssetsDefinition:
             log_election,
         )
         from mlplatform.ml.training import load_holdout
+        from mlplatform.monitoring.profile import record_model_profile
 
         settings = get_settings()
         # The smoke test's fresh process imports the model libraries while this one
@@ -177,6 +178,12 @@ def champion_asset(families: tuple[str, ...]) -> dg.AssetsDefinition:
                     actor=context.run.run_id, smoke_test=smoke_test,
                 )  # fmt: skip
                 log_election(election)
+            # Prediction drift compares days with this version's holdout scores (also kept
+            # when rejected: a manual promotion may make it the champion).
+            record_model_profile(
+                conn, election.version, dataset_version, election.holdout_scores,
+                election.importances, settings.profile_bins,
+            )  # fmt: skip
         decision = election.decision
         (context.log.info if decision.promote else context.log.warning)(
             "version %s (%s): %s — %s", election.version, election.challenger.family,

@@ -26,7 +26,6 @@ from datetime import UTC, date, datetime
 import duckdb
 import pandas as pd
 import pyarrow as pa
-from scipy.stats import chi2
 
 from mlplatform.monitoring.profile import (
     IMPORTANCE_TABLE,
@@ -176,6 +175,8 @@ def compare(
     """Each feature of ``profile`` (rows of a reference profile) in ``source`` (a SELECT of
     at least those columns; ``params`` its parameters) against the profile. ``kind``
     overrides the kind recorded (e.g. ``prediction``)."""
+    from scipy.special import chdtrc  # chi-square survival; scipy loads only where used
+
     current = conn.sql(binned_sql(profile, source), params=params or {}).to_arrow_table()
     reference = pa.Table.from_pandas(profile, preserve_index=False)
     conn.register("reference", reference)
@@ -190,7 +191,7 @@ def compare(
         numeric = feature_kind != "categorical" and (n_distinct or 0) > MAX_DISCRETE_VALUES
         distance = wasserstein if numeric else js
         distance = None if distance is None or math.isnan(distance) else float(distance)
-        p = float(chi2.sf(statistic, dof)) if dof and dof > 0 else 1.0
+        p = float(chdtrc(dof, statistic)) if dof and dof > 0 else 1.0
         results.append(
             FeatureDrift(
                 feature=feature,
