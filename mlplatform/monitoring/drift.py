@@ -102,12 +102,12 @@ class DayDrift:
 
 def day_scorer(conn: duckdb.DuckDBPyConnection, day: date) -> Scorer | None:
     """The model (and dataset) version that scored most of ``day``'s rows of ``ml.predictions``."""
-    row = conn.execute(
+    rows = conn.execute(  # fetchall: a result left half-read blocks DuckDB's register()
         "SELECT model_version, any_value(dataset_version), count(*) FROM ml.predictions "
         "WHERE partition_date = ? GROUP BY model_version ORDER BY count(*) DESC LIMIT 1",
         [day],
-    ).fetchone()
-    return Scorer(*row) if row else None
+    ).fetchall()
+    return Scorer(*rows[0]) if rows else None
 
 
 def reference_profile(conn: duckdb.DuckDBPyConnection, dataset_version: str) -> pd.DataFrame:
@@ -249,7 +249,7 @@ def prediction_drift(conn: duckdb.DuckDBPyConnection, day: date, rule: DriftRule
         "SELECT count(*) FROM monitoring.serving_log WHERE partition_date = $day "
         "AND model_version = $version AND returned",
         params,
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if served:
         features += compare(
             conn, profile.assign(feature="served_score"),

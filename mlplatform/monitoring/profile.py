@@ -113,7 +113,7 @@ def build_reference_profile(
                 ORDER BY feature, bin, category""",
             {"version": dataset_version},
         )
-    rows = conn.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
+    ((rows,),) = conn.execute(f"SELECT count(*) FROM {source}").fetchall()
     return ProfileResult(dataset_version, rows, numeric, categorical)
 
 
