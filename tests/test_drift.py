@@ -235,3 +235,13 @@ def test_the_drift_check_judges_the_share_and_the_important_features(
     assert "category" in watched.reasons[0]
     share = judge_data_drift(day, [], share_threshold=0.25, psi_threshold=0.25)
     assert not share.passed and share.reasons == ("1 of 4 features drifted (25% >= 25%)",)
+
+
+def test_known_edges_bin_as_the_list_expression_does() -> None:
+    from mlplatform.monitoring.profile import bin_sql
+
+    values = "(VALUES (0.5), (1.0), (1.5), (3.0), (9.0), (NULL), ('nan'::DOUBLE)) AS v(x)"
+    with duckdb.connect() as conn:
+        listed = conn.execute(f"SELECT {bin_sql('x', '[1.0, 2.0, 3.0]')} FROM {values}").fetchall()
+        known = conn.execute(f"SELECT {bin_sql('x', [1.0, 2.0, 3.0])} FROM {values}").fetchall()
+    assert known == listed == [(0,), (0,), (1,), (2,), (3,), (-1,), (3,)]

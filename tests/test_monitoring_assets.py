@@ -208,7 +208,7 @@ def test_a_range_run_writes_one_row_per_feature_and_day_idempotently(platform: P
     for day in platform.scored_days:
         report = settings.reports_dir / "data_drift" / f"data_drift_{day}.html"
         assert report.is_file() and report.stat().st_size > 10_000
-    passed, metadata = _check(platform, "data_drift", DRIFT_CHECK)
+    _, metadata = _check(platform, "data_drift", DRIFT_CHECK)
     assert metadata["partitions_checked"] == len(platform.scored_days)
     assert metadata["partition"] in {str(day) for day in platform.scored_days}
 

@@ -138,15 +138,16 @@ def top_features(conn: duckdb.DuckDBPyConnection, model_version: str, n: int) ->
     return [feature for (feature,) in rows]
 
 
-def _edges(profile: pd.DataFrame, feature: str) -> str:
-    """The stored bin edges of a numeric ``feature`` as a DuckDB list literal."""
+def _edges(profile: pd.DataFrame, feature: str) -> list[float]:
+    """The stored bin edges of a numeric ``feature``, ascending."""
     bins = profile[(profile.feature == feature) & (profile.bin >= 0)].sort_values("bin")
-    return "[" + ", ".join(repr(float(e)) for e in bins.upper.dropna()) + "]::DOUBLE[]"
+    return [float(e) for e in bins.upper.dropna()]
 
 
 def binned_sql(profile: pd.DataFrame, source: str) -> str:
     """SQL of ``source``'s rows binned as ``profile`` bins them: feature, bin, category,
-    count, mean (one row per feature and bin or value), in one pass over ``source``."""
+    count, mean (one row per feature and bin or value). Each feature's part reads its own
+    column of ``source`` (inlined, not materialized: a columnar scan each)."""
     parts = []
     for feature, kind in profile.groupby("feature", sort=True)["kind"].first().items():
         if kind == "categorical":
@@ -161,7 +162,7 @@ def binned_sql(profile: pd.DataFrame, source: str) -> str:
                 f"bin, NULL::VARCHAR AS category, count(*) AS count, avg({value}) AS mean "
                 "FROM day GROUP BY ALL"
             )
-    return f"WITH day AS MATERIALIZED ({source}) " + " UNION ALL ".join(parts)
+    return f"WITH day AS NOT MATERIALIZED ({source}) " + " UNION ALL ".join(parts)
 
 
 def compare(
