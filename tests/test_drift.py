@@ -217,6 +217,15 @@ def test_a_day_is_compared_with_the_profile_of_the_version_that_scored_it(
         record_model_profile(conn, "7", "old", np.full(500, 0.1), {"amount": 1.0}, bins=10)
         scores = prediction_drift(conn, day, rule)
         assert [f.feature for f in scores.features] == ["score"] and not scores.drifted
+        # The service answered 300 of the day's transactions with version 7, scoring higher.
+        conn.execute(
+            "INSERT INTO monitoring.serving_log SELECT 'r' || i, now(), now(), ?, 'c', 't' || i, "
+            "'m', '7', 'champion', true, 0.3, true, 1, 1, 1 FROM range(300) AS r(i)",
+            [day],
+        )
+        served = {f.feature: f for f in prediction_drift(conn, day, rule).features}
+        assert set(served) == {"score", "served_score"} and served["served_score"].rows == 300
+        assert served["served_score"].drifted and not served["score"].drifted
 
 
 def test_the_drift_check_judges_the_share_and_the_important_features(
