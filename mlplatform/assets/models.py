@@ -144,7 +144,10 @@ def champion_asset(families: tuple[str, ...]) -> dg.AssetsDefinition:
         "precision) is registered and promoted to the MLflow alias `champion` only if it "
         "clears the floors, beats the current champion under a paired card bootstrap and "
         "passes a smoke test (fresh process, pickle disabled, latency budget). Every decision "
-        "is appended to `ml.promotion_log`. Loads as the champion (`load_champion()`).",
+        "is appended to `ml.promotion_log`; the challenger's holdout score distribution and "
+        "feature importances go to `ml.champion_score_profile` and "
+        "`ml.champion_feature_importance` (prediction drift's reference, drift's watched "
+        "features). Loads as the champion (`load_champion()`).",
     )
     def _champion(
         context: dg.AssetExecutionContext,
