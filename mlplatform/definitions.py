@@ -7,6 +7,7 @@ from mlplatform.assets.features import card_features
 from mlplatform.assets.freshness import raw_transactions_landed_on_time
 from mlplatform.assets.ingestion import card_reference, raw_transactions
 from mlplatform.assets.models import ChampionIOManager, candidate_asset, champion_asset
+from mlplatform.assets.monitoring import data_drift, prediction_drift
 from mlplatform.assets.scoring import predictions
 from mlplatform.assets.serving import online_feature_store, serving_log
 from mlplatform.assets.training_data import master_table, target_labels, training_reference_profile
@@ -14,6 +15,7 @@ from mlplatform.automation.jobs import (
     batch_scoring_job,
     daily_ingestion_job,
     landing_freshness_job,
+    monitoring_job,
     reference_data_job,
     training_data_job,
     training_job,
@@ -73,6 +75,8 @@ defs = dg.Definitions(
         predictions,
         online_feature_store,
         serving_log,
+        data_drift,
+        prediction_drift,
     ],
     asset_checks=[raw_transactions_landed_on_time],
     jobs=[
@@ -82,6 +86,7 @@ defs = dg.Definitions(
         training_job,
         landing_freshness_job,
         batch_scoring_job,
+        monitoring_job,
     ],
     schedules=[daily_ingestion_schedule, landing_freshness_schedule],
     sensors=[landing_sensor, retraining_sensor],

@@ -220,6 +220,41 @@ class Settings(BaseSettings):
         ge=0,
         description="`retraining_sensor`: at most one retraining request per this many hours.",
     )
+    drift_distance_threshold: float = Field(
+        default=0.1,
+        gt=0,
+        description="A feature drifts when its distance (normed Wasserstein for numbers, "
+        "Jensen-Shannon for categories; Evidently's defaults) reaches this and the change is "
+        "significant (`drift_p_value`).",
+    )
+    drift_p_value: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="Significance of the chi-square test of a day's bins against the reference "
+        "proportions: a change a day of that size shows by chance is not drift.",
+    )
+    drift_share_threshold: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Check `drift_within_threshold` fails when this share of the features drifts.",
+    )
+    drift_psi_threshold: float = Field(
+        default=0.25,
+        gt=0,
+        description="Check `drift_within_threshold` (`prediction_drift_within_threshold`) fails "
+        "when an important feature's (the score's) PSI passes this, significantly.",
+    )
+    drift_top_features: int = Field(
+        default=5, ge=0, description="The champion's most important features the PSI rule watches."
+    )
+    drift_report: bool = Field(
+        default=True, description="Write an Evidently HTML drift report per day (`reports/`)."
+    )
+    drift_report_rows: int = Field(
+        default=5_000, ge=100, description="Rows of the day and of train in the Evidently report."
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -260,6 +295,11 @@ class Settings(BaseSettings):
     def serving_dir(self) -> Path:
         """The REST service's prediction log: ``predictions-YYYY-MM-DD.jsonl`` files."""
         return self.home / "serving"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Evidently HTML reports (drift per day)."""
+        return self.home / "reports"
 
     @property
     def tracking_uri(self) -> str:

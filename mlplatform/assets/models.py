@@ -141,7 +141,10 @@ def champion_asset(families: tuple[str, ...]) -> dg.AssetsDefinition:
         "precision) is registered and promoted to the MLflow alias `champion` only if it "
         "clears the floors, beats the current champion under a paired card bootstrap and "
         "passes a smoke test (fresh process, pickle disabled, latency budget). Every decision "
-        "is appended to `ml.promotion_log`. Loads as the champion (`load_champion()`).",
+        "is appended to `ml.promotion_log`; the challenger's holdout score distribution and "
+        "feature importances go to `ml.champion_score_profile` and "
+        "`ml.champion_feature_importance` (prediction drift's reference, drift's watched "
+        "features). Loads as the champion (`load_champion()`).",
     )
     def _champion(
         context: dg.AssetExecutionContext,
@@ -155,6 +158,7 @@ def champion_asset(families: tuple[str, ...]) -> dg.AssetsDefinition:
             log_election,
         )
         from mlplatform.ml.training import load_holdout
+        from mlplatform.monitoring.profile import record_model_profile
 
         settings = get_settings()
         # The smoke test's fresh process imports the model libraries while this one
@@ -174,6 +178,12 @@ def champion_asset(families: tuple[str, ...]) -> dg.AssetsDefinition:
                     actor=context.run.run_id, smoke_test=smoke_test,
                 )  # fmt: skip
                 log_election(election)
+            # Prediction drift compares days with this version's holdout scores (also kept
+            # when rejected: a manual promotion may make it the champion).
+            record_model_profile(
+                conn, election.version, dataset_version, election.holdout_scores,
+                election.importances, settings.profile_bins,
+            )  # fmt: skip
         decision = election.decision
         (context.log.info if decision.promote else context.log.warning)(
             "version %s (%s): %s — %s", election.version, election.challenger.family,

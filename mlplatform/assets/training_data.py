@@ -114,8 +114,10 @@ def master_table(
     pool="warehouse",
     deps=[master_table],
     description=f"`{PROFILE_TABLE}`: per-feature distribution of the training split "
-    "(quantile bins and counts for numbers, frequencies for categories): the reference the "
-    "daily drift checks compare against without re-reading the training data.",
+    "(quantile bins with counts and means, and the std, for numbers; frequencies for "
+    "categories), one set of rows per dataset version (a rebuild replaces its version's "
+    "rows): the reference `data_drift` compares a day with, the profile of the dataset "
+    "version of the champion that scored the day, without re-reading the training data.",
 )
 def training_reference_profile(
     warehouse: WarehouseResource, landing: LandingZoneResource
@@ -135,10 +137,14 @@ def training_reference_profile(
         features = {f.name: f.dtype for f in registry.enabled if f.name in kept}
         result = build_reference_profile(conn, features, version, settings.profile_bins)
         metadata = table_metadata(conn, PROFILE_TABLE)
+        versions_kept = conn.execute(
+            f"SELECT count(DISTINCT dataset_version) FROM {PROFILE_TABLE}"
+        ).fetchone()[0]
     return dg.MaterializeResult(
         metadata={
             **metadata,
             "dataset_version": result.dataset_version,
+            "dataset_versions_kept": versions_kept,
             "train_rows": result.rows,
             "numeric_features": len(result.numeric),
             "categorical_features": len(result.categorical),

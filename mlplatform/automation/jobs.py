@@ -6,6 +6,7 @@ from mlplatform.assets.curation import curated_transactions
 from mlplatform.assets.features import card_features
 from mlplatform.assets.freshness import raw_transactions_landed_on_time
 from mlplatform.assets.ingestion import card_reference, raw_transactions
+from mlplatform.assets.monitoring import data_drift, prediction_drift
 from mlplatform.assets.partitions import daily_partitions
 from mlplatform.assets.scoring import predictions
 from mlplatform.assets.serving import online_feature_store
@@ -16,13 +17,19 @@ daily_ingestion_job = dg.define_asset_job(
     # Lateness is about today, not about the days a run loads: a backfill of history does not
     # evaluate it (`landing_freshness` does, hourly).
     selection=dg.AssetSelection.assets(
-        raw_transactions, curated_transactions, card_features, predictions, online_feature_store
+        raw_transactions,
+        curated_transactions,
+        card_features,
+        predictions,
+        data_drift,
+        prediction_drift,
+        online_feature_store,
     )
     - dg.AssetSelection.checks(raw_transactions_landed_on_time),
     partitions_def=daily_partitions,
     description="Validate one day's landing file(s) into raw, curate them, build their "
-    "features and score them with the champion (a range of days runs as one run), then "
-    "rewrite the online feature store.",
+    "features, score them with the champion and measure their data and prediction drift "
+    "(a range of days runs as one run), then rewrite the online feature store.",
     # Each step needs the one before and the warehouse pool: one process runs them in turn,
     # where the multiprocess executor would start (and import the platform in) one per step.
     executor_def=dg.in_process_executor,
@@ -60,4 +67,12 @@ landing_freshness_job = dg.define_asset_job(
     selection=dg.AssetSelection.checks(raw_transactions_landed_on_time),
     description="Is the latest day that is due loaded? (the check `landed_on_time` of "
     "raw_transactions; MLPLATFORM_LANDING_DUE_HOURS)",
+)
+monitoring_job = dg.define_asset_job(
+    "monitoring",
+    selection=dg.AssetSelection.assets(data_drift, prediction_drift),
+    partitions_def=daily_partitions,
+    description="Data and prediction drift of days against the champion that scored them "
+    "(e.g. a backfill of history after a new champion scored it).",
+    executor_def=dg.in_process_executor,
 )

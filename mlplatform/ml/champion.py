@@ -35,7 +35,7 @@ from mlplatform.ml.evaluation import (
     holdout_metrics,
     paired_bootstrap_ap_difference,
 )
-from mlplatform.ml.models import ScoringModel
+from mlplatform.ml.models import ScoringModel, feature_importances
 from mlplatform.ml.registry import (
     CHAMPION,
     PREVIOUS,
@@ -101,6 +101,8 @@ class Election:
     champion_metrics: HoldoutMetrics | None
     comparison: BootstrapResult | None
     smoke: SmokeResult
+    holdout_scores: np.ndarray  # the challenger's, row by row of the holdout
+    importances: dict[str, float]  # the challenger's feature importances (sum 1)
 
 
 def latest_candidates(
@@ -306,7 +308,7 @@ def elect_champion(
     )
     return Election(
         decision, best, version, champion_before, champion_after, metrics, champion_metrics,
-        comparison, smoke,
+        comparison, smoke, proba, feature_importances(challenger.estimator, challenger.spec),
     )  # fmt: skip
 
 

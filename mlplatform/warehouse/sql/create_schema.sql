@@ -149,3 +149,67 @@ CREATE TABLE IF NOT EXISTS monitoring.serving_log (
     features_ms DOUBLE,
     model_ms DOUBLE
 );
+
+-- The train split's distribution of each kept feature, one set of rows per dataset version
+-- (asset `training_reference_profile`; mlplatform/monitoring/profile.py). Numbers: quantile
+-- bins (bin i holds (lower, upper]; -1 holds the missing values); categories: one row per value.
+CREATE TABLE IF NOT EXISTS ml.training_reference_profile (
+    dataset_version VARCHAR NOT NULL,
+    feature VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,             -- numeric | categorical
+    bin INTEGER,                       -- numbers only
+    category VARCHAR,                  -- categories only (NULL: missing)
+    lower DOUBLE,
+    upper DOUBLE,
+    count BIGINT NOT NULL,
+    share DOUBLE NOT NULL,             -- of the feature's rows, missing included
+    mean DOUBLE,                       -- numbers: mean of the bin's train values
+    std DOUBLE,                        -- numbers: the feature's train standard deviation
+    n_distinct BIGINT                  -- numbers: distinct train values
+);
+-- Profiles written before they were kept per dataset version lack these columns.
+ALTER TABLE ml.training_reference_profile ADD COLUMN IF NOT EXISTS mean DOUBLE;
+ALTER TABLE ml.training_reference_profile ADD COLUMN IF NOT EXISTS std DOUBLE;
+ALTER TABLE ml.training_reference_profile ADD COLUMN IF NOT EXISTS n_distinct BIGINT;
+
+-- Each elected model version's holdout score distribution, binned like the numeric features
+-- (asset `champion_model`): the reference of prediction drift.
+CREATE TABLE IF NOT EXISTS ml.champion_score_profile (
+    model_version VARCHAR NOT NULL,
+    dataset_version VARCHAR NOT NULL,
+    bin INTEGER NOT NULL,
+    lower DOUBLE,
+    upper DOUBLE,
+    count BIGINT NOT NULL,
+    share DOUBLE NOT NULL,
+    mean DOUBLE,
+    std DOUBLE,
+    n_distinct BIGINT
+);
+
+-- Each elected model version's feature importance (shares summing to 1; rank 1 the largest).
+CREATE TABLE IF NOT EXISTS ml.champion_feature_importance (
+    model_version VARCHAR NOT NULL,
+    feature VARCHAR NOT NULL,
+    importance DOUBLE NOT NULL,
+    rank INTEGER NOT NULL
+);
+
+-- Drift of each model feature (kind numeric | categorical, asset `data_drift`) and of the
+-- score (kind prediction, asset `prediction_drift`) per day, against the reference of the
+-- champion that scored the day.
+CREATE TABLE IF NOT EXISTS monitoring.drift (
+    partition_date DATE NOT NULL,
+    feature VARCHAR NOT NULL,          -- a feature, or score / served_score
+    kind VARCHAR NOT NULL,
+    psi DOUBLE,
+    distance DOUBLE,
+    distance_name VARCHAR NOT NULL,    -- wasserstein_normed | jensen_shannon
+    threshold DOUBLE NOT NULL,         -- of the distance
+    p_value DOUBLE,                    -- chi-square of the day's bins vs the reference shares
+    drifted BOOLEAN NOT NULL,
+    reference_dataset_version VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,    -- the champion that scored the day
+    rows BIGINT NOT NULL,
+    computed_at TIMESTAMP NOT NULL
+);
