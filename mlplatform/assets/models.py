@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from mlplatform.assets.cost import with_compute_cost
 from mlplatform.assets.training_data import ML_OWNERS, master_table
 from mlplatform.resources import LandingZoneResource, MlflowResource, WarehouseResource
 from mlplatform.settings import get_settings
@@ -47,6 +48,7 @@ def candidate_asset(family: str) -> dg.AssetsDefinition:
         "against a prevalence-only baseline, with plots, fairness slices and a model card, "
         "all logged to one MLflow run.",
     )
+    @with_compute_cost
     def _candidate(
         context: dg.AssetExecutionContext,
         warehouse: WarehouseResource,
@@ -146,6 +148,7 @@ def champion_asset(families: tuple[str, ...]) -> dg.AssetsDefinition:
         "passes a smoke test (fresh process, pickle disabled, latency budget). Every decision "
         "is appended to `ml.promotion_log`. Loads as the champion (`load_champion()`).",
     )
+    @with_compute_cost
     def _champion(
         context: dg.AssetExecutionContext,
         warehouse: WarehouseResource,
