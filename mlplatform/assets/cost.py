@@ -84,6 +84,8 @@ def _record(context: dg.AssetExecutionContext, record: CostRecord) -> None:
 
 def _partition(context: dg.AssetExecutionContext) -> str | None:
     """The run's partition key, ``first..last`` for a range of several, None if none."""
+    if context.has_partition_key:
+        return context.partition_key
     if not context.has_partition_key_range:
         return None
     keys = context.partition_key_range
