@@ -69,21 +69,20 @@ class DayPerformance:
 def day_performance(
     day: date,
     rows: pd.DataFrame,
+    versions: tuple[str | None, str | None],
     holdout: Mapping[str, float],
     rule: PerformanceRule,
 ) -> DayPerformance:
-    """The performance of the scored ``rows`` of ``day`` (columns card_id, score, matured,
-    target, model_version, dataset_version), against ``holdout`` (the scoring version's
-    holdout metrics by name: ``average_precision``, ``roc_auc``, ``ece``)."""
+    """The performance of the scored ``rows`` of ``day`` (columns card, score, matured,
+    target), scored by ``versions`` (model version, dataset version), against ``holdout`` (the
+    model version's holdout metrics by name: ``average_precision``, ``roc_auc``, ``ece``)."""
     matured = rows[rows["matured"]]
     positives = int((matured["target"] == 1).sum())
-    version = _most_common(rows["model_version"])
+    version, dataset_version = versions
     common = {
         "partition_date": day,
         "model_version": version,
-        "dataset_version": _most_common(
-            rows.loc[rows["model_version"] == version, "dataset_version"]
-        ),
+        "dataset_version": dataset_version,
         "rows": len(rows),
         "matured": len(matured),
         "positives": positives,
@@ -107,7 +106,7 @@ def day_performance(
         "average_precision": _finite(average_precision),
         "roc_auc": _finite(roc_auc),
         "calibration_error": expected_calibration_error(y, p),
-        "card_precision_at_k": card_precision_at_k(y, p, matured["card_id"].to_numpy(), rule.k)[0],
+        "card_precision_at_k": card_precision_at_k(y, p, matured["card"].to_numpy(), rule.k)[0],
     }
     if positives < rule.min_positives:
         return _unjudged(
@@ -145,16 +144,24 @@ def measure_performance(
     sql = read_sql("matured_predictions").format(
         targets="ml.targets" if has_targets else _NO_TARGETS
     )
-    scored = conn.execute(sql, {"start": start, "end": end}).df()
-    by_day = dict(tuple(scored.groupby(scored["partition_date"].dt.date)))
-    empty = scored.iloc[:0]
+    params = {"start": start, "end": end}
+    scored = conn.execute(sql, params).df()
+    versions = {
+        day: (model_version, dataset_version)
+        for day, model_version, dataset_version in conn.execute(
+            "SELECT partition_date, mode(model_version), mode(dataset_version) "
+            "FROM ml.predictions WHERE partition_date BETWEEN $start AND $end GROUP BY 1",
+            params,
+        ).fetchall()
+    }
+    by_day = {key.date(): rows for key, rows in scored.groupby("partition_date")}
     results = []
     for offset in range((end - start).days + 1):
         day = start + timedelta(days=offset)
-        rows = by_day.get(day, empty)
-        version = _most_common(rows["model_version"])
+        version = versions.get(day, (None, None))
+        holdout = holdout_metrics(version[0]) if version[0] else {}
         results.append(
-            day_performance(day, rows, holdout_metrics(version) if version else {}, rule)
+            day_performance(day, by_day.get(day, scored.iloc[:0]), version, holdout, rule)
         )
     computed_at = datetime.now(UTC).replace(tzinfo=None)  # the warehouse keeps UTC, naive
     frame = pd.DataFrame([asdict(r) for r in results]).assign(computed_at=computed_at)
@@ -175,12 +182,6 @@ def _unjudged(figures: dict[str, object], reason: str) -> DayPerformance:
     return DayPerformance(
         **{**metrics, **figures}, ap_drop=None, judged=False, degraded=None, reason=reason
     )
-
-
-def _most_common(values: pd.Series) -> str | None:
-    """The most frequent non-null value (a day is scored by one version), or None."""
-    counts = values.dropna().value_counts()
-    return str(counts.index[0]) if len(counts) else None
 
 
 def _finite(value: float | None) -> float | None:
