@@ -13,6 +13,8 @@ from conftest import PlatformHome, simulate_landing
 from mlplatform.assets.cost import with_compute_cost
 from mlplatform.assets.curation import curated_transactions
 from mlplatform.assets.ingestion import card_reference, raw_transactions
+from mlplatform.assets.performance import model_performance
+from mlplatform.assets.training_data import target_labels
 from mlplatform.definitions import build_resources, defs
 from mlplatform.monitoring import compute_cost
 from mlplatform.monitoring.compute_cost import (
@@ -111,7 +113,7 @@ def test_every_materialization_records_its_cost_as_metadata_and_in_the_table(
     assert _metadata(measured, "burns_cpu")["cpu_seconds"] == round(burn_cpu, 3)
 
 
-def test_a_partition_range_records_one_row_for_the_run(
+def test_a_run_records_one_row_per_asset_with_its_partition_or_range(
     platform_home: PlatformHome, instance: dg.DagsterInstance
 ) -> None:
     simulate_landing(platform_home.landing, days=3)
@@ -120,11 +122,17 @@ def test_a_partition_range_records_one_row_for_the_run(
         tags={"dagster/asset_partition_range_start": "2025-01-01",
               "dagster/asset_partition_range_end": "2025-01-03"},
     )  # fmt: skip
-    assert result.success
-    costs = _costs(platform_home.warehouse)
-    assert costs["raw_transactions"][1] == "2025-01-01..2025-01-03"
     events = result.get_asset_materialization_events()
     assert len(events) == 3 and all(set(e.materialization.metadata) >= COST_KEYS for e in events)
+    # The model_performance job: an unpartitioned asset in a run of one partition
+    performance = dg.materialize(
+        [target_labels, model_performance], instance=instance, partition_key="2025-01-03",
+        resources=build_resources(get_settings()),
+    )  # fmt: skip
+    assert result.success and performance.success
+    costs = _costs(platform_home.warehouse)
+    assert costs["raw_transactions"][1] == "2025-01-01..2025-01-03"
+    assert (costs["target_labels"][1], costs["model_performance"][1]) == (None, "2025-01-03")
 
 
 def test_loading_the_same_records_again_changes_nothing(platform_home: PlatformHome) -> None:

@@ -83,7 +83,10 @@ def _record(context: dg.AssetExecutionContext, record: CostRecord) -> None:
 
 
 def _partition(context: dg.AssetExecutionContext) -> str | None:
-    """The run's partition key, ``first..last`` for a range of several, None if none."""
+    """The run's partition key, ``first..last`` for a range of several, None when the asset
+    is not partitioned (even in a partitioned run)."""
+    if context.assets_def.partitions_def is None:
+        return None
     if context.has_partition_key:
         return context.partition_key
     if not context.has_partition_key_range:
