@@ -8,6 +8,7 @@ from mlplatform.assets.freshness import raw_transactions_landed_on_time
 from mlplatform.assets.ingestion import card_reference, raw_transactions
 from mlplatform.assets.models import ChampionIOManager, candidate_asset, champion_asset
 from mlplatform.assets.monitoring import data_drift, prediction_drift
+from mlplatform.assets.performance import model_performance
 from mlplatform.assets.scoring import predictions
 from mlplatform.assets.serving import online_feature_store, serving_log
 from mlplatform.assets.training_data import master_table, target_labels, training_reference_profile
@@ -15,12 +16,17 @@ from mlplatform.automation.jobs import (
     batch_scoring_job,
     daily_ingestion_job,
     landing_freshness_job,
+    model_performance_job,
     monitoring_job,
     reference_data_job,
     training_data_job,
     training_job,
 )
-from mlplatform.automation.schedules import daily_ingestion_schedule, landing_freshness_schedule
+from mlplatform.automation.schedules import (
+    daily_ingestion_schedule,
+    landing_freshness_schedule,
+    model_performance_schedule,
+)
 from mlplatform.automation.sensors import landing_sensor, retraining_sensor
 from mlplatform.library_output import quiet_library_output
 from mlplatform.resources import (
@@ -77,6 +83,7 @@ defs = dg.Definitions(
         serving_log,
         data_drift,
         prediction_drift,
+        model_performance,
     ],
     asset_checks=[raw_transactions_landed_on_time],
     jobs=[
@@ -87,8 +94,9 @@ defs = dg.Definitions(
         landing_freshness_job,
         batch_scoring_job,
         monitoring_job,
+        model_performance_job,
     ],
-    schedules=[daily_ingestion_schedule, landing_freshness_schedule],
+    schedules=[daily_ingestion_schedule, landing_freshness_schedule, model_performance_schedule],
     sensors=[landing_sensor, retraining_sensor],
     resources=build_resources(SETTINGS),
 )

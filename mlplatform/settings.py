@@ -177,6 +177,24 @@ class Settings(BaseSettings):
         description="Smoke test: a fresh process must score 100 rows within this budget.",
     )
 
+    performance_ap_margin: float = Field(
+        default=0.10,
+        ge=0,
+        description="Check `performance_within_margin` of `model_performance` fails when the "
+        "champion's holdout average precision minus a day's exceeds this.",
+    )
+    performance_min_positives: int = Field(
+        default=30,
+        ge=1,
+        description="Matured positives a day needs before its performance is judged.",
+    )
+    card_precision_k: int = Field(
+        default=100,
+        ge=1,
+        description="k of a monitored day's card precision@k (`model_performance`): the cards "
+        "investigators can check in a day.",
+    )
+
     serve_host: str = Field(default="127.0.0.1", description="`mlplatform serve` binds here.")
     serve_port: int = Field(default=8000, description="`mlplatform serve` listens here.")
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -300,6 +318,11 @@ class Settings(BaseSettings):
     def reports_dir(self) -> Path:
         """Evidently HTML reports (drift per day)."""
         return self.home / "reports"
+
+    @property
+    def compute_cost_dir(self) -> Path:
+        """Compute-cost records of steps, until loaded into ``monitoring.compute_cost``."""
+        return self.home / "compute_cost"
 
     @property
     def tracking_uri(self) -> str:

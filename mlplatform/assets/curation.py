@@ -4,6 +4,7 @@ from datetime import date
 
 import dagster as dg
 
+from mlplatform.assets.cost import with_compute_cost
 from mlplatform.assets.ingestion import (
     OWNERS,
     card_reference,
@@ -50,6 +51,7 @@ CURATED_CHECKS = {**TRANSACTION_CHECKS, **CURATED_ONLY_CHECKS}
     "over the range, consecutive days curated in batches of about a million rows, each batch "
     "in one transaction; a check fails if it fails on any day.",
 )
+@with_compute_cost
 def curated_transactions(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
 ) -> dg.MaterializeResult:

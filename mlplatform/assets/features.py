@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 
+from mlplatform.assets.cost import with_compute_cost
 from mlplatform.assets.curation import curated_transactions
 from mlplatform.assets.ingestion import OWNERS
 from mlplatform.assets.metadata import table_metadata
@@ -36,6 +37,7 @@ from mlplatform.warehouse.features import TABLE, build_card_features
     "transaction's features use only events at or before it. A run over several days reads "
     "their lookback once and writes only those days.",
 )
+@with_compute_cost
 def card_features(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
 ) -> dg.MaterializeResult:

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from mlplatform.assets.cost import with_compute_cost
 from mlplatform.assets.metadata import table_metadata
 from mlplatform.assets.partitions import daily_partitions
 from mlplatform.assets.quality_checks import (
@@ -37,6 +38,7 @@ warnings.filterwarnings("ignore", r"Parameter `backfill_policy`", dg.BetaWarning
     "reference file, card numbers pseudonymised: `raw.card_reference`. Empty when the source "
     "has no reference file.",
 )
+@with_compute_cost
 def card_reference(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
 ) -> dg.MaterializeResult:
@@ -108,6 +110,7 @@ def range_label(keys: list[str]) -> str:
     "leaves its day as it was, the other days load, and the run fails at the end naming "
     "every such file.",
 )
+@with_compute_cost
 def raw_transactions(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
 ) -> dg.MaterializeResult:

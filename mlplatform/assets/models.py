@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from mlplatform.assets.cost import with_compute_cost
 from mlplatform.assets.training_data import ML_OWNERS, master_table
 from mlplatform.resources import LandingZoneResource, MlflowResource, WarehouseResource
 from mlplatform.settings import get_settings
@@ -48,6 +49,7 @@ def candidate_asset(family: str) -> dg.AssetsDefinition:
         "against a prevalence-only baseline, with plots, fairness slices and a model card, "
         "all logged to one MLflow run.",
     )
+    @with_compute_cost
     def _candidate(
         context: dg.AssetExecutionContext,
         landing: LandingZoneResource,
@@ -146,6 +148,7 @@ def champion_asset(families: tuple[str, ...]) -> dg.AssetsDefinition:
         "`ml.champion_feature_importance` (prediction drift's reference, drift's watched "
         "features). Loads as the champion (`load_champion()`).",
     )
+    @with_compute_cost
     def _champion(
         context: dg.AssetExecutionContext,
         warehouse: WarehouseResource,

@@ -6,6 +6,7 @@ this code location, and only scoring runs need them.
 
 import dagster as dg
 
+from mlplatform.assets.cost import with_compute_cost
 from mlplatform.assets.features import card_features
 from mlplatform.assets.metadata import table_metadata
 from mlplatform.assets.partitions import daily_partitions, partition_days
@@ -29,6 +30,7 @@ NO_CHAMPION = "no champion yet"
     "Before the first champion the run succeeds and writes nothing (metadata: no champion "
     "yet); a backfill of the asset then scores the earlier days.",
 )
+@with_compute_cost
 def predictions(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow_store: MlflowResource
 ) -> dg.MaterializeResult:

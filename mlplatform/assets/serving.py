@@ -5,6 +5,7 @@ from datetime import date
 
 import dagster as dg
 
+from mlplatform.assets.cost import with_compute_cost
 from mlplatform.assets.curation import curated_transactions
 from mlplatform.assets.features import card_features
 from mlplatform.assets.ingestion import card_reference
@@ -29,6 +30,7 @@ from mlplatform.warehouse.online_store import store_lookback_days, write_online_
     "warehouse's table names, plus `online.store_info`. Pseudonyms only. Replaced atomically "
     "(written aside, fsync, rename), so `mlplatform serve` never opens the warehouse.",
 )
+@with_compute_cost
 def online_feature_store(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
 ) -> dg.MaterializeResult:
@@ -67,6 +69,7 @@ def online_feature_store(
     "transaction per model, with its role, score, decision and latency split), replaced per "
     "day. A day without a file has no rows.",
 )
+@with_compute_cost
 def serving_log(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:

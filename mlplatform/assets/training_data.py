@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from mlplatform.assets.cost import with_compute_cost
 from mlplatform.assets.features import card_features
 from mlplatform.assets.ingestion import OWNERS
 from mlplatform.assets.metadata import table_metadata
@@ -26,6 +27,7 @@ MASTER_TABLE_CHECKS = ("no_leakage", "enough_rows_and_positives", "splits_disjoi
     "the built revenge-spending label or the carried label) with the quantities behind it. "
     "A target is NULL until it matures (revenge: 72 hours; label: the label delay).",
 )
+@with_compute_cost
 def target_labels(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
 ) -> dg.MaterializeResult:
@@ -64,6 +66,7 @@ def target_labels(
     "`ml.feature_selection`. Also a Parquet snapshot whose content hash is the dataset "
     "version. Checks: leakage, minimum rows and positives, split disjointness.",
 )
+@with_compute_cost
 def master_table(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
 ) -> dg.MaterializeResult:
@@ -119,6 +122,7 @@ def master_table(
     "rows): the reference `data_drift` compares a day with, the profile of the dataset "
     "version of the champion that scored the day, without re-reading the training data.",
 )
+@with_compute_cost
 def training_reference_profile(
     warehouse: WarehouseResource, landing: LandingZoneResource
 ) -> dg.MaterializeResult:

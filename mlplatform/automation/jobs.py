@@ -8,6 +8,7 @@ from mlplatform.assets.freshness import raw_transactions_landed_on_time
 from mlplatform.assets.ingestion import card_reference, raw_transactions
 from mlplatform.assets.monitoring import data_drift, prediction_drift
 from mlplatform.assets.partitions import daily_partitions
+from mlplatform.assets.performance import model_performance
 from mlplatform.assets.scoring import predictions
 from mlplatform.assets.serving import online_feature_store
 from mlplatform.assets.training_data import master_table, target_labels, training_reference_profile
@@ -75,4 +76,13 @@ monitoring_job = dg.define_asset_job(
     description="Data and prediction drift of days against the champion that scored them "
     "(e.g. a backfill of history after a new champion scored it).",
     executor_def=dg.in_process_executor,
+)
+model_performance_job = dg.define_asset_job(
+    "model_performance",
+    selection=dg.AssetSelection.assets(target_labels, model_performance),
+    partitions_def=daily_partitions,
+    description="Rebuild `ml.targets` (so the days whose labels have matured have them), then "
+    "the champion's performance on the days' matured labels (`monitoring.performance`) and "
+    "its check `performance_within_margin`.",
+    executor_def=dg.in_process_executor,  # two short steps in turn, both in the warehouse pool
 )

@@ -1,15 +1,21 @@
-"""Schedules: the nightly run of yesterday's partition, and the hourly landing freshness."""
+"""Schedules: the nightly run of yesterday's partition, the hourly landing freshness, and the
+daily performance of the latest day whose labels have matured."""
 
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from mlplatform.automation.jobs import daily_ingestion_job, landing_freshness_job
+from mlplatform.automation.jobs import (
+    daily_ingestion_job,
+    landing_freshness_job,
+    model_performance_job,
+)
 from mlplatform.automation.sensors import warehouse_loads
 from mlplatform.resources import LandingZoneResource, WarehouseResource
 from mlplatform.settings import get_settings
 from mlplatform.warehouse.ingestion import inspect_file
 from mlplatform.warehouse.ingestion_log import landing_due_at
+from mlplatform.warehouse.targets import latest_matured_day, target_maturity
 
 
 @dg.schedule(
@@ -53,3 +59,32 @@ landing_freshness_schedule = dg.ScheduleDefinition(
     description="Hourly: evaluate whether the latest day that is due has been loaded (the "
     "check landed_on_time of raw_transactions fails, visibly, while it is late).",
 )
+
+
+@dg.schedule(
+    job=model_performance_job,
+    cron_schedule="0 5 * * *",
+    execution_timezone="UTC",
+    description="Each morning (after the nightly ingestion of yesterday), the champion's "
+    "performance on the latest day whose labels have all matured by the end of yesterday: "
+    "revenge spending matures 72 hours after the transaction (MLPLATFORM_REVENGE__HORIZON_HOURS), "
+    "so the day four days back; a carried label after MLPLATFORM_LABEL_DELAY_DAYS (7: eight "
+    "days back). A day that was late can be run again, or backfilled, at any time.",
+)
+def model_performance_schedule(
+    context: dg.ScheduleEvaluationContext, landing: LandingZoneResource
+) -> dg.RunRequest | dg.SkipReason:
+    settings = get_settings()
+    now = context.scheduled_execution_time or datetime.now(UTC)
+    # ml.targets is as of the end of the latest curated day: yesterday, once it is loaded.
+    as_of = datetime.combine(now.astimezone(UTC).date(), datetime.min.time())
+    maturity = target_maturity(
+        landing.contract.target, settings.label_delay_days, settings.revenge.horizon_hours
+    )
+    day = latest_matured_day(as_of, maturity)
+    if day < settings.start_date:
+        return dg.SkipReason(
+            f"no day has matured labels yet: the latest would be {day}, before the first "
+            f"partition {settings.start_date} (labels mature {maturity} after a transaction)"
+        )
+    return dg.RunRequest(partition_key=day.isoformat())

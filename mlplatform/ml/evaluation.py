@@ -171,8 +171,8 @@ def holdout_metrics(
     """
     y, p = _validated(y_true, proba)
     tp, fp, fn, tn = _confusion(y, p, threshold)
-    card_precision, k_used = _card_precision_at_k(y, p, card_ids, k)
-    roc_auc, average_precision = _ranking_scores(y, p)
+    card_precision, k_used = card_precision_at_k(y, p, card_ids, k)
+    roc_auc, average_precision = ranking_scores(y, p)
     return HoldoutMetrics(
         rows=int(y.size),
         positives=int(y.sum()),
@@ -331,7 +331,7 @@ def roc_figure(y_true: np.ndarray, proba: np.ndarray, label: str) -> Figure:
     fpr, tpr, _ = roc_curve(y, p)
     figure = _new_figure((6, 5))
     axes = figure.add_subplot()
-    axes.plot(fpr, tpr, label=f"{label} (AUC = {_ranking_scores(y, p)[0]:.3f})")
+    axes.plot(fpr, tpr, label=f"{label} (AUC = {ranking_scores(y, p)[0]:.3f})")
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="Chance")
     axes.set(title="ROC curve", xlabel="False positive rate", ylabel="True positive rate")
     axes.legend(loc="lower right")
@@ -347,7 +347,7 @@ def precision_recall_figure(
     figure = _new_figure((6, 5))
     axes = figure.add_subplot()
     axes.step(
-        recall, precision, where="post", label=f"{label} (AP = {_ranking_scores(y, p)[1]:.3f})"
+        recall, precision, where="post", label=f"{label} (AP = {ranking_scores(y, p)[1]:.3f})"
     )
     axes.axhline(prevalence, linestyle="--", color="grey", label=f"Prevalence ({prevalence:.2%})")
     axes.set(title="Precision-recall curve", xlabel="Recall", ylabel="Precision", ylim=(0, 1.02))
@@ -593,17 +593,22 @@ def _confusion(y: np.ndarray, p: np.ndarray, threshold: float) -> tuple[int, int
     return tp, fp, fn, y.size - tp - fp - fn
 
 
-def _ranking_scores(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
-    """ROC AUC and average precision, both NaN when only one class is present."""
+def ranking_scores(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """ROC AUC and average precision of probabilities ``p`` for 0/1 labels ``y``, both NaN
+    when only one class is present."""
     if y.min() == y.max():
         return float("nan"), float("nan")
     return float(roc_auc_score(y, p)), float(average_precision_score(y, p))
 
 
-def _card_precision_at_k(
+def card_precision_at_k(
     y: np.ndarray, p: np.ndarray, card_ids: np.ndarray, k: int
 ) -> tuple[float, int]:
-    """Share of the top-k cards (by max probability) with a positive row, and the k used."""
+    """Share of the top-k cards (by max probability) with a positive row, and the k used.
+
+    ``k`` is clipped to the number of cards; cards tied at the cut-off count with their
+    average (see :func:`holdout_metrics`).
+    """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if len(card_ids) != y.size:
@@ -695,7 +700,7 @@ def _slice_metrics(
     """Metrics of the rows in ``mask`` for :func:`fairness_slices`."""
     y, p = y[mask], p[mask]
     tp, fp, fn, _ = _confusion(y, p, threshold)
-    roc_auc, average_precision = _ranking_scores(y, p)
+    roc_auc, average_precision = ranking_scores(y, p)
     return {
         "rows": int(y.size),
         "positives": int(y.sum()),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from mlflow import MlflowClient
 
 from mlplatform.ml.models import ScoringModel
 from mlplatform.ml.registry import alias_version, configure, load_scoring_model
@@ -80,17 +81,30 @@ def load_version(tracking_uri: str, model_name: str, version: str) -> ModelHandl
     client = configure(tracking_uri)
     registered = client.get_model_version(model_name, version)
     model = load_scoring_model(f"models:/{model_name}/{version}")
-    run = client.get_run(registered.run_id)
-    metrics = {
-        name.removeprefix("holdout_"): value
-        for name, value in run.data.metrics.items()
-        if name.startswith("holdout_")
-    }
     return ModelHandle(
         model_name=model_name,
         version=str(version),
         dataset_version=registered.tags.get("mlplatform.dataset_version"),
         model=model,
-        metrics=metrics,
+        metrics=_holdout_metrics(client, registered.run_id),
         run_id=registered.run_id,
     )
+
+
+def registered_holdout_metrics(
+    tracking_uri: str, model_name: str, version: str
+) -> dict[str, float]:
+    """Holdout metrics of version ``version`` (``average_precision``, ``roc_auc``, ``ece``,
+    ``card_precision_at_k``, ...: the names of :class:`~mlplatform.ml.evaluation.HoldoutMetrics`),
+    without loading the model."""
+    client = configure(tracking_uri)
+    return _holdout_metrics(client, client.get_model_version(model_name, version).run_id)
+
+
+def _holdout_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
+    """The run's ``holdout_<name>`` metrics as name -> value."""
+    return {
+        name.removeprefix("holdout_"): value
+        for name, value in client.get_run(run_id).data.metrics.items()
+        if name.startswith("holdout_")
+    }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import duckdb
 
@@ -28,6 +28,20 @@ class TargetResult:
     positives: int
 
 
+def target_maturity(target: str, label_delay_days: int, horizon_hours: int) -> timedelta:
+    """How long after a transaction its target is known: the label delay for a carried
+    ``label``, the burst horizon for ``revenge_spending``."""
+    if target == "label":
+        return timedelta(days=label_delay_days)
+    return timedelta(hours=horizon_hours)
+
+
+def latest_matured_day(as_of: datetime, maturity: timedelta) -> date:
+    """The latest day whose every target has matured at ``as_of`` (``ml.targets``'s as-of:
+    the end of the latest curated day): its end plus ``maturity`` is at most ``as_of``."""
+    return (as_of - maturity).date() - timedelta(days=1)
+
+
 def targets_sql(settings: Settings, contract: Contract) -> str:
     """The CREATE of ``ml.targets`` for the contract's target and the settings' thresholds."""
     revenge = settings.revenge
@@ -38,13 +52,13 @@ def targets_sql(settings: Settings, contract: Contract) -> str:
 
     baseline, recent = timedelta(days=revenge.baseline_days), timedelta(days=revenge.recent_days)
     horizon = timedelta(hours=revenge.horizon_hours)
+    maturity = target_maturity(contract.target, settings.label_delay_days, revenge.horizon_hours)
     if contract.target == "label":
-        target, maturity = "label", timedelta(days=settings.label_delay_days)
+        target = "label"
     else:
         target = REVENGE_RULE.format(
             ratio=float(revenge.restraint_ratio), multiple=float(revenge.burst_multiple)
         )
-        maturity = horizon
     discretionary = ", ".join(sql_literal(c) for c in settings.discretionary_categories)
     return read_sql("transaction_targets").format(
         discretionary=discretionary or "NULL",

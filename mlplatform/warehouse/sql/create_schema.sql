@@ -213,3 +213,39 @@ CREATE TABLE IF NOT EXISTS monitoring.drift (
     rows BIGINT NOT NULL,
     computed_at TIMESTAMP NOT NULL
 );
+
+-- The champion's performance on each day's matured labels (asset `model_performance`): one row
+-- per day, judged or with the reason it is not (labels not matured, too few positives, ...).
+CREATE TABLE IF NOT EXISTS monitoring.performance (
+    partition_date DATE NOT NULL,
+    model_version VARCHAR,             -- the version that scored the day (ml.predictions)
+    dataset_version VARCHAR,
+    rows BIGINT NOT NULL,              -- scored rows of the day
+    matured BIGINT NOT NULL,           -- of which the target has matured (ml.targets)
+    positives BIGINT NOT NULL,         -- matured positives
+    average_precision DOUBLE,          -- on the matured rows; NULL when undefined (one class)
+    roc_auc DOUBLE,
+    calibration_error DOUBLE,          -- expected calibration error, 10 equal-width bins
+    card_precision_at_k DOUBLE,        -- k = MLPLATFORM_CARD_PRECISION_K
+    holdout_average_precision DOUBLE,  -- the champion's, on its holdout (MLflow registry)
+    holdout_roc_auc DOUBLE,
+    holdout_calibration_error DOUBLE,
+    ap_drop DOUBLE,                    -- holdout_average_precision - average_precision
+    judged BOOLEAN NOT NULL,           -- every row matured and enough positives
+    degraded BOOLEAN,                  -- judged and ap_drop > MLPLATFORM_PERFORMANCE_AP_MARGIN
+    reason VARCHAR NOT NULL,
+    computed_at TIMESTAMP NOT NULL
+);
+
+-- Wall time, CPU time and peak memory of every asset materialization (`assets/cost.py`).
+CREATE TABLE IF NOT EXISTS monitoring.compute_cost (
+    run_id VARCHAR NOT NULL,
+    asset VARCHAR NOT NULL,
+    partition VARCHAR,                 -- the partition key, `first..last` for a range, NULL if none
+    seconds DOUBLE NOT NULL,           -- wall time of the asset's computation
+    cpu_seconds DOUBLE NOT NULL,       -- user + system CPU of the process (all threads) and of
+                                       -- the child processes it waited for
+    peak_mb DOUBLE,                    -- peak resident memory of the process during the step
+    rows BIGINT,                       -- the materialization's dagster/row_count, when it has one
+    recorded_at TIMESTAMP NOT NULL
+);
