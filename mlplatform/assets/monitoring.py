@@ -10,6 +10,7 @@ from datetime import date
 
 import dagster as dg
 
+from mlplatform.assets.cost import with_compute_cost
 from mlplatform.assets.features import card_features
 from mlplatform.assets.ingestion import partitions_result, range_label
 from mlplatform.assets.partitions import daily_partitions
@@ -132,6 +133,7 @@ def _check_result(
     "raise no false alarms). One row per day and feature, replaced per day. An Evidently "
     "report per day under `reports/data_drift/`.",
 )
+@with_compute_cost
 def data_drift(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -201,6 +203,7 @@ def data_drift(
     "of the champion that scored the day (`ml.champion_score_profile`): PSI and normed "
     "Wasserstein. Replaced per day.",
 )
+@with_compute_cost
 def prediction_drift(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
