@@ -269,14 +269,13 @@ def test_the_schedule_runs_the_latest_day_whose_labels_have_matured(
     )
     morning = datetime(2025, 3, 10, 5, tzinfo=UTC)
     for contract, expected in ((DEFAULT_CONTRACT, "2025-03-06"), (label_contract, "2025-03-02")):
-        landing = LandingZoneResource(landing_dir=str(tmp_path), contract_path=str(contract))
-        context = dg.build_schedule_context(
-            instance=platform.instance, scheduled_execution_time=morning
-        )
+        assert _scheduled(morning, contract) == expected
+    assert _scheduled(datetime(2025, 1, 3, 5, tzinfo=UTC), DEFAULT_CONTRACT) is None
+
+
+def _scheduled(when: datetime, contract: Path) -> str | None:
+    """The partition the schedule requests at ``when`` (None: it skips)."""
+    landing = LandingZoneResource(landing_dir=str(contract.parent), contract_path=str(contract))
+    with dg.build_schedule_context(scheduled_execution_time=when) as context:
         request = model_performance_schedule(context, landing=landing)
-        assert isinstance(request, dg.RunRequest) and request.partition_key == expected
-    context = dg.build_schedule_context(
-        instance=platform.instance, scheduled_execution_time=datetime(2025, 1, 3, 5, tzinfo=UTC)
-    )
-    landing = LandingZoneResource(landing_dir=str(tmp_path), contract_path=str(DEFAULT_CONTRACT))
-    assert isinstance(model_performance_schedule(context, landing=landing), dg.SkipReason)
+    return request.partition_key if isinstance(request, dg.RunRequest) else None
