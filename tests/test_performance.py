@@ -22,6 +22,7 @@ from conftest import START, TRAINING_ENV, build_training_data
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from mlplatform.assets.performance import CHECK, model_performance
+from mlplatform.assets.training_data import target_labels
 from mlplatform.automation.schedules import model_performance_schedule
 from mlplatform.definitions import build_resources
 from mlplatform.ml.registry import configure
@@ -279,3 +280,12 @@ def _scheduled(when: datetime, contract: Path) -> str | None:
     with dg.build_schedule_context(scheduled_execution_time=when) as context:
         request = model_performance_schedule(context, landing=landing)
     return request.partition_key if isinstance(request, dg.RunRequest) else None
+
+
+def test_the_code_location_has_the_performance_job_and_its_schedule() -> None:
+    from mlplatform.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)  # e.g. no job named like an asset's op
+    job = defs.resolve_job_def("performance_monitoring")
+    assert job.asset_layer.executable_asset_keys == {target_labels.key, model_performance.key}
+    assert defs.resolve_schedule_def("model_performance_schedule").job_name == job.name
