@@ -22,6 +22,7 @@ from conftest import START, TRAINING_ENV, build_training_data
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from mlplatform.assets.performance import CHECK, model_performance
+from mlplatform.assets.training_data import target_labels
 from mlplatform.automation.schedules import model_performance_schedule
 from mlplatform.definitions import build_resources
 from mlplatform.ml.registry import configure
@@ -269,14 +270,22 @@ def test_the_schedule_runs_the_latest_day_whose_labels_have_matured(
     )
     morning = datetime(2025, 3, 10, 5, tzinfo=UTC)
     for contract, expected in ((DEFAULT_CONTRACT, "2025-03-06"), (label_contract, "2025-03-02")):
-        landing = LandingZoneResource(landing_dir=str(tmp_path), contract_path=str(contract))
-        context = dg.build_schedule_context(
-            instance=platform.instance, scheduled_execution_time=morning
-        )
+        assert _scheduled(morning, contract) == expected
+    assert _scheduled(datetime(2025, 1, 3, 5, tzinfo=UTC), DEFAULT_CONTRACT) is None
+
+
+def _scheduled(when: datetime, contract: Path) -> str | None:
+    """The partition the schedule requests at ``when`` (None: it skips)."""
+    landing = LandingZoneResource(landing_dir=str(contract.parent), contract_path=str(contract))
+    with dg.build_schedule_context(scheduled_execution_time=when) as context:
         request = model_performance_schedule(context, landing=landing)
-        assert isinstance(request, dg.RunRequest) and request.partition_key == expected
-    context = dg.build_schedule_context(
-        instance=platform.instance, scheduled_execution_time=datetime(2025, 1, 3, 5, tzinfo=UTC)
-    )
-    landing = LandingZoneResource(landing_dir=str(tmp_path), contract_path=str(DEFAULT_CONTRACT))
-    assert isinstance(model_performance_schedule(context, landing=landing), dg.SkipReason)
+    return request.partition_key if isinstance(request, dg.RunRequest) else None
+
+
+def test_the_code_location_has_the_performance_job_and_its_schedule() -> None:
+    from mlplatform.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)  # e.g. no job named like an asset's op
+    job = defs.resolve_job_def("performance_monitoring")
+    assert job.asset_layer.executable_asset_keys == {target_labels.key, model_performance.key}
+    assert defs.resolve_schedule_def("model_performance_schedule").job_name == job.name

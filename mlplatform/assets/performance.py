@@ -2,7 +2,8 @@
 
 Labels mature late (revenge spending: 72 hours after the transaction; a carried label: the
 label delay, MLPLATFORM_LABEL_DELAY_DAYS), so day D can be judged only that long after its
-end: the ``model_performance`` schedule runs the latest day that has matured. MLflow is
+end: the ``model_performance_schedule`` runs the latest day that has matured (job
+``performance_monitoring``). MLflow is
 imported inside the asset: only its runs need it.
 """
 

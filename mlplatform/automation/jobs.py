@@ -78,7 +78,8 @@ monitoring_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
 )
 model_performance_job = dg.define_asset_job(
-    "model_performance",
+    # Not "model_performance": a job may not share its name with an asset's op.
+    "performance_monitoring",
     selection=dg.AssetSelection.assets(target_labels, model_performance),
     partitions_def=daily_partitions,
     description="Rebuild `ml.targets` (so the days whose labels have matured have them), then "
