@@ -14,11 +14,14 @@ from rich.console import Console
 from rich.table import Table
 
 from mlplatform.library_output import quiet_library_output
-from mlplatform.settings import PACKAGE_DIR, Settings, get_settings
+from mlplatform.settings import PACKAGE_DIR, get_settings
 
 quiet_library_output()
 app = typer.Typer(help="mlplatform: card-transaction data and ML platform.", no_args_is_help=True)
 console = Console()
+#: `mlplatform demo`: days before the first training (the revenge target needs 30 days of
+#: history and 72 hours to mature).
+HISTORY_DAYS = 50
 
 
 @app.command()
@@ -69,68 +72,43 @@ def demo(
     cards: Annotated[int, typer.Option(help="Number of cards to simulate.")] = 2000,
     days: Annotated[int, typer.Option(help="Number of days to simulate.")] = 90,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    history_days: Annotated[
+        int, typer.Option(help="Days loaded (as one run) before the first training.")
+    ] = HISTORY_DAYS,
 ) -> None:
-    """Generate data (if the landing folder has none) and run the pipeline on every day.
+    """The whole story on generated data (drift from two thirds of the way on), on the
+    Dagster instance the UI uses.
 
-    Every run of consecutive landing-file days is one Dagster run of `daily_ingestion`
-    (ingestion, curation, features) over that partition range, normally one run for the
-    whole simulation; then one run of `training` (targets, master table, profile, the
-    candidate models and the champion competition).
-    The revenge-spending target needs 30 days of history and a 72-hour horizon: simulate
-    two months or more to have matured positives.
+    The first HISTORY_DAYS days are one `daily_ingestion` run, then the first `training`
+    elects a champion; every later day is a run of its own (ingest, curate, features, score,
+    data and prediction drift), after which the `retraining_sensor` is evaluated and the
+    training run it requests is run, where the champion competition decides. Then the
+    champion's performance on the matured days, and a summary. The revenge-spending target
+    needs 30 days of history and a 72-hour horizon.
     """
-    import dagster as dg
+    from mlplatform.demo import drift_start_for, print_summary, run_story
 
     settings = get_settings()
     home = _dagster_home()
-    if not any(settings.landing_dir.glob("transactions_*.csv")):
-        generate(out=None, cards=cards, days=days, start_date=None, seed=seed,
-                 drift_start=None, malformed_rate=0.002)  # fmt: skip
-    from mlplatform.assets.partitions import consecutive_ranges, partition_range_tags
-    from mlplatform.definitions import defs
-    from mlplatform.warehouse.ingestion import partition_date_of
 
-    days_with_files = sorted(
-        {d for p in settings.landing_dir.glob("*.csv") if (d := partition_date_of(p))}
-    )
-    instance = dg.DagsterInstance.get()
-    _recover(instance)
-    _run_job(defs, instance, "reference_data")
-    failures = []
-    for first, last in consecutive_ranges(days_with_files):
-        tags = partition_range_tags(first, last)
-        if failure := _run_job(defs, instance, "daily_ingestion", tags, f"{first} .. {last}"):
-            failures.append(failure)
-    _print_ingestion_summary(settings.warehouse_path)
-    if not failures and (failure := _run_job(defs, instance, "training")):
-        failures.append(failure)
-    if not failures:
-        _print_training_data_summary(settings.warehouse_path)
-        _print_promotion_log(settings.warehouse_path, limit=1)
-        if failure := _score_after_training(defs, instance, settings.warehouse_path):
-            failures.append(failure)
-        else:
-            _print_serving_hint(settings)
+    def generate_data() -> None:
+        drift_start = drift_start_for(settings.start_date, days)
+        console.print(f"generating {cards:,} cards x {days} days, drift from {drift_start}")
+        generate(out=None, cards=cards, days=days, start_date=None, seed=seed,
+                 drift_start=drift_start.isoformat(), malformed_rate=0.002)  # fmt: skip
+
+    story = run_story(settings, console, history_days, generate_data)
+    if not story.failures:
+        print_summary(settings, console, story)
     console.print(f"Dagster instance: {home} (runs are visible in `make ui`)")
-    if failures:
-        for failure in failures:
+    if story.failures:
+        for failure in story.failures:
             console.print(f"failed: {failure}", style="red", markup=False, highlight=False)
         raise typer.Exit(1)
 
 
 runs_app = typer.Typer(help="Dagster runs of the platform's instance.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
-
-
-def _recover(instance: object) -> list[str]:
-    """Fail runs whose process is gone and free the pool slots of runs that are over; each
-    action is printed."""
-    from mlplatform.automation.recovery import recover_dead_runs
-
-    actions = recover_dead_runs(instance)
-    for action in actions:
-        console.print(action, style="yellow", markup=False, highlight=False)
-    return actions
 
 
 @runs_app.command()
@@ -142,181 +120,10 @@ def recover() -> None:
 
     _dagster_home()
     with dg.DagsterInstance.get() as instance:
-        if not _recover(instance):
+        from mlplatform.demo import recover_runs
+
+        if not recover_runs(instance, console):
             console.print("no dead run: every started run has a live process")
-
-
-def _run_job(
-    defs: object, instance: object, name: str, tags: dict[str, str] | None = None, label: str = ""
-) -> str | None:
-    """Run a job of the code location in process, quietly; the failure message, if any."""
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    with console.status(f"running {name} {label}".strip()):
-        result = defs.resolve_job_def(name).execute_in_process(
-            instance=instance, run_config=quiet, tags=tags, raise_on_error=False
-        )
-    if result.success:
-        return None
-    messages = [
-        e.step_failure_data.error.message.strip()
-        for e in result.get_step_failure_events()
-        if e.step_failure_data.error
-    ]
-    failed_checks = [
-        f"check {e.asset_check_evaluation_data.check_name} failed"
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-        and not e.asset_check_evaluation_data.passed
-    ]
-    return f"{name} {label} (run {result.run_id}): " + "\n".join(messages + failed_checks)
-
-
-def _score_after_training(defs: object, instance: object, warehouse: Path) -> str | None:
-    """Run `batch_scoring` over the days after the master table (the days the champion was
-    not trained on) and print what it wrote; the failure message, if any."""
-    import duckdb
-
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
-        first, last = conn.execute(
-            """SELECT max(m.partition_date) + 1, (SELECT max(partition_date)
-                                                  FROM features.card_features)
-               FROM ml.master_table AS m"""
-        ).fetchone()
-    if first is None or last is None or first > last:
-        console.print("no days after the training window to score")
-        return None
-    from mlplatform.assets.partitions import partition_range_tags
-
-    tags = partition_range_tags(first, last)
-    if failure := _run_job(defs, instance, "batch_scoring", tags, f"{first} .. {last}"):
-        return failure
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
-        rows, flagged, versions = conn.execute(
-            """SELECT count(*), avg(decision::INTEGER), string_agg(DISTINCT model_version, ', ')
-               FROM ml.predictions WHERE partition_date BETWEEN ? AND ?""",
-            [first, last],
-        ).fetchone()
-    if rows == 0:
-        console.print(
-            f"batch scoring {first} .. {last}: no champion yet, nothing scored", soft_wrap=True
-        )
-    else:
-        console.print(
-            f"batch scoring {first} .. {last}: {rows:,} transactions scored by champion version "
-            f"{versions}, {flagged:.2%} flagged (ml.predictions)",
-            highlight=False,
-            soft_wrap=True,
-        )
-    return None
-
-
-def _print_serving_hint(settings: Settings) -> None:
-    """How to start the REST service, and a request with a real transaction of the last day."""
-    import csv
-    import json
-    import shlex
-
-    from mlplatform.contract import load_contract
-
-    contract = load_contract(settings.contract)
-    files = sorted(settings.landing_dir.glob("transactions_*.csv"))
-    if not files:
-        return
-    with files[-1].open(newline="", encoding="utf-8") as handle:
-        row = next(csv.DictReader(handle), None)
-    if row is None:
-        return
-    skipped = {"first_name", "last_name", "street", "label"}  # not needed to score
-    numbers = {"amount": float, "city_pop": int, "home_lat": float, "home_long": float,
-               "merchant_lat": float, "merchant_long": float}  # fmt: skip
-    transaction = {
-        name: numbers[name](row[source]) if name in numbers and row[source] else row[source]
-        for name, source in contract.columns.items()
-        if name not in skipped and source in row
-    }
-    body = json.dumps({"transactions": [transaction]})
-    console.print("serve the champion over REST:  mlplatform serve", highlight=False)
-    console.print(
-        "curl -s -X POST http://127.0.0.1:8000/v1/predict -H 'Content-Type: application/json' "
-        f"-d {shlex.quote(body)}",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
-
-
-def _print_ingestion_summary(warehouse: Path) -> None:
-    import duckdb
-
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
-        rows = conn.execute(
-            """SELECT l.partition_date, sum(l.rows_read), sum(l.rows_loaded),
-                      sum(l.rows_quarantined),
-                      (SELECT count(*) FROM curated.transactions c
-                       WHERE c.partition_date = l.partition_date)
-               FROM raw.ingestion_log l
-               WHERE l.status = 'loaded' AND l.finished_at = (
-                   SELECT max(finished_at) FROM raw.ingestion_log x
-                   WHERE x.partition_date = l.partition_date)
-               GROUP BY 1 ORDER BY 1"""
-        ).fetchall()
-    table = Table("partition", "read", "loaded", "quarantined", "curated", title="ingestion")
-    for row in rows:
-        table.add_row(str(row[0]), *(f"{v:,}" for v in row[1:]))
-    if len(rows) > 1:
-        totals = [sum(row[i] for row in rows) for i in range(1, 5)]
-        table.add_row("total", *(f"{v:,}" for v in totals), style="bold")
-    console.print(table)
-
-
-def _print_training_data_summary(warehouse: Path) -> None:
-    import duckdb
-
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
-        splits = conn.execute(
-            """SELECT split, count(*), sum(target), min(partition_date), max(partition_date)
-               FROM ml.master_table GROUP BY 1 ORDER BY 1"""
-        ).fetchall()
-        version, kept, dropped = conn.execute(
-            """SELECT any_value(dataset_version), count(*) FILTER (WHERE kept),
-                      count(*) FILTER (WHERE NOT kept) FROM ml.feature_selection"""
-        ).fetchone()
-    table = Table("split", "rows", "positives", "from", "to", title="master table")
-    for split, rows, positives, first, last in splits:
-        table.add_row(split, f"{rows:,}", f"{positives:,}", str(first), str(last))
-    console.print(table)
-    console.print(
-        f"dataset version {version[:16]}: {kept} features kept, {dropped} dropped "
-        "(reasons in ml.feature_selection)"
-    )
-
-
-def _print_promotion_log(warehouse: Path, limit: int) -> None:
-    import duckdb
-
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
-        rows = conn.execute(
-            """SELECT decided_at, decision, version, family, champion_before, champion_after,
-                      average_precision, reason, actor
-               FROM ml.promotion_log ORDER BY decided_at DESC LIMIT ?""",
-            [limit],
-        ).fetchall()
-    # One line of facts and the reason below it: readable in an 80-column log, unlike a
-    # nine-column table whose reason squeezes every column to a few letters.
-    console.print("[bold]promotion log[/] (latest first)")
-    for when, decision, version, family, before, after, ap, reason, actor in rows:
-        style = "green" if decision == "promoted" else "yellow"
-        holdout = "" if ap is None else f", holdout AP {ap:.4f}"
-        console.print(
-            f"{when:%Y-%m-%d %H:%M:%S}  [{style}]{decision}[/]  version {version}"
-            f"{f' ({family})' if family else ''}{holdout}",
-            highlight=False,
-        )
-        console.print(
-            f"    champion {before or 'none'} -> {after or 'none'}: {reason} (by {actor})",
-            highlight=False,
-            markup=False,
-        )
 
 
 def _champion_decision(decide: Callable[[object, object, str, str], str | None]) -> str | None:
@@ -404,7 +211,9 @@ def promotions(
     limit: Annotated[int, typer.Option(help="How many decisions to show.")] = 20,
 ) -> None:
     """Show the latest champion decisions (ml.promotion_log)."""
-    _print_promotion_log(get_settings().warehouse_path, limit)
+    from mlplatform.demo import print_promotion_log
+
+    print_promotion_log(get_settings().warehouse_path, limit, console)
 
 
 @app.command()

@@ -1,0 +1,446 @@
+"""`mlplatform demo`: the platform's whole story on generated data, on the Dagster instance the
+UI uses (every run shows in `make ui`).
+
+1. History: the first days (no champion yet) are one `daily_ingestion` run over their range.
+2. First training: targets, master table, candidates and the champion competition.
+3. Then day by day, as production would see them: each day's run ingests, curates, builds
+   features, scores with the champion and monitors drift; after each day the
+   `retraining_sensor` is evaluated on the instance, and a run it requests (a drift or
+   performance check failed) is run: the champion competition decides whether the challenger
+   replaces the champion.
+4. Model performance on the days whose labels have matured, then a summary and how to open
+   the Dagster UI, the MLflow UI and the REST service.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from rich.console import Console
+from rich.table import Table
+
+from mlplatform.assets.partitions import consecutive_ranges, partition_range_tags
+from mlplatform.settings import Settings, get_settings
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class Story:
+    """What the demo did, for its summary: failures, retraining decisions, drifted days."""
+
+    failures: list[str] = field(default_factory=list)
+    retrainings: list[str] = field(default_factory=list)
+    drift_days: dict[date, list[str]] = field(default_factory=dict)
+
+
+def recover_runs(instance: dg.DagsterInstance, console: Console) -> list[str]:
+    """Fail runs whose process is gone and free the pool slots of runs that are over; each
+    action is printed."""
+    from mlplatform.automation.recovery import recover_dead_runs
+
+    actions = recover_dead_runs(instance)
+    for action in actions:
+        console.print(action, style="yellow", markup=False, highlight=False)
+    return actions
+
+
+def run_job(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    console: Console,
+    name: str,
+    *,
+    tags: dict[str, str] | None = None,
+    partition: date | None = None,
+    label: str = "",
+) -> str | None:
+    """Run a job of the code location in process, quietly; the failure message, if any."""
+    with console.status(f"running {name} {label}".strip()):
+        result = defs.resolve_job_def(name).execute_in_process(
+            instance=instance,
+            run_config=QUIET,
+            tags=tags,
+            partition_key=partition.isoformat() if partition else None,
+            raise_on_error=False,
+        )
+    if result.success:
+        return None
+    messages = [
+        e.step_failure_data.error.message.strip()
+        for e in result.get_step_failure_events()
+        if e.step_failure_data.error
+    ]
+    return f"{name} {label} (run {result.run_id}): " + "\n".join(messages)
+
+
+def run_range(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    console: Console,
+    job: str,
+    first: date,
+    last: date,
+) -> str | None:
+    """One run of a daily job over ``first``..``last`` (one partition, or a range)."""
+    if first == last:
+        return run_job(defs, instance, console, job, partition=first, label=str(first))
+    tags = partition_range_tags(first, last)
+    return run_job(defs, instance, console, job, tags=tags, label=f"{first} .. {last}")
+
+
+def landing_days(settings: Settings) -> list[date]:
+    """The days that have a landing file, in order."""
+    from mlplatform.warehouse.ingestion import partition_date_of
+
+    return sorted({d for p in settings.landing_dir.glob("*.csv") if (d := partition_date_of(p))})
+
+
+def _table_exists(conn: duckdb.DuckDBPyConnection, qualified: str) -> bool:
+    schema, table = qualified.split(".")
+    return bool(
+        conn.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+            [schema, table],
+        ).fetchone()[0]
+    )
+
+
+def print_day(warehouse: Path, day: date, console: Console, story: Story) -> None:
+    """One line per monitored day: rows, the champion that scored them, the drift verdict."""
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        rows, version, flagged = conn.execute(
+            """SELECT count(*), any_value(model_version), avg(decision::INTEGER)
+               FROM ml.predictions WHERE partition_date = ?""",
+            [day],
+        ).fetchone()
+        drift = (
+            conn.execute(
+                """SELECT feature, drifted, psi FROM monitoring.drift
+                   WHERE partition_date = ? AND kind <> 'prediction' ORDER BY psi DESC""",
+                [day],
+            ).fetchall()
+            if _table_exists(conn, "monitoring.drift")
+            else []
+        )
+    if not rows:
+        console.print(f"{day}  no champion yet: not scored", highlight=False)
+        return
+    drifted = [feature for feature, is_drifted, _ in drift if is_drifted]
+    line = f"{day}  {rows:,} scored by champion v{version}, {flagged:.1%} flagged"
+    if drift:
+        line += f"; drift {len(drifted)}/{len(drift)} features"
+        if drifted:
+            story.drift_days[day] = drifted
+            line += f" (top: {', '.join(drifted[:3])})"
+    console.print(line, highlight=False, style="yellow" if drifted else None)
+
+
+def evaluate_retraining(
+    defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None
+) -> tuple[list[dg.RunRequest], str | None, str | None]:
+    """One tick of `retraining_sensor` on the instance: its run requests, new cursor, and
+    why it requested nothing."""
+    sensor = defs.resolve_sensor_def("retraining_sensor")
+    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs) as context:
+        data = sensor.evaluate_tick(context)
+    skip = data.skip_message
+    return list(data.run_requests or []), data.cursor or cursor, skip
+
+
+def print_ingestion_summary(warehouse: Path, console: Console) -> None:
+    """Per landing day: rows read, loaded, quarantined and curated, with totals."""
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        rows = conn.execute(
+            """SELECT l.partition_date, sum(l.rows_read), sum(l.rows_loaded),
+                      sum(l.rows_quarantined),
+                      (SELECT count(*) FROM curated.transactions c
+                       WHERE c.partition_date = l.partition_date)
+               FROM raw.ingestion_log l
+               WHERE l.status = 'loaded' AND l.finished_at = (
+                   SELECT max(finished_at) FROM raw.ingestion_log x
+                   WHERE x.partition_date = l.partition_date)
+               GROUP BY 1 ORDER BY 1"""
+        ).fetchall()
+    table = Table("partition", "read", "loaded", "quarantined", "curated", title="ingestion")
+    for row in rows:
+        table.add_row(str(row[0]), *(f"{v:,}" for v in row[1:]))
+    if len(rows) > 1:
+        totals = [sum(row[i] for row in rows) for i in range(1, 5)]
+        table.add_row("total", *(f"{v:,}" for v in totals), style="bold")
+    console.print(table)
+
+
+def print_training_data_summary(warehouse: Path, console: Console) -> None:
+    """The master table's splits and the dataset version's feature selection."""
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        splits = conn.execute(
+            """SELECT split, count(*), sum(target), min(partition_date), max(partition_date)
+               FROM ml.master_table GROUP BY 1 ORDER BY 1"""
+        ).fetchall()
+        version, kept, dropped = conn.execute(
+            """SELECT any_value(dataset_version), count(*) FILTER (WHERE kept),
+                      count(*) FILTER (WHERE NOT kept) FROM ml.feature_selection"""
+        ).fetchone()
+    table = Table("split", "rows", "positives", "from", "to", title="master table")
+    for split, rows, positives, first, last in splits:
+        table.add_row(split, f"{rows:,}", f"{positives:,}", str(first), str(last))
+    console.print(table)
+    console.print(
+        f"dataset version {version[:16]}: {kept} features kept, {dropped} dropped "
+        "(reasons in ml.feature_selection)"
+    )
+
+
+def print_promotion_log(warehouse: Path, limit: int, console: Console) -> None:
+    """The latest ``limit`` champion decisions, newest first, each with its reason."""
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        rows = conn.execute(
+            """SELECT decided_at, decision, version, family, champion_before, champion_after,
+                      average_precision, reason, actor
+               FROM ml.promotion_log ORDER BY decided_at DESC LIMIT ?""",
+            [limit],
+        ).fetchall()
+    # One line of facts and the reason below it: readable in an 80-column log, unlike a
+    # nine-column table whose reason squeezes every column to a few letters.
+    console.print("[bold]promotion log[/] (latest first)")
+    for when, decision, version, family, before, after, ap, reason, actor in rows:
+        style = "green" if decision == "promoted" else "yellow"
+        holdout = "" if ap is None else f", holdout AP {ap:.4f}"
+        console.print(
+            f"{when:%Y-%m-%d %H:%M:%S}  [{style}]{decision}[/]  version {version}"
+            f"{f' ({family})' if family else ''}{holdout}",
+            highlight=False,
+        )
+        console.print(
+            f"    champion {before or 'none'} -> {after or 'none'}: {reason} (by {actor})",
+            highlight=False,
+            markup=False,
+        )
+
+
+def print_serving_hint(settings: Settings, console: Console) -> None:
+    """How to start the REST service, and a request with a real transaction of the last day."""
+    from mlplatform.contract import load_contract
+
+    contract = load_contract(settings.contract)
+    files = sorted(settings.landing_dir.glob("transactions_*.csv"))
+    if not files:
+        return
+    with files[-1].open(newline="", encoding="utf-8") as handle:
+        row = next(csv.DictReader(handle), None)
+    if row is None:
+        return
+    skipped = {"first_name", "last_name", "street", "label"}  # not needed to score
+    numbers = {"amount": float, "city_pop": int, "home_lat": float, "home_long": float,
+               "merchant_lat": float, "merchant_long": float}  # fmt: skip
+    transaction = {
+        name: numbers[name](row[source]) if name in numbers and row[source] else row[source]
+        for name, source in contract.columns.items()
+        if name not in skipped and source in row
+    }
+    body = json.dumps({"transactions": [transaction]})
+    console.print("serve the champion over REST:  mlplatform serve", highlight=False)
+    console.print(
+        "curl -s -X POST http://127.0.0.1:8000/v1/predict -H 'Content-Type: application/json' "
+        f"-d {shlex.quote(body)}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def history_end(days: list[date], history_days: int) -> date:
+    """The last day of the history phase: the first ``history_days`` days (at least one
+    day is left for the daily phase)."""
+    return days[min(history_days, len(days) - 1) - 1]
+
+
+def drift_start_for(start: date, days: int) -> date:
+    """Where the demo's generated data drifts: two thirds of the way through."""
+    return start + timedelta(days=(2 * days) // 3)
+
+
+def retrain(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    console: Console,
+    request: dg.RunRequest,
+    story: Story,
+) -> None:
+    """Run the training the sensor requested, with its tags, and print the champion's
+    decision and its reason."""
+    tags = {**request.tags, "dagster/sensor_name": "retraining_sensor"}
+    check = tags.get("mlplatform/trigger_check", "a check")
+    partition = tags.get("mlplatform/trigger_partition", "?")
+    console.print(
+        f"retraining_sensor: {check} failed on {partition} "
+        f"({tags.get('mlplatform/trigger_reason', '')}): requesting a training run",
+        style="bold yellow",
+        highlight=False,
+        markup=False,
+    )
+    if failure := run_job(defs, instance, console, request.job_name or "training", tags=tags,
+                          label=f"(retraining after {partition})"):  # fmt: skip
+        story.failures.append(failure)
+        return
+    settings = get_settings()
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        decision, version, reason = conn.execute(
+            "SELECT decision, version, reason FROM ml.promotion_log "
+            "ORDER BY decided_at DESC LIMIT 1"
+        ).fetchone()
+    story.retrainings.append(f"after {check} on {partition}: {decision} v{version}: {reason}")
+    console.print(
+        f"champion competition: {decision} version {version}: {reason}",
+        style="green" if decision == "promoted" else "yellow",
+        highlight=False,
+        markup=False,
+    )
+
+
+def run_story(
+    settings: Settings, console: Console, history_days: int, generate: Callable[[], None]
+) -> Story:
+    """The demo's phases (see the module docstring) over the landing folder's days;
+    ``generate()`` fills an empty landing folder first."""
+    from mlplatform.definitions import defs
+
+    story = Story()
+    if not any(settings.landing_dir.glob("transactions_*.csv")):
+        generate()
+    days = landing_days(settings)
+    instance = dg.DagsterInstance.get()
+    recover_runs(instance, console)
+    last_history = history_end(days, history_days)
+    failure = run_job(defs, instance, console, "reference_data")
+    for first, last in consecutive_ranges([d for d in days if d <= last_history]):
+        failure = failure or run_range(defs, instance, console, "daily_ingestion", first, last)
+    console.print(f"history loaded: {days[0]} .. {last_history}, no champion yet", highlight=False)
+    failure = failure or run_job(defs, instance, console, "training", label="(first training)")
+    if failure:
+        story.failures.append(failure)
+        return story
+    print_training_data_summary(settings.warehouse_path, console)
+    print_promotion_log(settings.warehouse_path, 1, console)
+    console.print("[bold]day by day[/]: ingest, curate, features, score, drift; then the sensor")
+    cursor = None
+    for day in (d for d in days if d > last_history):
+        if failure := run_range(defs, instance, console, "daily_ingestion", day, day):
+            story.failures.append(failure)
+            return story
+        print_day(settings.warehouse_path, day, console, story)
+        requests, cursor, _ = evaluate_retraining(defs, instance, cursor)
+        for request in requests:
+            retrain(defs, instance, console, request, story)
+    matured = matured_days(settings.warehouse_path, last_history)
+    if matured and not (
+        failure := run_range(defs, instance, console, "performance_monitoring", *matured)
+    ):
+        print_performance(settings.warehouse_path, console)
+    elif failure:
+        story.failures.append(failure)
+    return story
+
+
+def matured_days(warehouse: Path, after: date) -> tuple[date, date] | None:
+    """The first and last scored day after ``after`` whose targets have all matured."""
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        first, last = conn.execute(
+            """SELECT min(partition_date), max(partition_date) FROM (
+                   SELECT t.partition_date FROM ml.targets AS t
+                   WHERE t.partition_date > ? GROUP BY 1 HAVING count(t.target) = count(*))""",
+            [after],
+        ).fetchone()
+    return None if first is None else (first, last)
+
+
+def print_performance(warehouse: Path, console: Console) -> None:
+    """The champion's figures on the matured days (``monitoring.performance``)."""
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        rows = conn.execute(
+            """SELECT partition_date, model_version, matured, positives, average_precision,
+                      roc_auc, holdout_average_precision, judged, degraded, reason
+               FROM monitoring.performance ORDER BY partition_date"""
+        ).fetchall()
+    table = Table("day", "model", "matured", "positives", "AP", "ROC AUC", "holdout AP",
+                  "verdict", title="model performance on matured labels")  # fmt: skip
+    for day, version, matured, positives, ap, auc, holdout, judged, degraded, reason in rows:
+        verdict = ("degraded" if degraded else "ok") if judged else reason
+        table.add_row(
+            str(day), f"v{version}" if version else "-", f"{matured:,}", f"{positives:,}",
+            *("-" if v is None else f"{v:.3f}" for v in (ap, auc, holdout)), verdict,
+        )  # fmt: skip
+    console.print(table)
+
+
+def print_summary(settings: Settings, console: Console, story: Story) -> None:
+    """Rows, quarantine, the champion and its figures, drift days, retraining decisions,
+    reports, and how to look further (Dagster UI, MLflow UI, REST)."""
+    from mlplatform.ml.registry import CHAMPION
+    from mlplatform.serving.model import NoModelError, load_model
+
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        read, loaded, quarantined = conn.execute(
+            """SELECT sum(rows_read), sum(rows_loaded), sum(rows_quarantined)
+               FROM raw.ingestion_log WHERE status = 'loaded'"""
+        ).fetchone()
+        reasons = conn.execute(
+            "SELECT reason, count(*) FROM raw.quarantine GROUP BY 1 ORDER BY 2 DESC LIMIT 3"
+        ).fetchall()
+    console.rule("summary")
+    console.print(
+        f"rows: {read or 0:,} read, {loaded or 0:,} loaded, {quarantined or 0:,} quarantined "
+        f"({', '.join(f'{r}: {n}' for r, n in reasons) or 'none'}; raw.quarantine)",
+        highlight=False,
+        markup=False,
+    )
+    try:
+        champion = load_model(settings.tracking_uri, settings.model_name, CHAMPION)
+    except NoModelError:
+        console.print("champion: none")
+    else:
+        figures = ", ".join(
+            f"holdout {name} {champion.metrics[name]:.4f}"
+            for name in ("average_precision", "roc_auc", "ece")
+            if name in champion.metrics
+        )
+        console.print(
+            f"champion: {settings.model_name} version {champion.version} "
+            f"({champion.model.family}; {figures})",
+            highlight=False,
+        )
+    if story.drift_days:
+        console.print(f"drift on {len(story.drift_days)} days (monitoring.drift):")
+        for day, features in sorted(story.drift_days.items()):
+            console.print(f"  {day}: {', '.join(features[:5])}", highlight=False)
+    else:
+        console.print("drift: no day drifted")
+    console.print("retraining decisions (ml.promotion_log):" if story.retrainings
+                  else "retraining: not requested")  # fmt: skip
+    for decision in story.retrainings:
+        console.print(f"  {decision}", highlight=False, markup=False)
+    reports = sorted(settings.reports_dir.rglob("*.html")) if settings.reports_dir.exists() else []
+    if reports:
+        console.print(
+            f"drift reports: {len(reports)} in {settings.reports_dir} (latest {reports[-1].name})",
+            highlight=False,
+        )
+    console.rule("look further")
+    console.print(
+        f"Dagster UI (every run of this demo): make ui -> http://127.0.0.1:3000 "
+        f"(DAGSTER_HOME {settings.dagster_home})",
+        highlight=False,
+    )
+    console.print(
+        f"MLflow UI (runs, registry): make mlflow-ui -> {settings.mlflow_ui_url}", highlight=False
+    )
+    print_serving_hint(settings, console)
