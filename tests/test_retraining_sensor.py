@@ -27,6 +27,7 @@ class Verdict(dg.Config):
     passed: bool
     severity: str = "ERROR"
     share_drifted: float = 0.0
+    says_partition: bool = True
 
 
 def _monitoring_asset(check: dg.AssetCheckKey) -> dg.AssetsDefinition:
@@ -48,7 +49,7 @@ def _monitoring_asset(check: dg.AssetCheckKey) -> dg.AssetsDefinition:
                     severity=dg.AssetCheckSeverity[config.severity],
                     description="share of drifted features above 0.5",
                     metadata={
-                        "partition": context.partition_key,
+                        **({"partition": context.partition_key} if config.says_partition else {}),
                         "share_drifted": config.share_drifted,
                         "drifted_features": dg.MetadataValue.json(["amount", "category"]),
                         "report": dg.MetadataValue.md("| feature | psi |\n|---|---|"),
@@ -211,6 +212,15 @@ def test_the_watched_checks_are_a_parameter(
     _evaluate(instance, PERFORMANCE_ASSET, "2025-02-01", passed=False)
     (request,) = sensor.tick().run_requests
     assert request.tags[TRIGGER_CHECK] == PERFORMANCE
+
+
+def test_a_check_that_does_not_say_its_day_is_judged_on_its_runs_partition(
+    platform_home: PlatformHome, instance: dg.DagsterInstance
+) -> None:
+    _, sensor = _clocked(instance, 24)
+    _evaluate(instance, DRIFT_ASSET, "2025-03-04", passed=False, says_partition=False)
+    (request,) = sensor.tick().run_requests
+    assert request.tags[TRIGGER_PARTITION] == "2025-03-04"
 
 
 @pytest.mark.parametrize("down", ["refused", "5xx"])
