@@ -150,7 +150,9 @@ def evaluate_retraining(
     """One tick of `retraining_sensor` on the instance: its run requests, new cursor, and
     why it requested nothing."""
     sensor = defs.resolve_sensor_def("retraining_sensor")
-    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs) as context:
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, sensor_name=sensor.name, resources=defs.resources
+    ) as context:
         data = sensor.evaluate_tick(context)
     skip = data.skip_message
     return list(data.run_requests or []), data.cursor or cursor, skip

@@ -16,6 +16,8 @@ into one row (``mlplatform.warehouse.features.BLOCK_COLUMNS``): counts are
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -131,6 +133,9 @@ class Feature:
     window: str | None = None
     over: Window | None = None
     requires: tuple[str, ...] = ()
+    #: A calendar feature (the weekday): one day's values differ from any multi-day
+    #: distribution by design, so drift monitoring leaves it out.
+    calendar: bool = False
 
     def expression(self) -> str:
         return self.sql.format(over=self.over.name) if self.over else self.sql
@@ -169,6 +174,20 @@ class FeatureRegistry:
     def lookback(self) -> timedelta:
         """How far back of the first transaction the enabled features read."""
         return max((w.lookback for w in self.windows), default=timedelta(0))
+
+    def warm_up(self, name: str) -> timedelta:
+        """How much history before a row its feature ``name`` reads (the lookback of its
+        window, or the longest of the features its expression uses): a row with less data
+        before it than this has a feature still filling up."""
+        feature = self.by_name[name]
+        if feature.over is not None:
+            return feature.over.lookback
+        used = set(re.findall(r"[a-z_][a-z0-9_]*", feature.sql)) & set(self.by_name) - {name}
+        return max((self.warm_up(other) for other in used), default=timedelta(0))
+
+    @functools.cached_property
+    def by_name(self) -> dict[str, Feature]:
+        return {f.name: f for f in self.features}
 
     def describe(self) -> list[dict[str, str]]:
         """One row per declared feature, for the CLI and the Dagster UI."""
@@ -232,10 +251,11 @@ def _declarations(settings: Settings) -> tuple[Feature, ...]:
                 requires=("category",)),
         Feature("hour", "hour", "TINYINT", "Hour of the day (0-23).", "transaction"),
         Feature("weekday", "weekday", "TINYINT", "ISO weekday (Monday 1 .. Sunday 7).",
-                "transaction"),
+                "transaction", calendar=True),
         Feature("is_night", "hour < 6 OR hour >= 22", "BOOLEAN", "Between 22:00 and 06:00.",
                 "transaction"),
-        Feature("is_weekend", "is_weekend", "BOOLEAN", "Saturday or Sunday.", "transaction"),
+        Feature("is_weekend", "is_weekend", "BOOLEAN", "Saturday or Sunday.", "transaction",
+                calendar=True),
         Feature("gender", "gender", "VARCHAR", "Cardholder gender (F/M).", "card",
                 requires=("gender",)),
         Feature("age", "age", "INTEGER", "Cardholder age in years.", "card",
