@@ -27,10 +27,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from mlplatform.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS, Contract
+from mlplatform.contract import CANONICAL_COLUMNS, Contract
+from mlplatform.contract.expressions import quote_identifier
 from mlplatform.warehouse.connection import insertion_order, read_sql, sql_literal, transaction
 from mlplatform.warehouse.pii import MASK, card_pseudonym, hmac_pads
-from mlplatform.warehouse.row_rules import pseudonyms_sql, typed_columns, violation
+from mlplatform.warehouse.row_rules import (
+    HIDDEN_COLUMNS,
+    generated_ids_sql,
+    pseudonyms_sql,
+    typed_columns,
+    violation,
+)
 
 DATE_IN_NAME = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 _OTHER_DELIMITERS = (";", "\t", "|")
@@ -185,8 +192,6 @@ def _read_header(path: Path, contract: Contract, max_line_bytes: int) -> list[st
     if not text.strip():
         raise FileRejected(path, "line 1: no header row")
     header = [name.strip() for name in next(csv.reader([text]))]
-    expected = contract.source
-    required = [expected(name) for name in REQUIRED_COLUMNS]
     if len(header) == 1:
         used = [d for d in _OTHER_DELIMITERS if d in text]
         if used:
@@ -196,9 +201,9 @@ def _read_header(path: Path, contract: Contract, max_line_bytes: int) -> list[st
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise FileRejected(path, f"line 1: column(s) named twice: {repeated}")
-    missing = [name for name in required if name not in header]
+    missing = contract.header_errors(header)
     if missing:
-        raise FileRejected(path, f"line 1: required column(s) missing from the header: {missing}")
+        raise FileRejected(path, f"line 1: {'; '.join(missing)}")
     return header
 
 
@@ -287,21 +292,37 @@ def _batch_select(staged: _StagedFile, contract: Contract) -> str:
     """SELECT of a staged file's rows in canonical columns, with their physical line numbers."""
     position = {name: i for i, name in enumerate(staged.header)}
     hidden = _hidden_sources(contract)
-    columns = []
+
+    def text(source: str) -> str:
+        value = f"s.c{position[source]}"
+        if staged.inspection.ascii:  # trim only what has a space to strip: 3x cheaper
+            value = (
+                f"CASE WHEN {value} ^@ ' ' OR suffix({value}, ' ') "
+                f"THEN trim({value}) ELSE {value} END"
+            )
+        else:  # trim() also strips Unicode spaces (e.g. U+00A0) at either end
+            value = f"trim({value})"
+        return f"nullif({value}, '')"
+
+    columns, inputs = [], []
     for canonical in CANONICAL_COLUMNS:
         source = contract.columns.get(canonical)
+        expression = contract.expressions.get(canonical)
         if source is not None and source in position and source not in hidden:
-            text = f"s.c{position[source]}"
-            if staged.inspection.ascii:  # trim only what has a space to strip: 3x cheaper
-                text = (
-                    f"CASE WHEN {text} ^@ ' ' OR suffix({text}, ' ') "
-                    f"THEN trim({text}) ELSE {text} END"
-                )
-            else:  # trim() also strips Unicode spaces (e.g. U+00A0) at either end
-                text = f"trim({text})"
-            columns.append(f"nullif({text}, '') AS {canonical}")
+            columns.append(f"{text(source)} AS {canonical}")
+        elif expression is not None and canonical not in HIDDEN_COLUMNS:
+            columns.append(f"TRY(({expression.sql})::VARCHAR) AS {canonical}")
+            given = " OR ".join(f"{quote_identifier(s)} IS NOT NULL" for s in expression.sources)
+            columns.append(f"{given or 'false'} AS {canonical}_inputs")
+            inputs += expression.sources
         else:
             columns.append(f"NULL::VARCHAR AS {canonical}")
+    rows = f"stage_rows_{staged.file_id}"
+    if inputs:  # expressions read the source's columns by name, trimmed, '' as NULL
+        named = ", ".join(
+            f"{text(source)} AS {quote_identifier(source)}" for source in dict.fromkeys(inputs)
+        )
+        rows = f"(SELECT s.*, {named} FROM {rows} AS s)"
     fid = staged.file_id
     if staged.good_lines is not None:
         line, join = "m.line", f"JOIN line_map_{fid} AS m ON m.row_idx = s.row_idx"
@@ -314,7 +335,7 @@ def _batch_select(staged: _StagedFile, contract: Contract) -> str:
         SELECT {fid} AS file_id, DATE '{staged.partition_date.isoformat()}' AS partition_date,
                {sql_literal(staged.path.name)} AS file, s.row_idx, {line} AS line,
                {", ".join(columns)}
-        FROM stage_rows_{fid} AS s
+        FROM {rows} AS s
         {join}
     """
 
@@ -433,11 +454,7 @@ def _prepare_line_numbers(conn: duckdb.DuckDBPyConnection, staged: _StagedFile) 
 
 def _hidden_sources(contract: Contract) -> set[str]:
     """Source columns whose values are never kept or shown: names, street, dropped columns."""
-    return {
-        contract.columns[name]
-        for name in ("first_name", "last_name", "street")
-        if name in contract.columns
-    } | set(contract.drop)
+    return {s for name in HIDDEN_COLUMNS for s in contract.sources(name)} | set(contract.drop)
 
 
 def _masked_line(
@@ -451,9 +468,15 @@ def _masked_line(
     street shifted by an unquoted comma never shows. Digit runs that look like a card
     number (12-19 digits, spaces or dashes allowed between them) are masked everywhere.
     """
-    card = contract.source("card_number")
+    card = contract.columns.get("card_number")
     birth = contract.columns.get("birth_date")
-    hidden = _hidden_sources(contract)
+    # the source columns a card number or a birth date is computed from: masked whole
+    hidden = _hidden_sources(contract) | {
+        source
+        for name in ("card_number", "birth_date")
+        if name in contract.expressions
+        for source in contract.sources(name)
+    }
     extra = len(values) - len(header)
     out: list[str] = []
     for i, value in enumerate(values):
@@ -769,8 +792,10 @@ def _ingest_batch(
                     violation=violation(contract, max_amount),
                 )
             )
-        conn.execute(read_sql("flag_duplicate_ids"), {"days": days})
         conn.execute(pseudonyms_sql(), hmac_pads(pii_key))
+        if contract.generated_id:
+            conn.execute(generated_ids_sql())
+        conn.execute(read_sql("flag_duplicate_ids"), {"days": days})
         now = datetime.now()
         quarantine = _quarantine_frame(conn, staged, contract, pii_key, now)
         loaded_counts = dict(
