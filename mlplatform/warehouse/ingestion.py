@@ -169,7 +169,7 @@ def inspect_file(path: Path) -> _Inspection:
     return _Inspection(digest.hexdigest(), size, newlines, last == b"\n", nul_offset, ascii)
 
 
-def _read_header(path: Path, contract: Contract, max_line_bytes: int) -> list[str]:
+def read_header(path: Path, contract: Contract, max_line_bytes: int) -> list[str]:
     """The header's column names; raises FileRejected when it is not the contract's."""
     with path.open("rb") as handle:
         head = handle.read(max_line_bytes)
@@ -221,7 +221,6 @@ def _stage_file(
     quarantined row's masked line shows of them). A row DuckDB's reader cannot split keeps
     its raw text in the reader's rejects table until it is masked.
     """
-    columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(header))) + "}"
     hidden = _hidden_sources(contract)
     staged = ", ".join(
         f"c{i} IS NOT NULL AS c{i}" if name in hidden else f"c{i}" for i, name in enumerate(header)
@@ -232,10 +231,7 @@ def _stage_file(
             f"""
             CREATE OR REPLACE TABLE {_STAGING}.stage_{file_id} AS
             SELECT {staged}
-            FROM read_csv({sql_literal(str(path))}, header = true, auto_detect = false,
-                columns = {columns}, delim = ',', quote = '"', escape = '"', encoding = 'utf-8',
-                max_line_size = {max_line_bytes}, store_rejects = true,
-                rejects_table = 'rejects_{file_id}', rejects_scan = 'scans_{file_id}')
+            FROM {csv_scan_sql(path, len(header), max_line_bytes, str(file_id))}
             """
         )
     except duckdb.InvalidInputException as error:  # e.g. mixed line endings
@@ -251,6 +247,16 @@ def _stage_file(
         line = _line_at(path, int(invalid["line_byte_position"].iloc[0]) - 1)
         raise FileRejected(path, f"line {line}: not UTF-8 encoded (the contract is UTF-8)")
     return rows, rejects
+
+
+def csv_scan_sql(path: Path, n_columns: int, max_line_bytes: int, suffix: str) -> str:
+    """``read_csv`` of a landing file as the contract reads it: columns ``c0, c1 ...`` as text,
+    rows it cannot split kept in the temp tables ``rejects_<suffix>`` / ``scans_<suffix>``."""
+    columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n_columns)) + "}"
+    return f"""read_csv({sql_literal(str(path))}, header = true, auto_detect = false,
+                columns = {columns}, delim = ',', quote = '"', escape = '"', encoding = 'utf-8',
+                max_line_size = {max_line_bytes}, store_rejects = true,
+                rejects_table = 'rejects_{suffix}', rejects_scan = 'scans_{suffix}')"""
 
 
 def _unparsable_reason(path: Path, error: Exception) -> str:
@@ -288,14 +294,24 @@ def _line_at(path: Path, offset: int) -> int:
     return 1 + newlines
 
 
-def _batch_select(staged: _StagedFile, contract: Contract) -> str:
-    """SELECT of a staged file's rows in canonical columns, with their physical line numbers."""
-    position = {name: i for i, name in enumerate(staged.header)}
+def canonical_select(
+    contract: Contract,
+    header: list[str],
+    ascii: bool,
+    names: tuple[str, ...] = tuple(CANONICAL_COLUMNS),
+) -> tuple[list[str], list[str]]:
+    """Select items of canonical columns as text over a file's columns ``s.c<i>``, and the
+    items naming the source columns expressions read (to select beside ``s.*`` first).
+
+    A column read one to one is trimmed, empty as NULL; an expression's value is its text
+    (NULL when it fails), with ``<name>_inputs``: whether any column it reads has a value.
+    """
+    position = {name: i for i, name in enumerate(header)}
     hidden = _hidden_sources(contract)
 
     def text(source: str) -> str:
         value = f"s.c{position[source]}"
-        if staged.inspection.ascii:  # trim only what has a space to strip: 3x cheaper
+        if ascii:  # trim only what has a space to strip: 3x cheaper
             value = (
                 f"CASE WHEN {value} ^@ ' ' OR suffix({value}, ' ') "
                 f"THEN trim({value}) ELSE {value} END"
@@ -305,7 +321,7 @@ def _batch_select(staged: _StagedFile, contract: Contract) -> str:
         return f"nullif({value}, '')"
 
     columns, inputs = [], []
-    for canonical in CANONICAL_COLUMNS:
+    for canonical in names:
         source = contract.columns.get(canonical)
         expression = contract.expressions.get(canonical)
         if source is not None and source in position and source not in hidden:
@@ -317,12 +333,17 @@ def _batch_select(staged: _StagedFile, contract: Contract) -> str:
             inputs += expression.sources
         else:
             columns.append(f"NULL::VARCHAR AS {canonical}")
+    # expressions read the source's columns by name, trimmed, '' as NULL
+    named = [f"{text(source)} AS {quote_identifier(source)}" for source in dict.fromkeys(inputs)]
+    return columns, named
+
+
+def _batch_select(staged: _StagedFile, contract: Contract) -> str:
+    """SELECT of a staged file's rows in canonical columns, with their physical line numbers."""
+    columns, named = canonical_select(contract, staged.header, staged.inspection.ascii)
     rows = f"stage_rows_{staged.file_id}"
-    if inputs:  # expressions read the source's columns by name, trimmed, '' as NULL
-        named = ", ".join(
-            f"{text(source)} AS {quote_identifier(source)}" for source in dict.fromkeys(inputs)
-        )
-        rows = f"(SELECT s.*, {named} FROM {rows} AS s)"
+    if named:
+        rows = f"(SELECT s.*, {', '.join(named)} FROM {rows} AS s)"
     fid = staged.file_id
     if staged.good_lines is not None:
         line, join = "m.line", f"JOIN line_map_{fid} AS m ON m.row_idx = s.row_idx"
@@ -373,7 +394,7 @@ def _inside_quotes_after(line: bytes, in_quotes: bool) -> bool:
             in_quotes, i = True, i + 1
 
 
-def _record_starts(path: Path) -> tuple[array, array]:
+def record_starts(path: Path) -> tuple[array, array]:
     """Byte offset and physical line of every CSV record of a file, the header included.
 
     A record starts on a line that does not continue a quoted field; DuckDB skips empty
@@ -393,7 +414,7 @@ def _record_starts(path: Path) -> tuple[array, array]:
     return offsets, lines
 
 
-def _physical_lines(
+def physical_lines(
     path: Path, inspection: _Inspection, rows: int, rejects: pd.DataFrame
 ) -> tuple[np.ndarray | None, list[int]]:
     """Physical lines (header = 1) of a staged file's good rows and of its rejects.
@@ -406,7 +427,7 @@ def _physical_lines(
     duckdb_lines = [int(line) for line in rejects["line"]]
     if not _lines_shifted(inspection, rows, rejects):
         return None, duckdb_lines
-    offsets, lines = _record_starts(path)
+    offsets, lines = record_starts(path)
     rejected = [bisect_left(offsets, int(p) - 1) for p in rejects["line_byte_position"]]
     taken = set(rejected)
     good = [lines[i] for i in range(1, len(lines)) if i not in taken]
@@ -694,7 +715,7 @@ def _stage_partition(
     staged: list[_StagedFile] = []
     try:
         for file_id, path in enumerate(files, start=first_id):
-            header = _read_header(path, contract, max_line_bytes)
+            header = read_header(path, contract, max_line_bytes)
             hashing = pool.submit(inspect_file, path)  # hashes while DuckDB parses
             rows, rejects = _stage_file(conn, file_id, path, header, contract, max_line_bytes)
             inspection = hashing.result()
@@ -702,7 +723,7 @@ def _stage_partition(
                 raise FileRejected(
                     path, f"binary content: NUL byte at offset {inspection.nul_offset}"
                 )
-            good_lines, reject_lines = _physical_lines(path, inspection, rows, rejects)
+            good_lines, reject_lines = physical_lines(path, inspection, rows, rejects)
             staged.append(
                 _StagedFile(
                     file_id,

@@ -60,6 +60,24 @@ def typed_column_list(contract: Contract) -> list[tuple[str, str]]:
     return parts
 
 
+def event_day_sql(contract: Contract) -> tuple[str, str]:
+    """SQL of a staged row ``b``'s partition day (days since 1970-01-01: the local day of
+    its event time, as :func:`violation` judges it) and of why it has none (else NULL)."""
+    typed = dict(typed_column_list(contract))
+    local = typed.get("event_time_local", typed["event_time_ts"])
+    failed = (
+        "b.event_time IS NULL AND b.event_time_inputs"
+        if "event_time" in contract.expressions
+        else "false"
+    )
+    reason = f"""CASE
+        WHEN {failed} THEN 'expression_failed: `columns.event_time` gave no value'
+        WHEN b.event_time IS NULL THEN 'missing_required_field: event_time is empty'
+        WHEN {local} IS NULL THEN 'unparsable_timestamp: ' || b.event_time
+    END"""
+    return f"(CAST({local} AS DATE) - DATE '1970-01-01')", reason
+
+
 def typed_columns(contract: Contract) -> str:
     """SQL of the typed values of a staged row ``b`` (``<name>_num``, ``event_time_ts``)."""
     return ",\n        ".join(f"{sql} AS {name}" for name, sql in typed_column_list(contract))
