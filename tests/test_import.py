@@ -151,3 +151,41 @@ def test_import_with_ingest_loads_the_days_in_one_run_on_the_instance(
         assert run.dagster_run.status == dg.DagsterRunStatus.SUCCESS
         assert run.dagster_run.tags["dagster/asset_partition_range_start"] == "2025-01-01"
         assert run.dagster_run.tags["dagster/asset_partition_range_end"] == "2025-01-04"
+
+
+def test_records_spanning_lines_and_a_last_line_without_newline_import_whole(
+    tmp_path: Path,
+) -> None:
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(MAPPING, encoding="utf-8")
+    contract = load_contract(mapping)
+    extract = tmp_path / "extract.csv"
+    extract.write_text(
+        HEADER + "\n"
+        '7,0,2025,1,2,09:15,$12.50,"Corner\nShop",5411,No\n'  # lines 2-3: one record
+        "7,0,2025,1,3,10:00,$1.00,Bakery,5411,No\n"  # line 4
+        "\n"  # line 5: blank
+        "7,0,2025,1,2,11:00,$2.00,Kiosk,5411,Yes",  # line 6, no newline at the end
+        encoding="utf-8",
+    )
+    result = import_history([extract], tmp_path / "landing", contract, max_line_bytes=100_000)
+    assert (result.rows_read, result.rows_written, result.rows_rejected) == (3, 3, 0)
+    second = result.days[date(2025, 1, 2)].read_text(encoding="utf-8")
+    assert second == (
+        HEADER + "\n"
+        '7,0,2025,1,2,09:15,$12.50,"Corner\nShop",5411,No\n'
+        "7,0,2025,1,2,11:00,$2.00,Kiosk,5411,Yes\n"
+    )
+    assert [result.daily_to_source(date(2025, 1, 2), line) for line in (2, 4)] == [2, 6]
+    with connect(tmp_path / "warehouse.duckdb") as conn:
+        _, rejected = ingest_partitions(
+            conn,
+            {day: [path] for day, path in result.days.items()},
+            contract=contract,
+            pii_key=b"k",
+            max_amount=100_000.0,
+            max_line_bytes=100_000,
+        )
+        merchants = conn.execute("SELECT merchant FROM raw.transactions ORDER BY 1").fetchall()
+    assert not rejected
+    assert merchants == [("Bakery",), ("Corner\nShop",), ("Kiosk",)]

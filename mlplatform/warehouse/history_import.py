@@ -19,21 +19,23 @@ import shutil
 import tempfile
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from mlplatform.contract import Contract
 from mlplatform.warehouse.ingestion import (
+    FileInspection,
     FileRejected,
     canonical_select,
     csv_scan_sql,
-    inspect_file,
     physical_lines,
     read_header,
     record_starts,
@@ -41,9 +43,10 @@ from mlplatform.warehouse.ingestion import (
 from mlplatform.warehouse.row_rules import event_day_sql
 
 _EPOCH = date(1970, 1, 1)
-_FLUSH_LINES = 4096  # records buffered per day before they are written
 _OPEN_FILES = 128  # daily files kept open at once (a history spans thousands of days)
-_PROGRESS_BYTES = 8 << 20
+_CHUNK_BYTES = 8 << 20
+_NO_DAY = -(1 << 40)  # a record without a day (no real day is this far from 1970)
+_MALFORMED = _NO_DAY - 1  # a record the CSV reader could not split
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,10 @@ class ImportResult:
         return len(self.rejected)
 
     def daily_to_source(self, day: date | pd.Timestamp, line: int) -> int:
-        """The line in its extract of the record at ``line`` of ``day``'s daily file."""
+        """The line in its extract of ``line`` of ``day``'s daily file."""
         starts, sources = self.lines[pd.Timestamp(day).date()]
-        return sources[bisect_right(starts, int(line)) - 1]
+        run = bisect_right(starts, int(line)) - 1
+        return sources[run] + int(line) - starts[run]
 
 
 def import_history(
@@ -137,68 +141,106 @@ def _split_file(
     writer: _DailyWriter,
     progress: Callable[[int], None] | None,
 ) -> tuple[int, list[RejectedRow]]:
-    """Copy one file's records to their days; (records read, records rejected)."""
+    """Copy one file's records to their days; (records read, records rejected).
+
+    Consecutive records of one day are copied as one slice of the file (an extract in time
+    order costs a few writes a day, not one per row)."""
     header = read_header(path, contract, max_line_bytes)
-    inspection = inspect_file(path)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        scanning = pool.submit(_scan, path)  # while DuckDB parses
+        days, reasons, rejects = _event_days(path, header, contract, max_line_bytes)
+        inspection, newlines = scanning.result()
     if inspection.nul_offset is not None:
         raise FileRejected(path, f"binary content: NUL byte at offset {inspection.nul_offset}")
-    days, reasons, rejects = _event_days(path, header, contract, inspection.ascii, max_line_bytes)
     good_lines, reject_lines = physical_lines(path, inspection, len(days), rejects)
     rejected = [
         RejectedRow(path.name, line, f"malformed_row: {message}")
         for line, message in zip(reject_lines, rejects["error_message"], strict=True)
     ]
-    reject_set = set(reject_lines)
+    size = inspection.size_bytes
+    if good_lines is None:  # every record is one line: records start after each newline
+        starts = np.concatenate(([0], newlines + 1))
+        starts = starts[starts < size]
+        lines = np.arange(1, len(starts) + 1)
+    else:  # quoted newlines or blank lines: find where each record starts
+        offsets, found = record_starts(path)
+        starts, lines = np.asarray(offsets, dtype=np.int64), np.asarray(found, dtype=np.int64)
+    ends = np.append(starts[1:], size)[1:]
+    starts, lines = starts[1:], lines[1:]  # the header is no record
+    good = ~np.isin(lines, np.asarray(reject_lines, dtype=np.int64))
+    if int(good.sum()) != len(days):
+        raise FileRejected(path, "the CSV reader's records do not match the file's lines")
+    code = np.full(len(lines), _MALFORMED, dtype=np.int64)
+    code[good] = days
+    good_records = np.flatnonzero(good)
+    for index, reason in reasons.items():
+        rejected.append(RejectedRow(path.name, int(lines[good_records[index]]), reason))
     newline = b"\r\n" if _first_line(path).endswith(b"\r\n") else b"\n"
-    good = done = 0
-    for line, record in _records(path, multi_line=good_lines is not None):
-        if line not in reject_set:
-            day = days[good]
-            if day is None:
-                rejected.append(RejectedRow(path.name, line, reasons[good]))
-            else:
-                writer.write(day, record if record.endswith(b"\n") else record + newline, line)
-            good += 1
-        done += len(record)
-        if progress is not None and done >= _PROGRESS_BYTES:
-            progress(done)
-            done = 0
-    if progress is not None:
-        progress(done)
+    unterminated = size > 0 and _last_byte(path) != b"\n"
+    change = np.flatnonzero(np.diff(code)) + 1
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        for first, last in zip(np.append(0, change), np.append(change, len(code)), strict=True):
+            if code[first] < 0:
+                continue
+            low, high = int(starts[first]), int(ends[last - 1])
+            n_lines = int(np.searchsorted(newlines, high) - np.searchsorted(newlines, low))
+            writer.write_run(
+                _EPOCH + timedelta(days=int(code[first])),
+                data[low:high],
+                int(lines[first]),
+                n_lines,
+                int(last - first),
+                newline if unterminated and high == size else b"",
+            )
+            if progress is not None:
+                progress(high - low)
     rejected.sort(key=lambda r: r.line)
-    return len(days) + len(rejects), rejected
+    return len(lines), rejected
 
 
-def _records(path: Path, *, multi_line: bool) -> Iterator[tuple[int, bytes]]:
-    """(physical line, bytes) of each record after the header, in file order. Unless a
-    record spans lines (quoted newlines) or lines are blank, a record is a line."""
+def _scan(path: Path) -> tuple[FileInspection, np.ndarray]:
+    """What ingestion's inspection finds (but the hash, which the daily files get when they
+    load) and the byte offset of every newline, in one pass of bounded memory."""
+    found = []
+    size = 0
+    nul_offset = None
+    ascii = True
+    last = b""
     with path.open("rb") as handle:
-        if not multi_line:
-            handle.readline()
-            yield from enumerate(handle, start=2)
-            return
-        offsets, lines = record_starts(path)
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            ends = [*offsets[1:], len(data)]
-            for i in range(1, len(offsets)):
-                yield lines[i], data[offsets[i] : ends[i]]
+        while chunk := handle.read(_CHUNK_BYTES):
+            found.append(np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10) + size)
+            if nul_offset is None and (at := chunk.find(b"\x00")) >= 0:
+                nul_offset = size + at
+            ascii = ascii and chunk.isascii()
+            size += len(chunk)
+            last = chunk[-1:]
+    newlines = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+    inspection = FileInspection("", size, len(newlines), last == b"\n", nul_offset, ascii)
+    return inspection, newlines
+
+
+def _last_byte(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1)
 
 
 def _event_days(
-    path: Path, header: list[str], contract: Contract, ascii: bool, max_line_bytes: int
-) -> tuple[list[date | None], list[str | None], pd.DataFrame]:
-    """The day (or None, with the reason) of every record the CSV reader splits, in file
-    order, and the reader's rejects."""
+    path: Path, header: list[str], contract: Contract, max_line_bytes: int
+) -> tuple[np.ndarray, dict[int, str], pd.DataFrame]:
+    """The day (days since 1970-01-01; -1: none) of every record the CSV reader splits, in
+    file order, why each without one has none (by its position), and the reader's rejects."""
     conn = duckdb.connect()
     try:
-        items, named = canonical_select(contract, header, ascii, names=("event_time",))
+        # trim() whatever the text (whether it is ASCII is known only after a pass)
+        items, named = canonical_select(contract, header, False, names=("event_time",))
         scan = csv_scan_sql(path, len(header), max_line_bytes, "import")
         rows = f"(SELECT s.*, {', '.join(named)} FROM {scan} AS s)" if named else f"{scan}"
         day, reason = event_day_sql(contract)
-        result = conn.execute(
-            f"""SELECT {day} AS day, {reason} AS reason
+        result = conn.sql(
+            f"""SELECT coalesce({day}, {_NO_DAY}) AS day, {reason} AS reason
                 FROM (SELECT {", ".join(items)} FROM {rows} AS s) AS b"""
-        ).fetchall()
+        ).to_arrow_table()
         rejects = conn.execute(
             """SELECT DISTINCT ON (line) line, line_byte_position,
                       error_type::VARCHAR AS error_type, csv_line, error_message
@@ -208,59 +250,59 @@ def _event_days(
         raise FileRejected(path, f"not a parsable CSV: {str(error).splitlines()[0]}") from error
     finally:
         conn.close()
-    days = [None if d is None else _EPOCH + timedelta(days=d) for d, _ in result]
-    return days, [r for _, r in result], rejects
+    days = result.column("day").to_numpy().astype(np.int64)
+    missing = np.flatnonzero(days == _NO_DAY)
+    reasons = result.column("reason").take(missing).to_pylist()
+    return days, dict(zip(missing.tolist(), reasons, strict=True)), rejects
 
 
 class _DailyWriter:
-    """Appends records to one staged file per day, each starting with the header."""
+    """Appends runs of records to one staged file per day, each starting with the header."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.header = b""
         self.files: dict[date, Path] = {}
         self.rows = 0
-        self._buffers: dict[date, list[bytes]] = {}
         self._open: dict[date, BinaryIO] = {}
-        # per day: the daily file's line where each record starts, and its line in the extract
+        # per day and run: the daily file's line where the run starts, its line in the extract
         self.lines: dict[date, tuple[array, array]] = {}
         self._next_line: dict[date, int] = {}
 
-    def write(self, day: date, record: bytes, source_line: int) -> None:
-        buffer = self._buffers.setdefault(day, [])
-        buffer.append(record)
-        self.rows += 1
+    def write_run(
+        self, day: date, run: bytes, source_line: int, n_lines: int, n_records: int, end: bytes
+    ) -> None:
+        """Append ``run`` (``n_records`` records on ``n_lines`` lines of the extract from
+        ``source_line`` on) and ``end`` (a newline the extract's last record lacks)."""
+        handle = self._handle(day)
+        handle.write(run)
+        handle.write(end)
+        self.rows += n_records
         starts, sources = self.lines.setdefault(day, (array("q"), array("q")))
         line = self._next_line.get(day, 2)
         starts.append(line)
         sources.append(source_line)
-        self._next_line[day] = line + record.count(b"\n")
-        if len(buffer) >= _FLUSH_LINES:
-            self._flush(day)
+        self._next_line[day] = line + n_lines + (1 if end else 0)
 
-    def _flush(self, day: date) -> None:
-        buffer = self._buffers.pop(day, [])
-        if not buffer:
-            return
+    def _handle(self, day: date) -> BinaryIO:
         handle = self._open.get(day)
-        if handle is None:
-            if len(self._open) >= _OPEN_FILES:
-                for other in self._open.values():
-                    other.close()
-                self._open.clear()
-            path = self.files.get(day)
-            if path is None:
-                path = self.files[day] = self.folder / f"transactions_{day.isoformat()}.csv"
-                handle = path.open("wb")
-                handle.write(self.header)
-            else:
-                handle = path.open("ab")
-            self._open[day] = handle
-        handle.writelines(buffer)
+        if handle is not None:
+            return handle
+        if len(self._open) >= _OPEN_FILES:
+            for other in self._open.values():
+                other.close()
+            self._open.clear()
+        path = self.files.get(day)
+        if path is None:
+            path = self.files[day] = self.folder / f"transactions_{day.isoformat()}.csv"
+            handle = path.open("wb", buffering=_CHUNK_BYTES)
+            handle.write(self.header)
+        else:
+            handle = path.open("ab", buffering=_CHUNK_BYTES)
+        self._open[day] = handle
+        return handle
 
     def close(self) -> None:
-        for day in list(self._buffers):
-            self._flush(day)
         for handle in self._open.values():
             handle.close()
         self._open.clear()

@@ -107,7 +107,7 @@ class IngestionResult:
 
 
 @dataclass(frozen=True)
-class _Inspection:
+class FileInspection:
     sha256: str
     size_bytes: int
     newlines: int
@@ -122,7 +122,7 @@ class _StagedFile:
     partition_date: date
     path: Path
     header: list[str]
-    inspection: _Inspection
+    inspection: FileInspection
     rows: int
     rejects: pd.DataFrame
     good_lines: np.ndarray | None  # physical line of each staged row; None: by position
@@ -150,7 +150,7 @@ def landing_files(landing_dir: Path, partition_date: date) -> list[Path]:
     )
 
 
-def inspect_file(path: Path) -> _Inspection:
+def inspect_file(path: Path) -> FileInspection:
     """SHA-256, size, newline count, first NUL byte and ASCII-ness of a file, in one pass."""
     digest = hashlib.sha256()
     size = newlines = 0
@@ -166,7 +166,7 @@ def inspect_file(path: Path) -> _Inspection:
             ascii = ascii and chunk.isascii()
             size += len(chunk)
             last = chunk[-1:]
-    return _Inspection(digest.hexdigest(), size, newlines, last == b"\n", nul_offset, ascii)
+    return FileInspection(digest.hexdigest(), size, newlines, last == b"\n", nul_offset, ascii)
 
 
 def read_header(path: Path, contract: Contract, max_line_bytes: int) -> list[str]:
@@ -361,7 +361,7 @@ def _batch_select(staged: _StagedFile, contract: Contract) -> str:
     """
 
 
-def _lines_shifted(inspection: _Inspection, rows: int, rejects: pd.DataFrame) -> bool:
+def _lines_shifted(inspection: FileInspection, rows: int, rejects: pd.DataFrame) -> bool:
     """Whether the file has more line breaks than records (blank lines, quoted newlines)."""
     records = 1 + rows + len(rejects)
     expected = records if inspection.ends_with_newline else records - 1
@@ -415,7 +415,7 @@ def record_starts(path: Path) -> tuple[array, array]:
 
 
 def physical_lines(
-    path: Path, inspection: _Inspection, rows: int, rejects: pd.DataFrame
+    path: Path, inspection: FileInspection, rows: int, rejects: pd.DataFrame
 ) -> tuple[np.ndarray | None, list[int]]:
     """Physical lines (header = 1) of a staged file's good rows and of its rejects.
 
