@@ -13,13 +13,12 @@ untouched, so importing the same extract again changes nothing.
 
 from __future__ import annotations
 
-import mmap
 import os
 import shutil
 import tempfile
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -178,7 +177,7 @@ def _split_file(
     newline = b"\r\n" if _first_line(path).endswith(b"\r\n") else b"\n"
     unterminated = size > 0 and _last_byte(path) != b"\n"
     change = np.flatnonzero(np.diff(code)) + 1
-    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+    with path.open("rb") as handle:
         for first, last in zip(np.append(0, change), np.append(change, len(code)), strict=True):
             if code[first] < 0:
                 continue
@@ -186,7 +185,7 @@ def _split_file(
             n_lines = int(np.searchsorted(newlines, high) - np.searchsorted(newlines, low))
             writer.write_run(
                 _EPOCH + timedelta(days=int(code[first])),
-                data[low:high],
+                _read_range(handle, low, high),
                 int(lines[first]),
                 n_lines,
                 int(last - first),
@@ -217,6 +216,14 @@ def _scan(path: Path) -> tuple[FileInspection, np.ndarray]:
     newlines = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
     inspection = FileInspection("", size, len(newlines), last == b"\n", nul_offset, ascii)
     return inspection, newlines
+
+
+def _read_range(handle: BinaryIO, low: int, high: int) -> Iterator[bytes]:
+    """Bytes ``low:high`` of a file, in pieces of bounded size."""
+    handle.seek(low)
+    while low < high and (piece := handle.read(min(high - low, _CHUNK_BYTES))):
+        yield piece
+        low += len(piece)
 
 
 def _last_byte(path: Path) -> bytes:
@@ -270,12 +277,18 @@ class _DailyWriter:
         self._next_line: dict[date, int] = {}
 
     def write_run(
-        self, day: date, run: bytes, source_line: int, n_lines: int, n_records: int, end: bytes
+        self,
+        day: date,
+        run: Iterable[bytes],
+        source_line: int,
+        n_lines: int,
+        n_records: int,
+        end: bytes,
     ) -> None:
         """Append ``run`` (``n_records`` records on ``n_lines`` lines of the extract from
         ``source_line`` on) and ``end`` (a newline the extract's last record lacks)."""
         handle = self._handle(day)
-        handle.write(run)
+        handle.writelines(run)
         handle.write(end)
         self.rows += n_records
         starts, sources = self.lines.setdefault(day, (array("q"), array("q")))

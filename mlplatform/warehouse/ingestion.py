@@ -33,6 +33,7 @@ from mlplatform.warehouse.connection import insertion_order, read_sql, sql_liter
 from mlplatform.warehouse.pii import MASK, card_pseudonym, hmac_pads
 from mlplatform.warehouse.row_rules import (
     HIDDEN_COLUMNS,
+    NUMERIC_COLUMNS,
     generated_ids_sql,
     pseudonyms_sql,
     typed_columns,
@@ -304,7 +305,8 @@ def canonical_select(
     items naming the source columns expressions read (to select beside ``s.*`` first).
 
     A column read one to one is trimmed, empty as NULL; an expression's value is its text
-    (NULL when it fails), with ``<name>_inputs``: whether any column it reads has a value.
+    (NULL when it fails; a time's or a number's own type), with ``<name>_inputs``: whether
+    any column it reads has a value.
     """
     position = {name: i for i, name in enumerate(header)}
     hidden = _hidden_sources(contract)
@@ -327,7 +329,10 @@ def canonical_select(
         if source is not None and source in position and source not in hidden:
             columns.append(f"{text(source)} AS {canonical}")
         elif expression is not None and canonical not in HIDDEN_COLUMNS:
-            columns.append(f"TRY(({expression.sql})::VARCHAR) AS {canonical}")
+            # a time or a number is typed from the value itself, not from its text
+            typed = canonical == "event_time" or canonical in NUMERIC_COLUMNS
+            value = f"TRY({expression.sql})" if typed else f"TRY(({expression.sql})::VARCHAR)"
+            columns.append(f"{value} AS {canonical}")
             given = " OR ".join(f"{quote_identifier(s)} IS NOT NULL" for s in expression.sources)
             columns.append(f"{given or 'false'} AS {canonical}_inputs")
             inputs += expression.sources
