@@ -59,14 +59,15 @@ class RejectedRow:
 
 @dataclass(frozen=True)
 class ImportResult:
-    """What an import wrote: the daily files by day, and whether each changed."""
+    """What an import wrote: rows read, written and rejected (read = written + rejected),
+    the daily file of each day, the days whose file is new or changed, and per day the runs
+    of lines copied (the daily file's first line of each, and its line in the extract)."""
 
     rows_read: int
     rows_written: int
     rejected: tuple[RejectedRow, ...]
     days: dict[date, Path] = field(default_factory=dict)
     changed: tuple[date, ...] = ()
-
     lines: dict[date, tuple[array, array]] = field(default_factory=dict, repr=False)
 
     @property
