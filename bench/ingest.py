@@ -45,12 +45,27 @@ def phase_bare_read_csv(folder: Path) -> dict:
     return {"rows": rows, "seconds": time.perf_counter() - started}
 
 
+def _timed_ingestion(conn: object, landing: Path, contract: object) -> tuple[dict, float]:
+    """Every day of the landing folder ingested in one range run; (results, seconds)."""
+    from mlplatform.warehouse.ingestion import ingest_partitions, landing_files, partition_date_of
+
+    days = sorted({d for p in landing.glob("*.csv") if (d := partition_date_of(p))})
+    started = time.perf_counter()
+    loaded, rejected = ingest_partitions(
+        conn, {day: landing_files(landing, day) for day in days}, contract=contract,
+        pii_key=b"bench-key", max_amount=100_000.0, max_line_bytes=1_000_000,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    assert not rejected, rejected
+    return loaded, seconds
+
+
 def phase_ingest_and_curate(folder: Path) -> dict:
     from mlplatform.contract import load_contract
     from mlplatform.settings import DEFAULT_CONTRACT, get_settings
     from mlplatform.warehouse.connection import connect
     from mlplatform.warehouse.curation import curate_partitions, load_card_reference
-    from mlplatform.warehouse.ingestion import ingest_partitions, landing_files, partition_date_of
+    from mlplatform.warehouse.ingestion import partition_date_of
 
     contract = load_contract(DEFAULT_CONTRACT)
     landing = folder / "landing"
@@ -60,13 +75,7 @@ def phase_ingest_and_curate(folder: Path) -> dict:
         load_card_reference(conn, landing, contract.reference, b"bench-key")
         conn.execute("CHECKPOINT")
         # One range run over all days, as the assets run a backfill: ingestion, then curation.
-        started = time.perf_counter()
-        loaded, rejected = ingest_partitions(
-            conn, {day: landing_files(landing, day) for day in days}, contract=contract,
-            pii_key=b"bench-key", max_amount=100_000.0, max_line_bytes=1_000_000,
-        )  # fmt: skip
-        ingest = time.perf_counter() - started
-        assert not rejected, rejected
+        loaded, ingest = _timed_ingestion(conn, landing, contract)
         started = time.perf_counter()
         curate_partitions(conn, days)
         conn.execute("CHECKPOINT")  # what closing the run's connection writes
@@ -138,21 +147,13 @@ def phase_import(folder: Path) -> dict:
 
 def _ingest_raw(folder: Path, contract_path: Path, name: str) -> dict:
     from mlplatform.contract import load_contract
+    from mlplatform.settings import get_settings
     from mlplatform.warehouse.connection import connect
-    from mlplatform.warehouse.ingestion import ingest_partitions, landing_files, partition_date_of
 
-    contract = load_contract(contract_path)
-    landing = folder / "landing"
-    days = sorted({d for p in landing.glob("*.csv") if (d := partition_date_of(p))})
     (folder / f"{name}.duckdb").unlink(missing_ok=True)  # a fresh warehouse, every run
-    with connect(folder / f"{name}.duckdb") as conn:
-        started = time.perf_counter()
-        loaded, rejected = ingest_partitions(
-            conn, {day: landing_files(landing, day) for day in days}, contract=contract,
-            pii_key=b"bench-key", max_amount=100_000.0, max_line_bytes=1_000_000,
-        )  # fmt: skip
-        seconds = time.perf_counter() - started
-        assert not rejected, rejected
+    limit = get_settings().duckdb_memory_limit
+    with connect(folder / f"{name}.duckdb", memory_limit=limit) as conn:
+        loaded, seconds = _timed_ingestion(conn, folder / "landing", load_contract(contract_path))
         digest = conn.execute(
             "SELECT sum(hash(COLUMNS(* EXCLUDE (ingested_at))))::VARCHAR FROM raw.transactions"
         ).fetchall()

@@ -73,7 +73,7 @@ def test_a_composite_card_key_and_generated_ids_train_a_champion_on_the_label(
 ) -> None:
     for name, value in TRAINING_ENV.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MLPLATFORM_CANDIDATE_FAMILIES", "lightgbm")  # one family: 2 cores
+    monkeypatch.setenv("MLPLATFORM_CANDIDATE_FAMILIES", '["lightgbm"]')  # one family: 2 cores
     mapping = tmp_path / "bank.yaml"
     mapping.write_text(MAPPING, encoding="utf-8")
     monkeypatch.setenv("MLPLATFORM_CONTRACT", str(mapping))
