@@ -74,10 +74,15 @@ def test_a_composite_card_key_and_generated_ids_train_a_champion_on_the_label(
     for name, value in TRAINING_ENV.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("MLPLATFORM_CANDIDATE_FAMILIES", '["lightgbm"]')  # one family: 2 cores
+    # The simulator's fraud (a few compromised cards on a spree, far from home) is separable
+    # by one feature (train ROC AUC 0.998 for card_amount_sum_24h): only a perfect one is a
+    # leak here. The leakage check itself is tested in test_master_table.
+    monkeypatch.setenv("MLPLATFORM_LEAKAGE_AUC", "1.0")
     mapping = tmp_path / "bank.yaml"
     mapping.write_text(MAPPING, encoding="utf-8")
     monkeypatch.setenv("MLPLATFORM_CONTRACT", str(mapping))
-    simulate_landing(tmp_path / "simulated", days=45, cards=250)
+    # enough compromised cards that train, validation and holdout all see card sprees
+    simulate_landing(tmp_path / "simulated", days=45, cards=250, fraud_card_share=0.1)
     extract = tmp_path / "history.csv"
     rows = bank_extract(sorted((tmp_path / "simulated").glob("transactions_*.csv")), extract)
 
