@@ -107,6 +107,173 @@ def demo(
         raise typer.Exit(1)
 
 
+@app.command("import")
+def import_history(
+    files: Annotated[list[Path], typer.Argument(help="History extract(s): many days each.")],
+    ingest: Annotated[
+        bool, typer.Option("--ingest", help="Then run the daily assets over the days.")
+    ] = False,
+) -> None:
+    """Split a history extract into the landing folder's daily files (in the source's own
+    columns, by the local day of the mapped event time of MLPLATFORM_CONTRACT).
+
+    Rows whose day cannot be computed are listed in an import report (line and reason);
+    rows read = rows written + rows rejected. Importing the same extract again changes
+    nothing. With --ingest, one Dagster run of `daily_ingestion` over the imported days
+    (per run of consecutive days) follows, on the platform's instance (visible in the UI).
+    """
+    import csv
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from mlplatform.contract import load_contract
+    from mlplatform.warehouse.history_import import import_history as split_history
+    from mlplatform.warehouse.ingestion import FileRejected
+
+    settings = get_settings()
+    contract = load_contract(settings.contract)
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        _refuse(f"no such file: {', '.join(missing)}")
+    columns = (*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(),
+               TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("importing", total=sum(p.stat().st_size for p in files))
+        try:
+            result = split_history(
+                files,
+                settings.landing_dir,
+                contract,
+                max_line_bytes=settings.max_line_bytes,
+                progress=lambda done: progress.advance(task, done),
+            )
+        except FileRejected as error:
+            progress.stop()
+            _refuse(str(error))
+    days = sorted(result.days)
+    span = f"{days[0]} .. {days[-1]}" if days else "no day"
+    console.print(
+        f"read {result.rows_read:,} rows: {result.rows_written:,} written to {len(days)} "
+        f"daily files ({span}; {len(result.changed)} new or changed) in "
+        f"{settings.landing_dir}, {result.rows_rejected:,} rejected",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if result.rejected:
+        report = settings.home / "imports" / f"{files[0].stem}-rejected.csv"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        with report.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "line", "reason"])
+            writer.writerows((r.file, r.line, r.reason) for r in result.rejected)
+        table = Table("file", "line", "reason", title=f"rejected rows (all in {report})")
+        for row in result.rejected[:10]:
+            table.add_row(row.file, str(row.line), row.reason)
+        console.print(table)
+    if ingest and days:
+        _ingest_days(settings, days)
+
+
+def _ingest_days(settings: Settings, days: list[date]) -> None:
+    """Run `daily_ingestion` over the days (one run per run of consecutive days) on the
+    platform's Dagster instance, as the demo does; exits 1 when a run fails."""
+    import dagster as dg
+
+    from mlplatform.assets.partitions import consecutive_ranges, partition_range_tags
+    from mlplatform.definitions import defs
+
+    home = _dagster_home()
+    instance = dg.DagsterInstance.get()
+    _recover(instance)
+    _run_job(defs, instance, "reference_data")
+    failures = [
+        failure
+        for first, last in consecutive_ranges(days)
+        if (failure := _run_job(defs, instance, "daily_ingestion",
+                                partition_range_tags(first, last), f"{first} .. {last}"))
+    ]  # fmt: skip
+    _print_ingestion_summary(settings.warehouse_path)
+    console.print(f"Dagster instance: {home} (runs are visible in `make ui`)")
+    for failure in failures:
+        console.print(f"failed: {failure}", style="red", markup=False, highlight=False)
+    if failures:
+        raise typer.Exit(1)
+
+
+contract_app = typer.Typer(help="The landing contract (a source's mapping).", no_args_is_help=True)
+app.add_typer(contract_app, name="contract")
+
+
+@contract_app.command("check")
+def contract_check(
+    sample: Annotated[Path, typer.Argument(help="A sample of the source (CSV with header).")],
+    contract: Annotated[Path, typer.Option(help="The mapping YAML to try.")],
+    rows: Annotated[int, typer.Option(help="Mapped rows to preview.")] = 5,
+) -> None:
+    """Dry-run a mapping on a sample: which canonical columns map and from what, mapped rows
+    (PII masked), the rows that would be quarantined and why, the features the mapping
+    turns off, and whether each target is trainable. Exits 1 when the mapping or the sample
+    is refused, or the contract's target cannot be trained on the sample."""
+    import pandas as pd
+
+    from mlplatform.contract import ContractError, load_contract
+    from mlplatform.warehouse.contract_check import check_sample
+    from mlplatform.warehouse.feature_registry import feature_registry
+    from mlplatform.warehouse.ingestion import FileRejected
+
+    settings = get_settings()
+    try:
+        mapping = load_contract(contract)
+        result = check_sample(
+            sample,
+            mapping,
+            registry=feature_registry(settings, mapping),
+            discretionary_categories=settings.discretionary_categories,
+            pii_key=settings.pseudonym_key,
+            max_amount=settings.max_amount,
+            max_line_bytes=settings.max_line_bytes,
+            preview_rows=rows,
+        )
+    except (ContractError, FileRejected) as error:
+        console.print(str(error), style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from error
+    table = Table("canonical", "from", "required", title=f"mapping {contract.name}")
+    for column in result.mapping:
+        table.add_row(
+            column.canonical,
+            column.source or "(not mapped)",
+            "yes" if column.required else "",
+            style=None if column.source else "dim",
+        )
+    console.print(table)
+    console.print(
+        f"sample {sample.name}: {result.rows_read:,} rows read, {result.rows_loaded:,} would "
+        f"load, {len(result.quarantined):,} would be quarantined",
+        highlight=False,
+    )
+    preview = Table(*result.preview.columns, title="mapped rows (card as its pseudonym)")
+    for values in result.preview.astype(object).itertuples(index=False):
+        preview.add_row(*("" if pd.isna(v) else str(v) for v in values))
+    console.print(preview)
+    if len(result.quarantined):
+        bad = Table("line", "rule", "column", "detail", "raw line (PII masked)",
+                    title="rows that would be quarantined")  # fmt: skip
+        for row in result.quarantined.itertuples(index=False):
+            bad.add_row(str(row.line), row.reason, row.column or "", row.detail or "",
+                        row.raw_line or "")  # fmt: skip
+        console.print(bad)
+    off = Table("feature", "why", title="features the mapping turns off")
+    for name, why in result.features_off:
+        off.add_row(name, why)
+    console.print(off if result.features_off else "every feature is on")
+    for target, why in result.targets.items():
+        chosen = " (the contract's target)" if target == result.chosen_target else ""
+        verdict = "[green]trainable[/]" if why is None else f"[yellow]not trainable[/]: {why}"
+        console.print(f"target {target}{chosen}: {verdict}", highlight=False)
+    if result.targets[result.chosen_target] is not None:
+        raise typer.Exit(1)
+
+
 runs_app = typer.Typer(help="Dagster runs of the platform's instance.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 

@@ -142,5 +142,6 @@ def validate_partition(
         max_amount=max_amount,
         reference_card_ids=reference_card_ids,
         expected_row_count=expected_row_count,
+        timezone=contract.timezone,
     )
     return validate_frame(frame, f"{table}:{partition_date}", rules)

@@ -207,7 +207,7 @@ class FeatureRegistry:
 def available_columns(contract: Contract) -> frozenset[str]:
     """Canonical columns the contract maps, plus the reference data's columns."""
     reference = set(contract.reference.columns) if contract.reference else set()
-    return frozenset(contract.columns) | reference
+    return frozenset(contract.mapped) | reference
 
 
 def feature_registry(settings: Settings, contract: Contract) -> FeatureRegistry:

@@ -27,10 +27,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from mlplatform.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS, Contract
+from mlplatform.contract import CANONICAL_COLUMNS, Contract
+from mlplatform.contract.expressions import quote_identifier
 from mlplatform.warehouse.connection import insertion_order, read_sql, sql_literal, transaction
 from mlplatform.warehouse.pii import MASK, card_pseudonym, hmac_pads
-from mlplatform.warehouse.row_rules import pseudonyms_sql, typed_columns, violation
+from mlplatform.warehouse.row_rules import (
+    HIDDEN_COLUMNS,
+    NUMERIC_COLUMNS,
+    generated_ids_sql,
+    pseudonyms_sql,
+    typed_columns,
+    violation,
+)
 
 DATE_IN_NAME = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 _OTHER_DELIMITERS = (";", "\t", "|")
@@ -100,7 +108,7 @@ class IngestionResult:
 
 
 @dataclass(frozen=True)
-class _Inspection:
+class FileInspection:
     sha256: str
     size_bytes: int
     newlines: int
@@ -115,7 +123,7 @@ class _StagedFile:
     partition_date: date
     path: Path
     header: list[str]
-    inspection: _Inspection
+    inspection: FileInspection
     rows: int
     rejects: pd.DataFrame
     good_lines: np.ndarray | None  # physical line of each staged row; None: by position
@@ -143,7 +151,7 @@ def landing_files(landing_dir: Path, partition_date: date) -> list[Path]:
     )
 
 
-def inspect_file(path: Path) -> _Inspection:
+def inspect_file(path: Path) -> FileInspection:
     """SHA-256, size, newline count, first NUL byte and ASCII-ness of a file, in one pass."""
     digest = hashlib.sha256()
     size = newlines = 0
@@ -159,10 +167,10 @@ def inspect_file(path: Path) -> _Inspection:
             ascii = ascii and chunk.isascii()
             size += len(chunk)
             last = chunk[-1:]
-    return _Inspection(digest.hexdigest(), size, newlines, last == b"\n", nul_offset, ascii)
+    return FileInspection(digest.hexdigest(), size, newlines, last == b"\n", nul_offset, ascii)
 
 
-def _read_header(path: Path, contract: Contract, max_line_bytes: int) -> list[str]:
+def read_header(path: Path, contract: Contract, max_line_bytes: int) -> list[str]:
     """The header's column names; raises FileRejected when it is not the contract's."""
     with path.open("rb") as handle:
         head = handle.read(max_line_bytes)
@@ -185,8 +193,6 @@ def _read_header(path: Path, contract: Contract, max_line_bytes: int) -> list[st
     if not text.strip():
         raise FileRejected(path, "line 1: no header row")
     header = [name.strip() for name in next(csv.reader([text]))]
-    expected = contract.source
-    required = [expected(name) for name in REQUIRED_COLUMNS]
     if len(header) == 1:
         used = [d for d in _OTHER_DELIMITERS if d in text]
         if used:
@@ -196,9 +202,9 @@ def _read_header(path: Path, contract: Contract, max_line_bytes: int) -> list[st
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise FileRejected(path, f"line 1: column(s) named twice: {repeated}")
-    missing = [name for name in required if name not in header]
+    missing = contract.header_errors(header)
     if missing:
-        raise FileRejected(path, f"line 1: required column(s) missing from the header: {missing}")
+        raise FileRejected(path, f"line 1: {'; '.join(missing)}")
     return header
 
 
@@ -216,7 +222,6 @@ def _stage_file(
     quarantined row's masked line shows of them). A row DuckDB's reader cannot split keeps
     its raw text in the reader's rejects table until it is masked.
     """
-    columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(header))) + "}"
     hidden = _hidden_sources(contract)
     staged = ", ".join(
         f"c{i} IS NOT NULL AS c{i}" if name in hidden else f"c{i}" for i, name in enumerate(header)
@@ -227,10 +232,7 @@ def _stage_file(
             f"""
             CREATE OR REPLACE TABLE {_STAGING}.stage_{file_id} AS
             SELECT {staged}
-            FROM read_csv({sql_literal(str(path))}, header = true, auto_detect = false,
-                columns = {columns}, delim = ',', quote = '"', escape = '"', encoding = 'utf-8',
-                max_line_size = {max_line_bytes}, store_rejects = true,
-                rejects_table = 'rejects_{file_id}', rejects_scan = 'scans_{file_id}')
+            FROM {csv_scan_sql(path, len(header), max_line_bytes, str(file_id))}
             """
         )
     except duckdb.InvalidInputException as error:  # e.g. mixed line endings
@@ -246,6 +248,16 @@ def _stage_file(
         line = _line_at(path, int(invalid["line_byte_position"].iloc[0]) - 1)
         raise FileRejected(path, f"line {line}: not UTF-8 encoded (the contract is UTF-8)")
     return rows, rejects
+
+
+def csv_scan_sql(path: Path, n_columns: int, max_line_bytes: int, suffix: str) -> str:
+    """``read_csv`` of a landing file as the contract reads it: columns ``c0, c1 ...`` as text,
+    rows it cannot split kept in the temp tables ``rejects_<suffix>`` / ``scans_<suffix>``."""
+    columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n_columns)) + "}"
+    return f"""read_csv({sql_literal(str(path))}, header = true, auto_detect = false,
+                columns = {columns}, delim = ',', quote = '"', escape = '"', encoding = 'utf-8',
+                max_line_size = {max_line_bytes}, store_rejects = true,
+                rejects_table = 'rejects_{suffix}', rejects_scan = 'scans_{suffix}')"""
 
 
 def _unparsable_reason(path: Path, error: Exception) -> str:
@@ -283,25 +295,60 @@ def _line_at(path: Path, offset: int) -> int:
     return 1 + newlines
 
 
-def _batch_select(staged: _StagedFile, contract: Contract) -> str:
-    """SELECT of a staged file's rows in canonical columns, with their physical line numbers."""
-    position = {name: i for i, name in enumerate(staged.header)}
+def canonical_select(
+    contract: Contract,
+    header: list[str],
+    ascii: bool,
+    names: tuple[str, ...] = tuple(CANONICAL_COLUMNS),
+) -> tuple[list[str], list[str]]:
+    """Select items of canonical columns as text over a file's columns ``s.c<i>``, and the
+    items naming the source columns expressions read (to select beside ``s.*`` first).
+
+    A column read one to one is trimmed, empty as NULL; an expression's value is its text
+    (NULL when it fails; a time's or a number's own type), with ``<name>_inputs``: whether
+    any column it reads has a value.
+    """
+    position = {name: i for i, name in enumerate(header)}
     hidden = _hidden_sources(contract)
-    columns = []
-    for canonical in CANONICAL_COLUMNS:
+
+    def text(source: str) -> str:
+        value = f"s.c{position[source]}"
+        if ascii:  # trim only what has a space to strip: 3x cheaper
+            value = (
+                f"CASE WHEN {value} ^@ ' ' OR suffix({value}, ' ') "
+                f"THEN trim({value}) ELSE {value} END"
+            )
+        else:  # trim() also strips Unicode spaces (e.g. U+00A0) at either end
+            value = f"trim({value})"
+        return f"nullif({value}, '')"
+
+    columns, inputs = [], []
+    for canonical in names:
         source = contract.columns.get(canonical)
+        expression = contract.expressions.get(canonical)
         if source is not None and source in position and source not in hidden:
-            text = f"s.c{position[source]}"
-            if staged.inspection.ascii:  # trim only what has a space to strip: 3x cheaper
-                text = (
-                    f"CASE WHEN {text} ^@ ' ' OR suffix({text}, ' ') "
-                    f"THEN trim({text}) ELSE {text} END"
-                )
-            else:  # trim() also strips Unicode spaces (e.g. U+00A0) at either end
-                text = f"trim({text})"
-            columns.append(f"nullif({text}, '') AS {canonical}")
+            columns.append(f"{text(source)} AS {canonical}")
+        elif expression is not None and canonical not in HIDDEN_COLUMNS:
+            # a time or a number is typed from the value itself, not from its text
+            typed = canonical == "event_time" or canonical in NUMERIC_COLUMNS
+            value = f"TRY({expression.sql})" if typed else f"TRY(({expression.sql})::VARCHAR)"
+            columns.append(f"{value} AS {canonical}")
+            given = " OR ".join(f"{quote_identifier(s)} IS NOT NULL" for s in expression.sources)
+            columns.append(f"{given or 'false'} AS {canonical}_inputs")
+            inputs += expression.sources
         else:
             columns.append(f"NULL::VARCHAR AS {canonical}")
+    # expressions read the source's columns by name, trimmed, '' as NULL
+    named = [f"{text(source)} AS {quote_identifier(source)}" for source in dict.fromkeys(inputs)]
+    return columns, named
+
+
+def _batch_select(staged: _StagedFile, contract: Contract) -> str:
+    """SELECT of a staged file's rows in canonical columns, with their physical line numbers."""
+    columns, named = canonical_select(contract, staged.header, staged.inspection.ascii)
+    rows = f"stage_rows_{staged.file_id}"
+    if named:
+        rows = f"(SELECT s.*, {', '.join(named)} FROM {rows} AS s)"
     fid = staged.file_id
     if staged.good_lines is not None:
         line, join = "m.line", f"JOIN line_map_{fid} AS m ON m.row_idx = s.row_idx"
@@ -314,12 +361,12 @@ def _batch_select(staged: _StagedFile, contract: Contract) -> str:
         SELECT {fid} AS file_id, DATE '{staged.partition_date.isoformat()}' AS partition_date,
                {sql_literal(staged.path.name)} AS file, s.row_idx, {line} AS line,
                {", ".join(columns)}
-        FROM stage_rows_{fid} AS s
+        FROM {rows} AS s
         {join}
     """
 
 
-def _lines_shifted(inspection: _Inspection, rows: int, rejects: pd.DataFrame) -> bool:
+def _lines_shifted(inspection: FileInspection, rows: int, rejects: pd.DataFrame) -> bool:
     """Whether the file has more line breaks than records (blank lines, quoted newlines)."""
     records = 1 + rows + len(rejects)
     expected = records if inspection.ends_with_newline else records - 1
@@ -352,7 +399,7 @@ def _inside_quotes_after(line: bytes, in_quotes: bool) -> bool:
             in_quotes, i = True, i + 1
 
 
-def _record_starts(path: Path) -> tuple[array, array]:
+def record_starts(path: Path) -> tuple[array, array]:
     """Byte offset and physical line of every CSV record of a file, the header included.
 
     A record starts on a line that does not continue a quoted field; DuckDB skips empty
@@ -372,8 +419,8 @@ def _record_starts(path: Path) -> tuple[array, array]:
     return offsets, lines
 
 
-def _physical_lines(
-    path: Path, inspection: _Inspection, rows: int, rejects: pd.DataFrame
+def physical_lines(
+    path: Path, inspection: FileInspection, rows: int, rejects: pd.DataFrame
 ) -> tuple[np.ndarray | None, list[int]]:
     """Physical lines (header = 1) of a staged file's good rows and of its rejects.
 
@@ -385,7 +432,7 @@ def _physical_lines(
     duckdb_lines = [int(line) for line in rejects["line"]]
     if not _lines_shifted(inspection, rows, rejects):
         return None, duckdb_lines
-    offsets, lines = _record_starts(path)
+    offsets, lines = record_starts(path)
     rejected = [bisect_left(offsets, int(p) - 1) for p in rejects["line_byte_position"]]
     taken = set(rejected)
     good = [lines[i] for i in range(1, len(lines)) if i not in taken]
@@ -433,11 +480,7 @@ def _prepare_line_numbers(conn: duckdb.DuckDBPyConnection, staged: _StagedFile) 
 
 def _hidden_sources(contract: Contract) -> set[str]:
     """Source columns whose values are never kept or shown: names, street, dropped columns."""
-    return {
-        contract.columns[name]
-        for name in ("first_name", "last_name", "street")
-        if name in contract.columns
-    } | set(contract.drop)
+    return {s for name in HIDDEN_COLUMNS for s in contract.sources(name)} | set(contract.drop)
 
 
 def _masked_line(
@@ -451,9 +494,15 @@ def _masked_line(
     street shifted by an unquoted comma never shows. Digit runs that look like a card
     number (12-19 digits, spaces or dashes allowed between them) are masked everywhere.
     """
-    card = contract.source("card_number")
+    card = contract.columns.get("card_number")
     birth = contract.columns.get("birth_date")
-    hidden = _hidden_sources(contract)
+    # the source columns a card number or a birth date is computed from: masked whole
+    hidden = _hidden_sources(contract) | {
+        source
+        for name in ("card_number", "birth_date")
+        if name in contract.expressions
+        for source in contract.sources(name)
+    }
     extra = len(values) - len(header)
     out: list[str] = []
     for i, value in enumerate(values):
@@ -671,7 +720,7 @@ def _stage_partition(
     staged: list[_StagedFile] = []
     try:
         for file_id, path in enumerate(files, start=first_id):
-            header = _read_header(path, contract, max_line_bytes)
+            header = read_header(path, contract, max_line_bytes)
             hashing = pool.submit(inspect_file, path)  # hashes while DuckDB parses
             rows, rejects = _stage_file(conn, file_id, path, header, contract, max_line_bytes)
             inspection = hashing.result()
@@ -679,7 +728,7 @@ def _stage_partition(
                 raise FileRejected(
                     path, f"binary content: NUL byte at offset {inspection.nul_offset}"
                 )
-            good_lines, reject_lines = _physical_lines(path, inspection, rows, rejects)
+            good_lines, reject_lines = physical_lines(path, inspection, rows, rejects)
             staged.append(
                 _StagedFile(
                     file_id,
@@ -769,8 +818,10 @@ def _ingest_batch(
                     violation=violation(contract, max_amount),
                 )
             )
-        conn.execute(read_sql("flag_duplicate_ids"), {"days": days})
         conn.execute(pseudonyms_sql(), hmac_pads(pii_key))
+        if contract.generated_id:
+            conn.execute(generated_ids_sql())
+        conn.execute(read_sql("flag_duplicate_ids"), {"days": days})
         now = datetime.now()
         quarantine = _quarantine_frame(conn, staged, contract, pii_key, now)
         loaded_counts = dict(

@@ -24,8 +24,9 @@ import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -477,6 +478,16 @@ def _md_escape(text: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _day_in_utc(day: date, timezone: str | None) -> tuple[datetime, datetime]:
+    """A day's first instant and the next day's, as naive UTC times (the day local to
+    ``timezone`` when given)."""
+    start, end = (datetime.combine(d, time.min) for d in (day, day + timedelta(days=1)))
+    if timezone is None:
+        return start, end
+    zone = ZoneInfo(timezone)
+    return tuple(t.replace(tzinfo=zone).astimezone(UTC).replace(tzinfo=None) for t in (start, end))
+
+
 def transaction_rules(
     *,
     columns: Sequence[str],
@@ -486,6 +497,7 @@ def transaction_rules(
     max_amount: float,
     reference_card_ids: Sequence[str] | None = None,
     expected_row_count: int | None = None,
+    timezone: str | None = None,
 ) -> list[Rule]:
     """Build the rule suite shared by the raw and curated transaction tables.
 
@@ -495,7 +507,8 @@ def transaction_rules(
     - ``<col>_not_null`` for every ``col`` in ``required``.
     - ``transaction_id_unique``.
     - ``amount_range``: ``0 < amount <= max_amount``.
-    - ``event_time_in_partition``: ``partition_date 00:00 <= event_time < next day 00:00``.
+    - ``event_time_in_partition``: ``partition_date 00:00 <= event_time < next day 00:00``
+      (event times are UTC; with a source ``timezone``, the day's midnights are local).
     - ``category_known`` (if ``known_categories`` is given): category in that set.
     - ``card_in_reference`` (if ``reference_card_ids`` is given): card_id in that set.
     - ``row_count`` (if ``expected_row_count`` is given): exactly that many rows.
@@ -504,8 +517,7 @@ def transaction_rules(
     them for required columns.
     """
     gxe = _gx().expectations
-    start = datetime.combine(partition_date, time.min)
-    end = start + timedelta(days=1)
+    start, end = _day_in_utc(partition_date, timezone)
     rules = [
         Rule(
             "schema",

@@ -9,7 +9,7 @@ quarantine is refused online with the same rule.
 
 from __future__ import annotations
 
-from mlplatform.contract import REQUIRED_COLUMNS, Contract
+from mlplatform.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS, Contract
 from mlplatform.warehouse.connection import read_sql, sql_literal
 from mlplatform.warehouse.pii import card_pseudonym_sql
 
@@ -23,6 +23,8 @@ NUMERIC_COLUMNS = {
     "merchant_long": "DOUBLE",
     "label": "DOUBLE",
 }
+#: Canonical columns never staged as text (only whether they hold a value): dropped at ingestion.
+HIDDEN_COLUMNS = ("first_name", "last_name", "street")
 #: Plausible ranges of numeric columns (inclusive; None: unbounded).
 RANGES = {
     "home_lat": (-90, 90),
@@ -34,16 +36,46 @@ RANGES = {
 
 
 def typed_column_list(contract: Contract) -> list[tuple[str, str]]:
-    """(name, SQL) of the typed values of a staged row ``b``: ``event_time_ts``,
-    ``birth_year_num`` and ``<name>_num`` of the numeric columns."""
+    """(name, SQL) of the typed values of a staged row ``b``: ``event_time_ts`` (UTC),
+    ``birth_year_num`` and ``<name>_num`` of the numeric columns; with a ``timezone``, also
+    ``event_time_local`` (the source's local time, whose day is the partition's).
+
+    An expression's event time is its value as a timestamp (``event_time_format`` is for
+    text read one to one)."""
     birth = "try_strptime(b.birth_date, '%Y-%m-%d')"
-    parts = [
-        ("event_time_ts", f"try_strptime(b.event_time, {sql_literal(contract.event_time_format)})"),
+    if "event_time" in contract.expressions:
+        event_time = "TRY_CAST(b.event_time AS TIMESTAMP)"
+    else:
+        event_time = f"try_strptime(b.event_time, {sql_literal(contract.event_time_format)})"
+    parts = []
+    if contract.timezone:
+        parts.append(("event_time_local", event_time))
+        event_time = f"timezone('UTC', timezone({sql_literal(contract.timezone)}, {event_time}))"
+    parts += [
+        ("event_time_ts", event_time),
         ("birth_year_num", f"year({birth})::INTEGER"),
     ]
     for name, sql_type in NUMERIC_COLUMNS.items():
         parts.append((f"{name}_num", f"TRY_CAST(b.{name} AS {sql_type})"))
     return parts
+
+
+def event_day_sql(contract: Contract) -> tuple[str, str]:
+    """SQL of a staged row ``b``'s partition day (days since 1970-01-01: the local day of
+    its event time, as :func:`violation` judges it) and of why it has none (else NULL)."""
+    typed = dict(typed_column_list(contract))
+    local = typed.get("event_time_local", typed["event_time_ts"])
+    failed = (
+        "b.event_time IS NULL AND b.event_time_inputs"
+        if "event_time" in contract.expressions
+        else "false"
+    )
+    reason = f"""CASE
+        WHEN {failed} THEN 'expression_failed: `columns.event_time` gave no value'
+        WHEN b.event_time IS NULL THEN 'missing_required_field: event_time is empty'
+        WHEN {local} IS NULL THEN 'unparsable_timestamp: ' || b.event_time
+    END"""
+    return f"(CAST({local} AS DATE) - DATE '1970-01-01')", reason
 
 
 def typed_columns(contract: Contract) -> str:
@@ -63,16 +95,32 @@ def violation(contract: Contract, max_amount: float) -> str:
     def quoted(column: str) -> str:
         return f"'value ''' || {column} || ''''"
 
-    whens = [
+    whens = [  # an expression without a value from a row with values: it failed on them
+        rule(
+            f"{name} IS NULL AND {name}_inputs",
+            "expression_failed",
+            name,
+            sql_literal(f"`columns.{name}` gave no value (an error or NULL) on this row"),
+        )
+        for name in contract.expressions
+        if name not in HIDDEN_COLUMNS
+    ]
+    whens += [
         rule(f"{name} IS NULL", "missing_required_field", name, "'empty or absent'")
         for name in REQUIRED_COLUMNS
+        if not (name == "transaction_id" and contract.generated_id)  # generated after checks
     ]
+    if "event_time" in contract.expressions:
+        expected = "' is not a timestamp'"
+    else:
+        expected = f"' does not match ' || {sql_literal(fmt)}"
+    local = "event_time_local" if contract.timezone else "event_time_ts"
     whens += [
         rule(
             "event_time_ts IS NULL",
             "unparsable_timestamp",
             "event_time",
-            f"{quoted('event_time')} || ' does not match ' || {sql_literal(fmt)}",
+            f"{quoted('event_time')} || {expected}",
         ),
         rule(
             "amount_num IS NULL OR NOT isfinite(amount_num)",
@@ -88,7 +136,7 @@ def violation(contract: Contract, max_amount: float) -> str:
             f"{quoted('amount')} || ' > {max_amount}'",
         ),
         rule(
-            "CAST(event_time_ts AS DATE) <> partition_date",
+            f"CAST({local} AS DATE) <> partition_date",
             "outside_partition_day",
             "event_time",
             f"{quoted('event_time')} || ' is not on ' || partition_date",
@@ -116,6 +164,23 @@ def violation(contract: Contract, max_amount: float) -> str:
             )
         )
     return "CASE\n        " + "\n        ".join(whens) + "\n    END"
+
+
+def generated_ids_sql() -> str:
+    """UPDATE giving every row of ``checked`` its generated transaction id (run after
+    :func:`pseudonyms_sql`)."""
+    typed = {name: f"{name}_num" for name in NUMERIC_COLUMNS}
+    typed |= {
+        "event_time": "event_time_ts",
+        "birth_date": "birth_year_num",
+        "card_number": "card_id",
+    }
+    values = [
+        f"{'p' if name == 'card_number' else 'c'}.{typed.get(name, name)}::VARCHAR"
+        for name in CANONICAL_COLUMNS
+        if name not in ("transaction_id", *HIDDEN_COLUMNS)
+    ]
+    return read_sql("generate_transaction_ids").format(values="[" + ", ".join(values) + "]")
 
 
 def pseudonyms_sql() -> str:
