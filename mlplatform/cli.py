@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlplatform.library_output import quiet_library_output
-from mlplatform.settings import PACKAGE_DIR, get_settings
+from mlplatform.settings import PACKAGE_DIR, Settings, get_settings
 
 quiet_library_output()
 app = typer.Typer(help="mlplatform: card-transaction data and ML platform.", no_args_is_help=True)
@@ -179,20 +179,20 @@ def _ingest_days(settings: Settings, days: list[date]) -> None:
     platform's Dagster instance, as the demo does; exits 1 when a run fails."""
     import dagster as dg
 
-    from mlplatform.assets.partitions import consecutive_ranges, partition_range_tags
+    from mlplatform.assets.partitions import consecutive_ranges
     from mlplatform.definitions import defs
+    from mlplatform.demo import print_ingestion_summary, recover_runs, run_job, run_range
 
     home = _dagster_home()
     instance = dg.DagsterInstance.get()
-    _recover(instance)
-    _run_job(defs, instance, "reference_data")
-    failures = [
+    recover_runs(instance, console)
+    failures = [failure] if (failure := run_job(defs, instance, console, "reference_data")) else []
+    failures += [
         failure
         for first, last in consecutive_ranges(days)
-        if (failure := _run_job(defs, instance, "daily_ingestion",
-                                partition_range_tags(first, last), f"{first} .. {last}"))
-    ]  # fmt: skip
-    _print_ingestion_summary(settings.warehouse_path)
+        if (failure := run_range(defs, instance, console, "daily_ingestion", first, last))
+    ]
+    print_ingestion_summary(settings.warehouse_path, console)
     console.print(f"Dagster instance: {home} (runs are visible in `make ui`)")
     for failure in failures:
         console.print(f"failed: {failure}", style="red", markup=False, highlight=False)
