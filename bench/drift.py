@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -72,7 +71,13 @@ def synthetic(rows: int, shifted: bool, seed: int) -> pd.DataFrame:
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory: VmHWM (ru_maxrss would also count the parent's
+    resident memory at the fork that started this process)."""
+    status = Path("/proc/self/status").read_text()
+    return (
+        int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
+        / 1024
+    )
 
 
 def profile_reference(folder: Path) -> dict[str, object]:
