@@ -221,3 +221,22 @@ def build_training_data(home: Path, cards: int = 250, days: int = 60, seed: int 
         build_card_features(conn, registry, START, START + timedelta(days=days - 1))
         build_targets(conn, settings, contract)
         build_master_table(conn, registry, settings, settings.datasets_dir)
+
+
+def shuffle_training_labels(conn: duckdb.DuckDBPyConnection) -> None:
+    """A worse dataset: the matured targets before the holdout shuffled among their rows
+    (rebuild the master table after it for a new dataset version)."""
+    conn.execute(
+        """CREATE TEMP TABLE shuffled AS
+           WITH rows AS (SELECT transaction_id, target FROM ml.targets
+                         WHERE target IS NOT NULL AND partition_date < (
+                             SELECT min(partition_date) FROM ml.master_table
+                             WHERE split = 'holdout')),
+                ids AS (SELECT transaction_id, row_number() OVER (ORDER BY transaction_id)
+                        AS i FROM rows),
+                labels AS (SELECT target, row_number() OVER (
+                               ORDER BY hash(transaction_id || 'shuffle')) AS i FROM rows)
+           SELECT transaction_id, target FROM ids JOIN labels USING (i);
+           UPDATE ml.targets AS t SET target = s.target
+           FROM shuffled AS s WHERE t.transaction_id = s.transaction_id;"""
+    )

@@ -108,6 +108,23 @@ def _check_result(
     )
 
 
+def _result(
+    context: dg.AssetExecutionContext,
+    per_partition: dict[str, dict[str, object]],
+    check_name: str,
+    results: list[DayDrift],
+    judgements: list[Judgement],
+) -> dg.MaterializeResult:
+    """Each day's metadata, the run's counts and the run's check."""
+    counts = {
+        "range": range_label(list(per_partition)),
+        "days_computed": len(judgements),
+        "days_failing": sum(not j.passed for j in judgements),
+    }
+    check = _check_result(check_name, results, judgements)
+    return partitions_result(context, per_partition, counts, [check])
+
+
 def _report(conn: duckdb.DuckDBPyConnection, day: DayDrift, settings: Settings) -> object:
     """The day's Evidently report as metadata: its path, or why there is none."""
     from mlplatform.monitoring.drift_report import write_drift_report
@@ -167,13 +184,7 @@ def data_drift(
         names = ", ".join(f.feature for f in day.drifted)
         summary = f"{len(day.drifted)} of {len(day.features)} features drifted {names}"
         context.log.info("%s: %s", day.partition_date, summary if day.computed else day.status)
-    return partitions_result(
-        context, per_partition,
-        {"range": range_label(list(per_partition)),
-         "days_computed": len(judgements),
-         "days_failing": sum(not j.passed for j in judgements)},
-        [_check_result(DRIFT_CHECK, results, judgements)],
-    )  # fmt: skip
+    return _result(context, per_partition, DRIFT_CHECK, results, judgements)
 
 
 @dg.asset(
@@ -219,10 +230,4 @@ def prediction_drift(
             f"{f.feature} PSI {f.psi:.3f}, Wasserstein {f.distance or 0:.3f}"
             for f in day.features
         ) or day.status)  # fmt: skip
-    return partitions_result(
-        context, per_partition,
-        {"range": range_label(list(per_partition)),
-         "days_computed": len(judgements),
-         "days_failing": sum(not j.passed for j in judgements)},
-        [_check_result(PREDICTION_DRIFT_CHECK, results, judgements)],
-    )  # fmt: skip
+    return _result(context, per_partition, PREDICTION_DRIFT_CHECK, results, judgements)
