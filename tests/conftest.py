@@ -280,3 +280,22 @@ def refused_url() -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"http://127.0.0.1:{port}/hook"
+
+
+def shuffle_training_labels(conn: duckdb.DuckDBPyConnection) -> None:
+    """A worse dataset: the matured targets before the holdout shuffled among their rows
+    (rebuild the master table after it for a new dataset version)."""
+    conn.execute(
+        """CREATE TEMP TABLE shuffled AS
+           WITH rows AS (SELECT transaction_id, target FROM ml.targets
+                         WHERE target IS NOT NULL AND partition_date < (
+                             SELECT min(partition_date) FROM ml.master_table
+                             WHERE split = 'holdout')),
+                ids AS (SELECT transaction_id, row_number() OVER (ORDER BY transaction_id)
+                        AS i FROM rows),
+                labels AS (SELECT target, row_number() OVER (
+                               ORDER BY hash(transaction_id || 'shuffle')) AS i FROM rows)
+           SELECT transaction_id, target FROM ids JOIN labels USING (i);
+           UPDATE ml.targets AS t SET target = s.target
+           FROM shuffled AS s WHERE t.transaction_id = s.transaction_id;"""
+    )

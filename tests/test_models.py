@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import TRAINING_ENV, build_training_data
+from conftest import TRAINING_ENV, build_training_data, shuffle_training_labels
 from mlflow import MlflowClient
 from sklearn.metrics import average_precision_score
 
@@ -273,20 +273,7 @@ def test_worse_challenger_is_rejected_then_manual_promotion_and_rollback(
     with connect(
         settings.warehouse_path
     ) as conn:  # a new dataset: labels before the holdout are noise
-        conn.execute(
-            """CREATE TEMP TABLE shuffled AS
-               WITH rows AS (SELECT transaction_id, target FROM ml.targets
-                             WHERE target IS NOT NULL AND partition_date < (
-                                 SELECT min(partition_date) FROM ml.master_table
-                                 WHERE split = 'holdout')),
-                    ids AS (SELECT transaction_id, row_number() OVER (ORDER BY transaction_id)
-                            AS i FROM rows),
-                    labels AS (SELECT target, row_number() OVER (
-                                   ORDER BY hash(transaction_id || 'shuffle')) AS i FROM rows)
-               SELECT transaction_id, target FROM ids JOIN labels USING (i);
-               UPDATE ml.targets AS t SET target = s.target
-               FROM shuffled AS s WHERE t.transaction_id = s.transaction_id;"""
-        )
+        shuffle_training_labels(conn)
         registry = feature_registry(settings, load_contract(DEFAULT_CONTRACT))
         noise = build_master_table(conn, registry, settings, settings.datasets_dir).version
     _train(trained.instance)

@@ -19,7 +19,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
-from conftest import START, TRAINING_ENV, build_training_data
+from conftest import START, TRAINING_ENV, build_training_data, shuffle_training_labels
 
 from mlplatform.assets.models import candidate_asset, champion_asset
 from mlplatform.assets.monitoring import (
@@ -55,24 +55,6 @@ class Platform:
     rejected_dataset: str  # a newer dataset version, profiled, never promoted
 
 
-def _shuffle_training_labels(conn: duckdb.DuckDBPyConnection) -> None:
-    """A worse dataset: the labels before the holdout shuffled among the rows."""
-    conn.execute(
-        """CREATE TEMP TABLE shuffled AS
-           WITH rows AS (SELECT transaction_id, target FROM ml.targets
-                         WHERE target IS NOT NULL AND partition_date < (
-                             SELECT min(partition_date) FROM ml.master_table
-                             WHERE split = 'holdout')),
-                ids AS (SELECT transaction_id, row_number() OVER (ORDER BY transaction_id)
-                        AS i FROM rows),
-                labels AS (SELECT target, row_number() OVER (
-                               ORDER BY hash(transaction_id || 'shuffle')) AS i FROM rows)
-           SELECT transaction_id, target FROM ids JOIN labels USING (i);
-           UPDATE ml.targets AS t SET target = s.target
-           FROM shuffled AS s WHERE t.transaction_id = s.transaction_id;"""
-    )
-
-
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     root = tmp_path_factory.mktemp("monitoring")
@@ -101,7 +83,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
                 tags=partition_range_tags(first_day, last_day),
             )  # fmt: skip
             with connect(settings.warehouse_path) as conn:
-                _shuffle_training_labels(conn)
+                shuffle_training_labels(conn)
                 registry = feature_registry(settings, load_contract(DEFAULT_CONTRACT))
                 rejected = build_master_table(conn, registry, settings, settings.datasets_dir)
             # The new dataset version's profile, without a training that could promote.

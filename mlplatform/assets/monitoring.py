@@ -9,6 +9,7 @@ skipped (metadata says why; the check passes).
 from datetime import date
 
 import dagster as dg
+import duckdb
 
 from mlplatform.assets.cost import with_compute_cost
 from mlplatform.assets.features import card_features
@@ -108,6 +109,35 @@ def _check_result(
     )
 
 
+def _result(
+    context: dg.AssetExecutionContext,
+    per_partition: dict[str, dict[str, object]],
+    check_name: str,
+    results: list[DayDrift],
+    judgements: list[Judgement],
+) -> dg.MaterializeResult:
+    """Each day's metadata, the run's counts and the run's check."""
+    counts = {
+        "range": range_label(list(per_partition)),
+        "days_computed": len(judgements),
+        "days_failing": sum(not j.passed for j in judgements),
+    }
+    check = _check_result(check_name, results, judgements)
+    return partitions_result(context, per_partition, counts, [check])
+
+
+def _report(conn: duckdb.DuckDBPyConnection, day: DayDrift, settings: Settings) -> object:
+    """The day's Evidently report as metadata: its path, or why there is none."""
+    from mlplatform.monitoring.drift_report import write_drift_report
+
+    path = write_drift_report(
+        conn, day.partition_date, {f.feature: f.kind for f in day.features},
+        day.scorer.dataset_version, settings.datasets_dir, settings.reports_dir,
+        settings.drift_report_rows,
+    )  # fmt: skip
+    return dg.MetadataValue.path(str(path)) if path else "(the dataset's snapshot is gone)"
+
+
 @dg.asset(
     group_name="monitoring",
     kinds={"duckdb", "evidently"},
@@ -137,8 +167,6 @@ def _check_result(
 def data_drift(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    from mlplatform.monitoring.drift_report import write_drift_report
-
     settings = get_settings()
     with warehouse.connection() as conn:
         rule = drift_rule(settings)
@@ -146,37 +174,19 @@ def data_drift(
         drift.store_drift(conn, results, drift.DATA_KINDS)
         per_partition = {str(d.partition_date): _day_metadata(d) for d in results}
         judgements = []
-        for day in results:
-            if not day.computed:
-                continue
-            version = day.scorer.model_version
-            important = drift.top_features(conn, version, settings.drift_top_features)
+        for day in (d for d in results if d.computed):
+            important = drift.top_features(conn, day.scorer.model_version,
+                                           settings.drift_top_features)  # fmt: skip
             judgements.append(drift.judge_data_drift(
                 day, important, settings.drift_share_threshold, settings.drift_psi_threshold
             ))  # fmt: skip
             if settings.drift_report:
-                path = write_drift_report(
-                    conn, day.partition_date, {f.feature: f.kind for f in day.features},
-                    day.scorer.dataset_version, settings.datasets_dir, settings.reports_dir,
-                    settings.drift_report_rows,
-                )  # fmt: skip
-                per_partition[str(day.partition_date)]["report"] = (
-                    dg.MetadataValue.path(str(path)) if path else "(the dataset's snapshot is gone)"
-                )
+                per_partition[str(day.partition_date)]["report"] = _report(conn, day, settings)
     for day in results:
-        context.log.info(
-            "%s: %s", day.partition_date,
-            f"{len(day.drifted)} of {len(day.features)} features drifted" +
-            (f" ({', '.join(f.feature for f in day.drifted)})" if day.drifted else "")
-            if day.computed else day.status,
-        )  # fmt: skip
-    return partitions_result(
-        context, per_partition,
-        {"range": range_label(list(per_partition)),
-         "days_computed": len(judgements),
-         "days_failing": sum(not j.passed for j in judgements)},
-        [_check_result(DRIFT_CHECK, results, judgements)],
-    )  # fmt: skip
+        names = ", ".join(f.feature for f in day.drifted)
+        summary = f"{len(day.drifted)} of {len(day.features)} features drifted {names}"
+        context.log.info("%s: %s", day.partition_date, summary if day.computed else day.status)
+    return _result(context, per_partition, DRIFT_CHECK, results, judgements)
 
 
 @dg.asset(
@@ -223,10 +233,4 @@ def prediction_drift(
             f"{f.feature} PSI {f.psi:.3f}, Wasserstein {f.distance or 0:.3f}"
             for f in day.features
         ) or day.status)  # fmt: skip
-    return partitions_result(
-        context, per_partition,
-        {"range": range_label(list(per_partition)),
-         "days_computed": len(judgements),
-         "days_failing": sum(not j.passed for j in judgements)},
-        [_check_result(PREDICTION_DRIFT_CHECK, results, judgements)],
-    )  # fmt: skip
+    return _result(context, per_partition, PREDICTION_DRIFT_CHECK, results, judgements)
