@@ -21,7 +21,7 @@ app = typer.Typer(help="mlplatform: card-transaction data and ML platform.", no_
 console = Console()
 #: `mlplatform demo`: days before the first training (the revenge target needs 30 days of
 #: history and 72 hours to mature).
-HISTORY_DAYS = 50
+HISTORY_DAYS = 60
 
 
 @app.command()
@@ -76,8 +76,8 @@ def demo(
         int, typer.Option(help="Days loaded (as one run) before the first training.")
     ] = HISTORY_DAYS,
 ) -> None:
-    """The whole story on generated data (drift from two thirds of the way on), on the
-    Dagster instance the UI uses.
+    """The whole story on generated data (drift from a third of the way after the history),
+    on the Dagster instance the UI uses.
 
     The first HISTORY_DAYS days are one `daily_ingestion` run, then the first `training`
     elects a champion; every later day is a run of its own (ingest, curate, features, score,
@@ -92,7 +92,7 @@ def demo(
     home = _dagster_home()
 
     def generate_data() -> None:
-        drift_start = drift_start_for(settings.start_date, days)
+        drift_start = drift_start_for(settings.start_date, days, history_days)
         console.print(f"generating {cards:,} cards x {days} days, drift from {drift_start}")
         generate(out=None, cards=cards, days=days, start_date=None, seed=seed,
                  drift_start=drift_start.isoformat(), malformed_rate=0.002)  # fmt: skip

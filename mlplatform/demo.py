@@ -266,9 +266,10 @@ def history_end(days: list[date], history_days: int) -> date:
     return days[min(history_days, len(days) - 1) - 1]
 
 
-def drift_start_for(start: date, days: int) -> date:
-    """Where the demo's generated data drifts: two thirds of the way through."""
-    return start + timedelta(days=(2 * days) // 3)
+def drift_start_for(start: date, days: int, history_days: int) -> date:
+    """Where the demo's generated data drifts: a third of the way through the days after
+    the history (a few days scored before the drift, most after it)."""
+    return start + timedelta(days=history_days + (days - history_days) // 3)
 
 
 def retrain(

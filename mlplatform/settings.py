@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     leakage_auc: float = Field(
         default=0.98, description="A single feature this predictive on train is a leak (ERROR)."
     )
+    profile_min_rows: int = Field(
+        default=1000,
+        ge=1,
+        description="A feature is profiled (and monitored for drift) from the train rows whose "
+        "window was full; with fewer such rows than this it is left out.",
+    )
     profile_bins: int = Field(
         default=10, ge=2, description="Quantile bins per numeric feature in the reference profile."
     )

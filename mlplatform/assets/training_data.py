@@ -7,7 +7,11 @@ from mlplatform.assets.features import card_features
 from mlplatform.assets.ingestion import OWNERS
 from mlplatform.assets.metadata import table_metadata
 from mlplatform.ml.master_table import build_master_table, master_table_checks
-from mlplatform.monitoring.profile import PROFILE_TABLE, build_reference_profile
+from mlplatform.monitoring.profile import (
+    PROFILE_TABLE,
+    build_reference_profile,
+    warmed_up_train_rows,
+)
 from mlplatform.resources import LandingZoneResource, WarehouseResource
 from mlplatform.settings import get_settings
 from mlplatform.warehouse.feature_registry import feature_registry
@@ -138,8 +142,14 @@ def training_reference_profile(
         version = conn.execute(
             "SELECT any_value(dataset_version) FROM ml.feature_selection"
         ).fetchone()[0]
-        features = {f.name: f.dtype for f in registry.enabled if f.name in kept}
-        result = build_reference_profile(conn, features, version, settings.profile_bins)
+        monitored = [f for f in registry.enabled if f.name in kept and not f.calendar]
+        sources, skipped = warmed_up_train_rows(
+            conn, {f.name: registry.warm_up(f.name) for f in monitored}, settings.profile_min_rows
+        )
+        features = {f.name: f.dtype for f in monitored if f.name in sources}
+        result = build_reference_profile(
+            conn, features, version, settings.profile_bins, sources=sources
+        )
         metadata = table_metadata(conn, PROFILE_TABLE)
         versions_kept = conn.execute(
             f"SELECT count(DISTINCT dataset_version) FROM {PROFILE_TABLE}"
@@ -152,5 +162,17 @@ def training_reference_profile(
             "train_rows": result.rows,
             "numeric_features": len(result.numeric),
             "categorical_features": len(result.categorical),
+            "not_profiled": dg.MetadataValue.md(
+                "\n".join(
+                    [
+                        f"- `{f.name}`: a calendar feature (a day differs from any multi-day "
+                        "distribution by design)"
+                        for f in registry.enabled
+                        if f.name in kept and f.calendar
+                    ]
+                    + [f"- `{name}`: {why}" for name, why in skipped.items()]
+                )
+                or "(none)"
+            ),
         }
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import duckdb
 import numpy as np
@@ -81,17 +82,52 @@ def categorical_profile_sql(name: str, source: str) -> str:
        FROM {source} GROUP BY {name})"""
 
 
-def profile_sql(features: Mapping[str, str], source: str, bins: int) -> str:
+def profile_sql(
+    features: Mapping[str, str], source: str, bins: int, sources: Mapping[str, str] | None = None
+) -> str:
     """SQL of the profile rows (with ``share``) of ``features`` (name -> type: ``VARCHAR`` is
-    categorical, others numeric, booleans as 0/1) of ``source``."""
+    categorical, others numeric, booleans as 0/1) of ``source`` (or of ``sources[name]``)."""
+    sources = sources or {}
     parts = [
-        categorical_profile_sql(name, source)
+        categorical_profile_sql(name, sources.get(name, source))
         if dtype == "VARCHAR"
-        else numeric_profile_sql(name, name, source, bins)
+        else numeric_profile_sql(name, name, sources.get(name, source), bins)
         for name, dtype in features.items()
     ]
     return f"""SELECT *, count / sum(count) OVER (PARTITION BY feature) AS share
                FROM ({" UNION ALL ".join(parts)})"""
+
+
+def warmed_up_train_rows(
+    conn: duckdb.DuckDBPyConnection, warm_up: Mapping[str, timedelta], min_rows: int
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Per feature, the train rows of ``ml.master_table`` whose feature had its whole window
+    of history (the row's day at least ``warm_up[name]`` after the first curated day), as
+    SQL sources; and the features left out (fewer than ``min_rows`` such rows), with why.
+
+    A window still filling up (the first 90 days of a 90-day sum) gives smaller values than
+    every later day: profiled, it would make each day after training look drifted."""
+    ((first_day,),) = conn.execute(
+        "SELECT min(partition_date) FROM curated.transactions"
+    ).fetchall()
+    sources, skipped = {}, {}
+    for name, span in warm_up.items():
+        since = first_day + timedelta(days=-(-span // timedelta(days=1)))
+        ((rows,),) = conn.execute(
+            "SELECT count(*) FROM ml.master_table WHERE split = 'train' AND partition_date >= ?",
+            [since],
+        ).fetchall()
+        if rows < min_rows:
+            skipped[name] = (
+                f"its {span.days}-day window is full from {since} on: {rows} train rows "
+                f"(< {min_rows}), not profiled, so not monitored for drift"
+            )
+        else:
+            sources[name] = (
+                f"(SELECT * FROM ml.master_table WHERE split = 'train' "
+                f"AND partition_date >= DATE '{since.isoformat()}')"
+            )
+    return sources, skipped
 
 
 def build_reference_profile(
@@ -100,9 +136,11 @@ def build_reference_profile(
     dataset_version: str,
     bins: int,
     source: str = TRAIN_SPLIT,
+    sources: Mapping[str, str] | None = None,
 ) -> ProfileResult:
     """Replace the rows of ``dataset_version`` in the profile with the profile of ``source``
-    (default: the train split of ``ml.master_table``); other versions' rows stay.
+    (default: the train split of ``ml.master_table``; a feature of ``sources`` from its own
+    source); other versions' rows stay.
 
     ``features`` maps each feature to its type (``VARCHAR`` is categorical; others numeric,
     booleans as 0/1).
@@ -114,7 +152,7 @@ def build_reference_profile(
         conn.execute(
             f"""INSERT INTO {PROFILE_TABLE} BY NAME
                 SELECT $version AS dataset_version, *
-                FROM ({profile_sql(features, source, bins)})
+                FROM ({profile_sql(features, source, bins, sources)})
                 ORDER BY feature, bin, category""",
             {"version": dataset_version},
         )
