@@ -141,7 +141,7 @@ def print_day(warehouse: Path, day: date, console: Console, story: Story) -> Non
         if drifted:
             story.drift_days[day] = drifted
             line += f" (top: {', '.join(drifted[:3])})"
-    console.print(line, highlight=False, style="yellow" if drifted else None)
+    console.print(line, highlight=False, style="yellow" if drifted else None, soft_wrap=True)
 
 
 def evaluate_retraining(
@@ -290,6 +290,7 @@ def retrain(
         style="bold yellow",
         highlight=False,
         markup=False,
+        soft_wrap=True,
     )
     if failure := run_job(defs, instance, console, request.job_name or "training", tags=tags,
                           label=f"(retraining after {partition})"):  # fmt: skip
@@ -307,6 +308,7 @@ def retrain(
         style="green" if decision == "promoted" else "yellow",
         highlight=False,
         markup=False,
+        soft_wrap=True,
     )
 
 

@@ -13,95 +13,83 @@ import pytest
 from tests.conftest import PlatformHome, noise_lines
 
 DAYS = 60
+HISTORY = 50
 CARDS = 200  # enough revenge episodes for positives in train, validation and holdout
+START = date(2025, 1, 1)
 
 
-def test_demo_runs_every_partition_in_one_run_then_training_to_a_champion_decision(
+def test_demo_tells_the_story_history_training_then_each_day_scored_and_monitored(
     platform_home: PlatformHome, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLPLATFORM_MIN_TRAIN_POSITIVES", "5")  # a small simulation
     monkeypatch.setenv("MLPLATFORM_SEARCH_ITERATIONS", "1")
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlplatform.cli",
-            "demo",
-            "--cards",
-            str(CARDS),
-            "--days",
-            str(DAYS),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-3000:]
-    assert noise_lines(completed.stdout + completed.stderr) == []
-    assert "master table" in completed.stdout and "dataset version" in completed.stdout
-    assert "promotion log" in completed.stdout
+    monkeypatch.setenv("MLPLATFORM_PROFILE_MIN_ROWS", "100")
+    command = [sys.executable, "-m", "mlplatform.cli", "demo", "--cards", str(CARDS),
+               "--days", str(DAYS), "--history-days", str(HISTORY)]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-3000:]
+    assert noise_lines(output) == []
+    for part in ("master table", "dataset version", "promotion log", "day by day", "summary",
+                 "make ui", "make mlflow-ui", "mlplatform serve",
+                 "curl -s -X POST http://127.0.0.1:8000/v1/predict"):  # fmt: skip
+        assert part in completed.stdout, part
+    days = [START + timedelta(days=d) for d in range(DAYS)]
+    history, daily = days[:HISTORY], days[HISTORY:]
     with duckdb.connect(str(platform_home.warehouse), read_only=True) as conn:
         log = conn.execute(
             "SELECT partition_date, rows_read, rows_loaded, rows_quarantined FROM raw.ingestion_log"
         ).fetchall()
-        curated_days = conn.execute(
-            "SELECT count(DISTINCT partition_date) FROM curated.transactions"
-        ).fetchone()[0]
         feature_rows, curated_rows = conn.execute(
             "SELECT (SELECT count(*) FROM features.card_features), "
             "(SELECT count(*) FROM curated.transactions)"
         ).fetchone()
-        splits = dict(
-            conn.execute("SELECT split, count(*) FROM ml.master_table GROUP BY 1").fetchall()
+        first_decision = conn.execute(
+            "SELECT decision, version FROM ml.promotion_log ORDER BY decided_at LIMIT 1"
+        ).fetchone()
+        scored = dict(
+            conn.execute(
+                "SELECT partition_date, any_value(model_version) FROM ml.predictions GROUP BY 1"
+            ).fetchall()
         )
-        profiled = conn.execute(
-            "SELECT count(DISTINCT feature) FROM ml.training_reference_profile"
-        ).fetchone()[0]
-    assert len(log) == DAYS and curated_days == DAYS
-    assert feature_rows == curated_rows > 0
-    assert set(splits) == {"train", "validation", "holdout"}
-    assert profiled > 40
+        drift_days = {
+            day for (day,) in conn.execute("SELECT DISTINCT partition_date FROM monitoring.drift")
+        }
+    assert len(log) == DAYS and feature_rows == curated_rows > 0
     assert all(read == loaded + quarantined for _, read, loaded, quarantined in log)
     with dg.DagsterInstance.get() as instance:
-        runs = instance.get_run_records(dg.RunsFilter(job_name="daily_ingestion"))
-        assert len(runs) == 1  # the whole range in one run
-        run = runs[0].dagster_run
-        assert run.status == dg.DagsterRunStatus.SUCCESS
-        assert run.tags["dagster/asset_partition_range_start"] == "2025-01-01"
-        assert run.tags["dagster/asset_partition_range_end"] == "2025-03-01"
-        days = {(date(2025, 1, 1) + timedelta(days=d)).isoformat() for d in range(DAYS)}
-        for asset in ("raw_transactions", "curated_transactions", "card_features"):
-            assert instance.get_materialized_partitions(dg.AssetKey(asset)) == days
-        trained = ("target_labels", "master_table", "training_reference_profile",
-                   "candidate_logistic_regression", "candidate_random_forest",
-                   "candidate_lightgbm", "champion_model")  # fmt: skip
-        for asset in trained:
-            assert instance.get_latest_materialization_event(dg.AssetKey(asset)) is not None
-    with duckdb.connect(str(platform_home.warehouse), read_only=True) as conn:
-        decisions = conn.execute("SELECT decision, version FROM ml.promotion_log").fetchall()
-    assert len(decisions) == 1 and decisions[0][0] in {"promoted", "rejected"}
-    decision, version = decisions[0]
-    assert f"{decision}  version {version}" in completed.stdout  # the decision, one line each
-    # Then the days after the training window are scored in batch, in the same instance.
-    with duckdb.connect(str(platform_home.warehouse), read_only=True) as conn:
-        first = conn.execute("SELECT max(partition_date) + 1 FROM ml.master_table").fetchone()[0]
-        scored = conn.execute(
-            "SELECT partition_date, count(*), any_value(model_version) FROM ml.predictions "
-            "GROUP BY 1 ORDER BY 1"
-        ).fetchall()
-    scored_days = [(first + timedelta(days=d)).isoformat() for d in range(len(scored))]
-    assert [str(day) for day, _, _ in scored] == scored_days
-    assert scored_days[-1] == "2025-03-01"
-    with dg.DagsterInstance.get() as instance:
-        (run,) = instance.get_run_records(dg.RunsFilter(job_name="batch_scoring"))
-        assert run.dagster_run.status == dg.DagsterRunStatus.SUCCESS
-        assert instance.get_materialized_partitions(dg.AssetKey("predictions")) >= set(scored_days)
+        records = instance.get_run_records(dg.RunsFilter(job_name="daily_ingestion"))
+        runs = sorted(
+            (r.dagster_run for r in records),
+            key=lambda run: (
+                run.tags.get("dagster/partition") or run.tags["dagster/asset_partition_range_start"]
+            ),
+        )
+        assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
+        # The history in one run over its range, then one run per day, in order.
+        assert runs[0].tags["dagster/asset_partition_range_start"] == history[0].isoformat()
+        assert runs[0].tags["dagster/asset_partition_range_end"] == history[-1].isoformat()
+        assert [run.tags["dagster/partition"] for run in runs[1:]] == [d.isoformat() for d in daily]
+        for asset in ("raw_transactions", "curated_transactions", "card_features", "data_drift"):
+            assert instance.get_materialized_partitions(dg.AssetKey(asset)) == {
+                d.isoformat() for d in days
+            }
+        (first_training, *retrainings) = sorted(
+            (r.dagster_run for r in instance.get_run_records(dg.RunsFilter(job_name="training"))),
+            key=lambda run: run.tags.get("mlplatform/trigger_partition", ""),
+        )  # fmt: skip
+        assert "mlplatform/trigger_check" not in first_training.tags
+        for run in retrainings:  # requested by the sensor after a failed check, each with why
+            assert run.tags["dagster/sensor_name"] == "retraining_sensor"
+            assert run.tags["mlplatform/trigger_partition"] in {d.isoformat() for d in daily}
+            assert f"failed on {run.tags['mlplatform/trigger_partition']}" in completed.stdout
         assert instance.get_latest_materialization_event(dg.AssetKey("online_feature_store"))
     assert (platform_home.home / "online" / "store.duckdb").is_file()
-    if decision == "promoted":
-        rows = sum(n for _, n, _ in scored)
-        assert f"{rows:,} transactions scored by champion version {version}" in completed.stdout
+    decision, version = first_decision
+    assert f"{decision}  version {version}" in completed.stdout  # the decision, one line each
+    if decision == "promoted":  # every later day scored and monitored against the champion
+        assert set(scored) == set(daily) and drift_days == set(daily)
+        assert f"{daily[0]}  " in completed.stdout and "scored by champion v1" in completed.stdout
     else:
-        assert "no champion yet, nothing scored" in completed.stdout
-    assert "mlplatform serve" in completed.stdout
-    assert "curl -s -X POST http://127.0.0.1:8000/v1/predict" in completed.stdout
+        assert scored == {} and drift_days == set()
+        assert f"{daily[0]}  no champion yet: not scored" in completed.stdout
