@@ -8,15 +8,19 @@ import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from tests.conftest import BIN, PlatformHome, process_group, wait_until
+from tests.test_retraining_sensor import DRIFT_ASSET, _evaluate
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-GROUPS = ("ingestion", "curation", "features", "training_data", "training")
-AUTOMATION = ("landing_sensor", "daily_ingestion_schedule", "landing_freshness_schedule")
+GROUPS = ("ingestion", "curation", "features", "training_data", "training", "monitoring")
+AUTOMATION = ("landing_sensor", "retraining_sensor", "daily_ingestion_schedule",
+              "landing_freshness_schedule", "model_performance_schedule")  # fmt: skip
 
 
 def _free_port() -> int:
@@ -36,6 +40,12 @@ def _answers(url: str) -> bool:
 @pytest.fixture
 def ui(platform_home: PlatformHome) -> Iterator[str]:
     """`dagster dev` as `make ui` starts it, on a free port of 127.0.0.1: its base URL."""
+    with _dagster_dev(platform_home) as url:
+        yield url
+
+
+@contextmanager
+def _dagster_dev(platform_home: PlatformHome) -> Iterator[str]:
     port = _free_port()
     command = [str(BIN / "dagster"), "dev", "-w", "workspace.yaml",
                "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
@@ -78,3 +88,34 @@ def test_the_ui_shows_every_asset_group_the_sensor_and_the_schedules(
     wait_until(
         lambda: _shows_all(f"{ui}/automation", tmp_path, AUTOMATION), f"automation {AUTOMATION}"
     )
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="NO CHROMIUM: see the test above.")
+def test_the_ui_shows_a_failed_drift_check_and_the_retraining_run_the_daemon_launched(
+    platform_home: PlatformHome, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MLPLATFORM_SENSOR_INTERVAL_SECONDS", "1")
+    with dg.DagsterInstance.get() as instance:
+        _evaluate(instance, DRIFT_ASSET, "2025-01-02", passed=False, share_drifted=0.6)
+    # `dagster dev` runs the daemon: the sensor (on by default) requests the retraining run.
+    with _dagster_dev(platform_home) as ui:
+        wait_until(
+            lambda: _shows_all(f"{ui}/assets/data_drift?view=checks", tmp_path,
+                               ("drift_within_threshold",)),
+            "the drift check on the data_drift page",
+        )  # fmt: skip
+        with dg.DagsterInstance.get() as instance:
+            (run,) = wait_until(
+                lambda: instance.get_run_records(
+                    dg.RunsFilter(tags={"dagster/sensor_name": "retraining_sensor"})
+                ),
+                "the retraining run",
+            )
+        run_id = run.dagster_run.run_id
+        wait_until(
+            lambda: (
+                _shows_all(f"{ui}/runs/{run_id}", tmp_path, ("training",))
+                and "retraining_sensor" in _rendered(f"{ui}/runs/{run_id}", tmp_path)
+            ),
+            "the retraining run's page naming its job and sensor",
+        )
