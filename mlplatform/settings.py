@@ -276,6 +276,11 @@ class Settings(BaseSettings):
     drift_report: bool = Field(
         default=True, description="Write an Evidently HTML drift report per day (`reports/`)."
     )
+    drift_report_columns: int = Field(
+        default=20,
+        ge=1,
+        description="Features in the Evidently report: the day's drifted ones first, then by PSI.",
+    )
     drift_report_rows: int = Field(
         default=5_000, ge=100, description="Rows of the day and of train in the Evidently report."
     )
