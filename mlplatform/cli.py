@@ -70,7 +70,7 @@ def _dagster_home() -> Path:
 @app.command()
 def demo(
     cards: Annotated[int, typer.Option(help="Number of cards to simulate.")] = 2000,
-    days: Annotated[int, typer.Option(help="Number of days to simulate.")] = 90,
+    days: Annotated[int, typer.Option(help="Number of days to simulate.")] = 80,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     history_days: Annotated[
         int, typer.Option(help="Days loaded (as one run) before the first training.")
