@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ from rich.table import Table
 from mlplatform.assets.partitions import consecutive_ranges, partition_range_tags
 from mlplatform.settings import Settings, get_settings
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+#: The runs' console log shows errors only: the story prints each step's outcome itself (a
+#: rejected challenger is a WARNING in the run's log, and in the story a decision with its why).
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
 @dataclass
@@ -146,16 +149,21 @@ def print_day(warehouse: Path, day: date, console: Console, story: Story) -> Non
 
 def evaluate_retraining(
     defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None
-) -> tuple[list[dg.RunRequest], str | None, str | None]:
-    """One tick of `retraining_sensor` on the instance: its run requests, new cursor, and
-    why it requested nothing."""
+) -> tuple[list[dg.RunRequest], str | None]:
+    """One tick of `retraining_sensor` on the instance: its run requests and new cursor."""
     sensor = defs.resolve_sensor_def("retraining_sensor")
-    with dg.build_sensor_context(
-        instance=instance, cursor=cursor, sensor_name=sensor.name, resources=defs.resources
-    ) as context:
-        data = sensor.evaluate_tick(context)
-    skip = data.skip_message
-    return list(data.run_requests or []), data.cursor or cursor, skip
+    # The alert it logs (a WARNING, for the daemon's log) is told by the story's own line.
+    dagster_logger = logging.getLogger("dagster")
+    level = dagster_logger.level
+    dagster_logger.setLevel(logging.ERROR)
+    try:
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, sensor_name=sensor.name, resources=defs.resources
+        ) as context:
+            data = sensor.evaluate_tick(context)
+    finally:
+        dagster_logger.setLevel(level)
+    return list(data.run_requests or []), data.cursor or cursor
 
 
 def print_ingestion_summary(warehouse: Path, console: Console) -> None:
@@ -343,7 +351,7 @@ def run_story(
             story.failures.append(failure)
             return story
         print_day(settings.warehouse_path, day, console, story)
-        requests, cursor, _ = evaluate_retraining(defs, instance, cursor)
+        requests, cursor = evaluate_retraining(defs, instance, cursor)
         for request in requests:
             retrain(defs, instance, console, request, story)
     matured = matured_days(settings.warehouse_path, last_history)

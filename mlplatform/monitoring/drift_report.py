@@ -7,10 +7,12 @@ Evidently is imported here only, when a report is written.
 
 from __future__ import annotations
 
+import warnings
 from datetime import date
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from mlplatform.ml.master_table import snapshot_path
@@ -56,10 +58,14 @@ def write_drift_report(
         numerical_columns=[name for name, kind in kinds.items() if kind != "categorical"],
         categorical_columns=[name for name, kind in kinds.items() if kind == "categorical"],
     )
-    snapshot_report = Report([DataDriftPreset()]).run(
-        Dataset.from_pandas(_sample(conn, current, columns, rows), data_definition=definition),
-        Dataset.from_pandas(_sample(conn, train, columns, rows), data_definition=definition),
-    )
+    # Evidently's correlations divide by a constant column's zero spread: numpy's warnings
+    # about it are not the user's to act on.
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snapshot_report = Report([DataDriftPreset()]).run(
+            Dataset.from_pandas(_sample(conn, current, columns, rows), data_definition=definition),
+            Dataset.from_pandas(_sample(conn, train, columns, rows), data_definition=definition),
+        )
     path = report_path(reports_dir, day)
     path.parent.mkdir(parents=True, exist_ok=True)
     snapshot_report.save_html(str(path))
