@@ -66,7 +66,7 @@ def write_drift_report(
             Dataset.from_pandas(_sample(conn, current, columns, rows), data_definition=definition),
             Dataset.from_pandas(_sample(conn, train, columns, rows), data_definition=definition),
         )
-    path = report_path(reports_dir, day)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    snapshot_report.save_html(str(path))
+        path = report_path(reports_dir, day)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        snapshot_report.save_html(str(path))
     return path
