@@ -117,8 +117,28 @@ def _table_exists(conn: duckdb.DuckDBPyConnection, qualified: str) -> bool:
     )
 
 
-def print_day(warehouse: Path, day: date, console: Console, story: Story) -> None:
-    """One line per monitored day: rows, the champion that scored them, the drift verdict."""
+def failed_checks(instance: dg.DagsterInstance) -> list[str]:
+    """The monitoring checks (those the retraining sensor watches) whose latest evaluation
+    failed: after a day's run, that day's verdicts."""
+    from mlplatform.automation.sensors import RETRAINING_CHECKS
+
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        list(RETRAINING_CHECKS)
+    )
+    return [
+        key.name
+        for key, record in latest.items()
+        if record.event is not None
+        and record.event.asset_check_evaluation is not None
+        and not record.event.asset_check_evaluation.passed
+    ]
+
+
+def print_day(
+    warehouse: Path, day: date, failed: list[str], console: Console, story: Story
+) -> None:
+    """One line per monitored day: rows, the champion that scored them, the drift figures
+    and the monitoring checks that ``failed``."""
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         rows, version, flagged = conn.execute(
             """SELECT count(*), any_value(model_version), avg(decision::INTEGER)
@@ -142,9 +162,11 @@ def print_day(warehouse: Path, day: date, console: Console, story: Story) -> Non
     if drift:
         line += f"; drift {len(drifted)}/{len(drift)} features"
         if drifted:
-            story.drift_days[day] = drifted
             line += f" (top: {', '.join(drifted[:3])})"
-    console.print(line, highlight=False, style="yellow" if drifted else None, soft_wrap=True)
+    if failed:
+        story.drift_days[day] = drifted
+        line += f"; check failed: {', '.join(failed)}"
+    console.print(line, highlight=False, style="yellow" if failed else None, soft_wrap=True)
 
 
 def evaluate_retraining(
@@ -350,7 +372,7 @@ def run_story(
         if failure := run_range(defs, instance, console, "daily_ingestion", day, day):
             story.failures.append(failure)
             return story
-        print_day(settings.warehouse_path, day, console, story)
+        print_day(settings.warehouse_path, day, failed_checks(instance), console, story)
         requests, cursor = evaluate_retraining(defs, instance, cursor)
         for request in requests:
             retrain(defs, instance, console, request, story)
@@ -432,11 +454,14 @@ def print_summary(settings: Settings, console: Console, story: Story) -> None:
             highlight=False,
         )
     if story.drift_days:
-        console.print(f"drift on {len(story.drift_days)} days (monitoring.drift):")
+        console.print(
+            f"monitoring checks failed on {len(story.drift_days)} days "
+            "(their drifted features, top first; monitoring.drift):"
+        )
         for day, features in sorted(story.drift_days.items()):
             console.print(f"  {day}: {', '.join(features[:5])}", highlight=False)
     else:
-        console.print("drift: no day drifted")
+        console.print("monitoring: no check failed")
     console.print("retraining decisions (ml.promotion_log):" if story.retrainings
                   else "retraining: not requested")  # fmt: skip
     for decision in story.retrainings:

@@ -277,7 +277,7 @@ class Settings(BaseSettings):
         default=True, description="Write an Evidently HTML drift report per day (`reports/`)."
     )
     drift_report_columns: int = Field(
-        default=20,
+        default=10,
         ge=1,
         description="Features in the Evidently report: the day's drifted ones first, then by PSI.",
     )
