@@ -174,17 +174,12 @@ def evaluate_retraining(
 ) -> tuple[list[dg.RunRequest], str | None]:
     """One tick of `retraining_sensor` on the instance: its run requests and new cursor."""
     sensor = defs.resolve_sensor_def("retraining_sensor")
-    # The alert it logs (a WARNING, for the daemon's log) is told by the story's own line.
-    dagster_logger = logging.getLogger("dagster")
-    level = dagster_logger.level
-    dagster_logger.setLevel(logging.ERROR)
-    try:
-        with dg.build_sensor_context(
-            instance=instance, cursor=cursor, sensor_name=sensor.name, resources=defs.resources
-        ) as context:
-            data = sensor.evaluate_tick(context)
-    finally:
-        dagster_logger.setLevel(level)
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, sensor_name=sensor.name, resources=defs.resources
+    ) as context:
+        # The alert it logs (a WARNING, for the daemon's log) is told by the story's own line.
+        context.log.setLevel(logging.ERROR)
+        data = sensor.evaluate_tick(context)
     return list(data.run_requests or []), data.cursor or cursor
 
 
