@@ -53,7 +53,10 @@ def test_demo_tells_the_story_history_training_then_each_day_scored_and_monitore
             ).fetchall()
         )
         drift_days = {
-            day for (day,) in conn.execute("SELECT DISTINCT partition_date FROM monitoring.drift")
+            day
+            for (day,) in conn.execute(
+                "SELECT DISTINCT partition_date FROM monitoring.drift"
+            ).fetchall()
         }
     assert len(log) == DAYS and feature_rows == curated_rows > 0
     assert all(read == loaded + quarantined for _, read, loaded, quarantined in log)
