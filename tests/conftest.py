@@ -33,6 +33,8 @@ TRAINING_ENV = {
     "MLPLATFORM_SMOKE_LATENCY_MS": "5000",  # a busy CI machine: latency is the bench's job
 }
 T = TypeVar("T")
+#: The end states of a run.
+FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE}
 
 
 @dataclass(frozen=True)
@@ -152,10 +154,11 @@ def process_group(command: list[str], log: Path) -> Iterator[subprocess.Popen]:
             process.wait()
 
 
-def dagster_daemon(platform_home: PlatformHome) -> AbstractContextManager[subprocess.Popen]:
-    """`dagster-daemon run` on the code location, with the test's environment and instance."""
+def dagster_daemon(dagster_home: Path) -> AbstractContextManager[subprocess.Popen]:
+    """`dagster-daemon run` on the code location, with the test's environment and the
+    instance of ``dagster_home`` (which must be DAGSTER_HOME); its log is daemon.log there."""
     command = [str(BIN / "dagster-daemon"), "run", "-m", "mlplatform.definitions"]
-    return process_group(command, platform_home.dagster_home / "daemon.log")
+    return process_group(command, dagster_home / "daemon.log")
 
 
 def dagster_cli(*args: str) -> None:
@@ -186,6 +189,13 @@ def sensor_ticks(instance: dg.DagsterInstance, name: str) -> list:
         if state.instigator_name == name:
             return list(instance.get_ticks(state.instigator_origin_id, state.selector_id))
     return []
+
+
+def retraining_runs(instance: dg.DagsterInstance) -> list[dg.RunRecord]:
+    """The runs `retraining_sensor` requested."""
+    return list(
+        instance.get_run_records(dg.RunsFilter(tags={"dagster/sensor_name": "retraining_sensor"}))
+    )
 
 
 # What nobody can act on: warnings, MLflow's INFO lines, artifact download bars.

@@ -18,8 +18,10 @@ from scipy.stats import wasserstein_distance
 
 from mlplatform.monitoring.drift import (
     DriftRule,
+    FeatureDrift,
     compare,
     data_drift,
+    effective_rows,
     judge_data_drift,
     prediction_drift,
     reference_profile,
@@ -133,6 +135,36 @@ def test_unchanged_small_days_raise_false_alarms_at_about_the_nominal_rate(
         over_distance += drift["merchant"].distance >= 0.1
     assert over_distance == 200
     assert flagged["category"] <= 20 and flagged["merchant"] <= 20, flagged
+
+
+def _amount(results: list[FeatureDrift]) -> FeatureDrift:
+    (amount,) = [r for r in results if r.feature == "amount"]
+    return amount
+
+
+def test_rows_clustered_by_card_count_at_their_effective_size(
+    warehouse: duckdb.DuckDBPyConnection,
+) -> None:
+    """A cardholder's values repeat on every row of the card: 200 unchanged days of 80 cards
+    with 10 rows each. Counted as 800 independent rows, the test rejects "unchanged" on
+    most days; at Kish's effective size (80 rows) on about 5%."""
+    profile = reference_profile(warehouse, "v1")
+    alarms = {"independent": 0, "effective": 0}
+    for seed in range(200):
+        cards = draw(80, seed=2000 + seed)
+        day = cards.loc[cards.index.repeat(10)].assign(card_id=np.repeat(np.arange(80), 10))
+        warehouse.register("day_rows", day)
+        try:
+            size = effective_rows(warehouse, "SELECT * FROM day_rows", "card_id", {})
+            independent = _amount(compare(warehouse, profile, "SELECT * FROM day_rows"))
+            effective = _amount(compare(warehouse, profile, "SELECT * FROM day_rows",
+                                        effective=dict.fromkeys(KINDS, size)))  # fmt: skip
+        finally:
+            warehouse.unregister("day_rows")
+        assert size == 80 and effective.effective_rows == 80 and independent.effective_rows == 800
+        alarms["independent"] += independent.significant
+        alarms["effective"] += effective.significant
+    assert alarms["independent"] >= 100 and alarms["effective"] <= 20, alarms
 
 
 def test_the_same_verdict_as_evidently_on_large_samples(

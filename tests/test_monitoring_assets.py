@@ -4,13 +4,16 @@ One platform (real DuckDB file, real MLflow SQLite store, real Dagster instance)
 once for the module with LightGBM only, its reference profile built by the asset, the days
 after its master table scored by `predictions`; then a new dataset version (labels shuffled)
 gets its profile without a promotion, as after a rejected challenger. The tests read what
-that left behind; the drifted-day test changes one scored day's feature rows and puts them
-back.
+that left behind; the drifted-day tests change one scored day's feature rows and put them
+back. The last test runs the loop end to end: a drifted day, the real daemon, a retraining
+run, the champion step's decision.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -19,7 +22,18 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
-from conftest import START, TRAINING_ENV, build_training_data, shuffle_training_labels
+from conftest import (
+    FINISHED,
+    REPO,
+    START,
+    TRAINING_ENV,
+    build_training_data,
+    dagster_daemon,
+    retraining_runs,
+    sensor_ticks,
+    shuffle_training_labels,
+    wait_until,
+)
 
 from mlplatform.assets.models import candidate_asset, champion_asset
 from mlplatform.assets.monitoring import (
@@ -31,6 +45,7 @@ from mlplatform.assets.monitoring import (
 from mlplatform.assets.partitions import partition_range_tags
 from mlplatform.assets.scoring import predictions
 from mlplatform.assets.training_data import training_reference_profile
+from mlplatform.automation.sensors import TRIGGER_CHECK, TRIGGER_PARTITION, TRIGGER_REASON
 from mlplatform.contract import load_contract
 from mlplatform.definitions import build_resources
 from mlplatform.ml.master_table import build_master_table
@@ -48,6 +63,7 @@ TRAINING = [training_reference_profile, candidate_asset("lightgbm"), champion_as
 @dataclass(frozen=True)
 class Platform:
     home: Path
+    dagster_home: Path
     settings: Settings
     instance: dg.DagsterInstance
     scored_days: tuple[date, ...]  # the days after the first master table, scored by version 1
@@ -60,6 +76,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     root = tmp_path_factory.mktemp("monitoring")
     home, dagster_home = root / "home", root / "dagster"
     dagster_home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")  # as `make` sets it up
     env = {**TRAINING_ENV, "MLPLATFORM_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
            "MLPLATFORM_CANDIDATE_FAMILIES": '["lightgbm"]',
            "MLPLATFORM_SEARCH_ITERATIONS": "1"}  # fmt: skip
@@ -92,7 +109,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
             days = tuple(
                 first_day + timedelta(days=i) for i in range((last_day - first_day).days + 1)
             )
-            yield Platform(home, settings, instance, days, champion_dataset, rejected.version)
+            yield Platform(
+                home, dagster_home, settings, instance, days, champion_dataset, rejected.version
+            )
 
 
 def _run(platform: Platform, first: date, last: date | None = None) -> dg.ExecuteInProcessResult:
@@ -211,13 +230,11 @@ def test_a_day_no_champion_scored_is_skipped_with_its_reason(platform: Platform)
         assert passed and check_metadata["skipped"] and check_metadata["partition"] == str(day)
 
 
-def test_the_check_fails_on_a_drifted_day_naming_the_features(platform: Platform) -> None:
-    settings = platform.settings
-    day = platform.scored_days[-1]
-    _run(platform, day)
-    before = _drift(settings).query("partition_date == @day").set_index("feature")
-    assert not before.loc["amount"].drifted
-    with connect(settings.warehouse_path) as conn:
+@contextmanager
+def _drifted(platform: Platform, day: date) -> Iterator[None]:
+    """Within the block, ``day``'s feature rows are what a broken feed might deliver: every
+    numeric feature of the champion's profile tripled, every purchase online."""
+    with connect(platform.settings.warehouse_path) as conn:
         conn.execute("CREATE TABLE saved AS SELECT * FROM features.card_features "
                      "WHERE partition_date = ?", [day])  # fmt: skip
         numbers = [name for (name,) in conn.execute(
@@ -225,19 +242,28 @@ def test_the_check_fails_on_a_drifted_day_naming_the_features(platform: Platform
             "WHERE dataset_version = ? AND kind = 'numeric' AND n_distinct > 5",
             [platform.champion_dataset],
         ).fetchall()]  # fmt: skip
-        # Every number tripled and every purchase online: what a broken feed might deliver.
         shifted = ", ".join(f"{name} = {name} * 3 + 1" for name in numbers)
         conn.execute(f"UPDATE features.card_features SET {shifted}, category = 'shopping_net' "
                      "WHERE partition_date = ?", [day])  # fmt: skip
     try:
-        result = _run(platform, day)
-        after = _drift(settings).query("partition_date == @day").set_index("feature")
-        passed, metadata = _check(platform, "data_drift", DRIFT_CHECK)
+        yield
     finally:
-        with connect(settings.warehouse_path) as conn:
+        with connect(platform.settings.warehouse_path) as conn:
             conn.execute("DELETE FROM features.card_features WHERE partition_date = ?", [day])
             conn.execute("INSERT INTO features.card_features SELECT * FROM saved")
             conn.execute("DROP TABLE saved")
+
+
+def test_the_check_fails_on_a_drifted_day_naming_the_features(platform: Platform) -> None:
+    settings = platform.settings
+    day = platform.scored_days[-1]
+    _run(platform, day)
+    before = _drift(settings).query("partition_date == @day").set_index("feature")
+    assert not before.loc["amount"].drifted
+    with _drifted(platform, day):
+        result = _run(platform, day)
+        after = _drift(settings).query("partition_date == @day").set_index("feature")
+        passed, metadata = _check(platform, "data_drift", DRIFT_CHECK)
     assert after.loc["amount"].drifted and after.loc["category"].drifted
     assert after.loc["amount"].psi > 1 and after.loc["amount"].p_value < 1e-6
     assert not passed and metadata["share"] >= settings.drift_share_threshold
@@ -246,3 +272,53 @@ def test_the_check_fails_on_a_drifted_day_naming_the_features(platform: Platform
     assert metadata["failed_features"]["amount"]["distance_name"] == "wasserstein_normed"
     assert "amount" in metadata["failed_feature_names"]
     assert _metadata(result, "data_drift")["drifted"] >= 2
+
+
+# Last in the module: the retraining run rebuilds the master table and may elect a champion.
+def test_a_drifted_day_leads_to_a_retraining_run_the_daemon_launches_and_the_champion_step_decides(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole loop on real parts: the drift check fails on a drifted day (after passing on
+    it), the real `dagster-daemon` ticks `retraining_sensor`, which requests one `training`
+    run; the daemon launches it, and its champion step records a decision with a reason.
+    The day is the latest one judged, so its pass ends any episode earlier tests began."""
+    instance, day = platform.instance, platform.scored_days[-1]
+    # The check judges on the share of drifted features only: on this 250-card platform the
+    # merchants' fraud counts move with the simulation's fraud bursts (95 positives one week,
+    # none the next), which the rule on the important features' PSI rightly flags every day.
+    monkeypatch.setenv("MLPLATFORM_DRIFT_TOP_FEATURES", "0")
+    _run(platform, day)
+    assert _check(platform, "data_drift", DRIFT_CHECK)[0]  # the clean day passes
+    with _drifted(platform, day):
+        _run(platform, day)
+    passed, metadata = _check(platform, "data_drift", DRIFT_CHECK)
+    assert not passed and metadata["partition"] == str(day)
+    assert not retraining_runs(instance)
+    monkeypatch.setenv("MLPLATFORM_SENSOR_INTERVAL_SECONDS", "1")
+    log = platform.dagster_home / "daemon.log"
+
+    with dagster_daemon(platform.dagster_home):
+        (record,) = wait_until(
+            lambda: [r for r in retraining_runs(instance) if r.dagster_run.status in FINISHED],
+            "the retraining run", timeout=1200, log=log,
+        )  # fmt: skip
+        wait_until(
+            lambda: any(t.timestamp > record.end_time + 1 and t.is_completed
+                        for t in sensor_ticks(instance, "retraining_sensor")),
+            "a tick after the retraining run", log=log,
+        )  # fmt: skip
+        later = sensor_ticks(instance, "retraining_sensor")[0]
+
+    run = record.dagster_run
+    assert run.status == dg.DagsterRunStatus.SUCCESS, log.read_text()[-3000:]
+    assert run.job_name == "training"
+    assert run.tags[TRIGGER_CHECK] == f"data_drift:{DRIFT_CHECK}"
+    assert run.tags[TRIGGER_PARTITION] == str(day)
+    reason = run.tags[TRIGGER_REASON]
+    assert reason.startswith(f"{day}: ") and "features drifted" in reason
+    assert len(retraining_runs(instance)) == 1 and "same episode" in later.skip_reason
+    # The champion step decided, in the promotion log, under the run's id.
+    decision = _query(platform.settings, "SELECT * FROM ml.promotion_log "
+                      f"WHERE actor = '{run.run_id}'")  # fmt: skip
+    assert len(decision) == 1 and decision.decision.iloc[0] in {"promoted", "rejected"}
+    assert decision.reason.iloc[0] and decision.champion_before.iloc[0] == "1"

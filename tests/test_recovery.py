@@ -17,6 +17,7 @@ import duckdb
 from mlplatform.automation.recovery import process_is_gone
 from tests.conftest import (
     BIN,
+    FINISHED,
     REPO,
     PlatformHome,
     dagster_cli,
@@ -28,7 +29,6 @@ from tests.conftest import (
 
 MATERIALIZE = [str(BIN / "dagster"), "asset", "materialize", "-m", "mlplatform.definitions",
                "--select", "raw_transactions", "--partition", "2025-01-01"]  # fmt: skip
-FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE}
 
 
 def _messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
@@ -112,7 +112,7 @@ def test_with_the_daemon_a_killed_run_fails_and_the_next_run_succeeds_unaided(
     _faster_monitoring(platform_home)
     simulate_landing(platform_home.landing, days=1)
     log = platform_home.dagster_home / "daemon.log"
-    with dagster_daemon(platform_home):
+    with dagster_daemon(platform_home.dagster_home):
         with warehouse_held_open(platform_home.warehouse):
             _launch("2025-01-01")
             run = wait_until(lambda: _waiting_for_the_warehouse(instance), "the run", log=log)

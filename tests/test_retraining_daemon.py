@@ -6,16 +6,16 @@ import dagster as dg
 import pytest
 
 from mlplatform.automation.sensors import TRIGGER_CHECK, TRIGGER_PARTITION
-from tests.conftest import PlatformHome, dagster_daemon, sensor_ticks, wait_until, webhook_server
+from tests.conftest import (
+    FINISHED,
+    PlatformHome,
+    dagster_daemon,
+    retraining_runs,
+    sensor_ticks,
+    wait_until,
+    webhook_server,
+)
 from tests.test_retraining_sensor import DRIFT, DRIFT_ASSET, _evaluate
-
-FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE}
-
-
-def _retraining_runs(instance: dg.DagsterInstance) -> list[dg.RunRecord]:
-    return list(
-        instance.get_run_records(dg.RunsFilter(tags={"dagster/sensor_name": "retraining_sensor"}))
-    )
 
 
 def test_the_daemon_launches_one_retraining_run_for_a_failed_drift_check(
@@ -28,9 +28,9 @@ def test_the_daemon_launches_one_retraining_run_for_a_failed_drift_check(
 
     with webhook_server() as hook:
         monkeypatch.setenv("MLPLATFORM_ALERT_WEBHOOK_URL", hook.url)
-        with dagster_daemon(platform_home):
+        with dagster_daemon(platform_home.dagster_home):
             (record,) = wait_until(
-                lambda: [r for r in _retraining_runs(instance) if r.dagster_run.status in FINISHED],
+                lambda: [r for r in retraining_runs(instance) if r.dagster_run.status in FINISHED],
                 "the retraining run",
                 log=log,
             )
@@ -47,7 +47,7 @@ def test_the_daemon_launches_one_retraining_run_for_a_failed_drift_check(
     run = record.dagster_run
     assert run.job_name == "training"
     assert run.tags[TRIGGER_CHECK] == DRIFT and run.tags[TRIGGER_PARTITION] == "2025-02-02"
-    assert len(_retraining_runs(instance)) == 1
+    assert len(retraining_runs(instance)) == 1
     assert "same episode" in later.skip_reason
     (alert,) = hook.received
     assert alert["json"]["title"] == f"Retraining requested: {DRIFT} failed on 2025-02-02"

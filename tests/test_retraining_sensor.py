@@ -21,6 +21,7 @@ DAYS = dg.DailyPartitionsDefinition(start_date="2025-01-01")
 DRIFT = "data_drift:drift_within_threshold"
 PERFORMANCE = "model_performance:performance_within_margin"
 HOUR = 3600.0
+DRIFTED_FEATURES = ["amount", "category", "city_pop", "hour", "merchant", "zip", "weekday"]
 
 
 class Verdict(dg.Config):
@@ -51,7 +52,7 @@ def _monitoring_asset(check: dg.AssetCheckKey) -> dg.AssetsDefinition:
                     metadata={
                         **({"partition": context.partition_key} if config.says_partition else {}),
                         "share_drifted": config.share_drifted,
-                        "drifted_features": dg.MetadataValue.json(["amount", "category"]),
+                        "drifted_features": dg.MetadataValue.json(DRIFTED_FEATURES),
                         "report": dg.MetadataValue.md("| feature | psi |\n|---|---|"),
                     },
                 )
@@ -136,7 +137,8 @@ def test_a_failed_check_requests_one_tagged_training_run_and_a_repeat_requests_n
         assert request.tags[TRIGGER_PARTITION] == "2025-02-02"
         assert request.tags[TRIGGER_REASON] == (
             "share of drifted features above 0.5 "
-            "(drifted_features=amount, category, share_drifted=0.6)"
+            "(drifted_features=amount, category, city_pop, hour, merchant and 2 more, "
+            "share_drifted=0.6)"
         )
         assert request.run_key == f"retraining:{DRIFT}:2025-02-02"
         (alert,) = hook.received

@@ -18,6 +18,7 @@ from mlplatform.assets.partitions import partition_range_tags
 from mlplatform.definitions import build_resources
 from mlplatform.settings import get_settings
 from tests.conftest import (
+    FINISHED,
     START,
     PlatformHome,
     dagster_cli,
@@ -28,7 +29,6 @@ from tests.conftest import (
 )
 
 DAILY = [raw_transactions, curated_transactions, card_features]
-FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE}
 
 
 def _load_in_process(instance: dg.DagsterInstance, last: date) -> None:
@@ -70,7 +70,7 @@ def test_sensor_requests_only_new_days_one_run_per_arrival(
     _load_in_process(instance, date(2025, 1, 3))
     log = platform_home.dagster_home / "daemon.log"
 
-    with dagster_daemon(platform_home):
+    with dagster_daemon(platform_home.dagster_home):
         dagster_cli("sensor", "start", "landing_sensor")
         first = wait_until(
             lambda: [t for t in sensor_ticks(instance, "landing_sensor") if t.is_completed],

@@ -20,8 +20,9 @@ from mlplatform.assets.serving import serving_log
 from mlplatform.assets.training_data import ML_OWNERS
 from mlplatform.monitoring import drift
 from mlplatform.monitoring.drift import DayDrift, DriftRule, Judgement
-from mlplatform.resources import WarehouseResource
+from mlplatform.resources import LandingZoneResource, WarehouseResource
 from mlplatform.settings import Settings, get_settings
+from mlplatform.warehouse.feature_registry import feature_registry
 
 DRIFT_CHECK = "drift_within_threshold"
 PREDICTION_DRIFT_CHECK = "prediction_drift_within_threshold"
@@ -167,17 +168,19 @@ def _report(conn: duckdb.DuckDBPyConnection, day: DayDrift, settings: Settings) 
     "against the training profile of the champion's dataset version, from the stored bins: "
     "PSI, normed Wasserstein (numbers) or Jensen-Shannon (categories), and a verdict that "
     "needs the distance over its threshold and a significant chi-square test (small days "
-    "raise no false alarms). One row per day and feature, replaced per day. An Evidently "
+    "raise no false alarms; a card's or merchant's rows count at their effective sample "
+    "size, `effective_rows`). One row per day and feature, replaced per day. An Evidently "
     "report per day under `reports/data_drift/`.",
 )
 @with_compute_cost
 def data_drift(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
 ) -> dg.MaterializeResult:
     settings = get_settings()
+    entities = {f.name: f.entity for f in feature_registry(settings, landing.contract).features}
     with warehouse.connection() as conn:
         rule = drift_rule(settings)
-        results = [drift.data_drift(conn, day, rule) for day in _days(context)]
+        results = [drift.data_drift(conn, day, rule, entities) for day in _days(context)]
         drift.store_drift(conn, results, drift.DATA_KINDS)
         per_partition = {str(d.partition_date): _day_metadata(d) for d in results}
         judgements = []

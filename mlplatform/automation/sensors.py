@@ -186,6 +186,7 @@ TRIGGER_PARTITION = "mlplatform/trigger_partition"
 TRIGGER_REASON = "mlplatform/trigger_reason"
 _PAGE = 500
 _REASON_CHARS = 500
+_LISTED = 5  # names of a list figure in a reason; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,8 @@ class CheckVerdict:
 
 def _figure(value: dg.MetadataValue) -> str | None:
     """A metadata value as a short figure: numbers, flags, one-line text, lists of names
-    (None for what does not fit in a line: tables, Markdown, paths)."""
+    (the first few, then how many more; None for what does not fit in a line: tables,
+    Markdown, paths)."""
     if isinstance(value, dg.FloatMetadataValue):
         return f"{value.value:.4g}"
     if isinstance(value, dg.IntMetadataValue | dg.BoolMetadataValue):
@@ -209,7 +211,8 @@ def _figure(value: dg.MetadataValue) -> str | None:
     if isinstance(value, dg.TextMetadataValue) and "\n" not in value.value:
         return value.value
     if isinstance(value, dg.JsonMetadataValue) and isinstance(value.value, list):
-        return ", ".join(map(str, value.value))
+        names, more = value.value[:_LISTED], len(value.value) - _LISTED
+        return ", ".join(map(str, names)) + (f" and {more} more" if more > 0 else "")
     return None
 
 

@@ -14,12 +14,18 @@ threshold **and** a chi-square test of the day's bins against the reference shar
 "unchanged" at ``p_value``. On a large day the test rejects any change of that size, so the
 verdict is Evidently's; on a small day sampling noise alone moves the distances past the
 threshold, and the test keeps unchanged days flagged at about the nominal rate.
+
+A day's rows are not independent draws: the rows of one card share its cardholder's values
+and its slow windows, and the rows of one merchant share its daily windows exactly. The test
+therefore counts a card's or merchant's feature at Kish's effective sample size of the day's
+rows clustered by that key (n² / Σ n_k², the number of keys when each has as many rows):
+counted as 842 independent rows, a clean 250-card day flagged 17 of 49 features.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -42,6 +48,8 @@ DATA_KINDS = ("numeric", "categorical")
 WASSERSTEIN, JENSEN_SHANNON = "wasserstein_normed", "jensen_shannon"
 #: Numbers with at most this many distinct values are compared as categories (Evidently).
 MAX_DISCRETE_VALUES = 5
+#: The key of each clustering entity (a feature's ``entity``) in a day's feature rows.
+ENTITY_KEYS = {"card": "card_id", "merchant": "merchant"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class FeatureDrift:
     feature: str
     kind: str
     rows: int
+    effective_rows: float  # what the chi-square test counts the rows as (clustered rows: fewer)
     psi: float
     distance: float | None
     distance_name: str
@@ -165,6 +174,20 @@ def binned_sql(profile: pd.DataFrame, source: str) -> str:
     return f"WITH day AS NOT MATERIALIZED ({source}) " + " UNION ALL ".join(parts)
 
 
+def effective_rows(
+    conn: duckdb.DuckDBPyConnection, source: str, key: str, params: dict[str, object]
+) -> float:
+    """Kish's effective sample size of ``source``'s rows clustered by ``key``: n² / Σ n_k²
+    over the keys' row counts n_k (n when every row has its own key; rows without a key
+    count as one cluster)."""
+    ((size,),) = conn.execute(  # fetchall: a half-read result blocks DuckDB's register()
+        f"WITH day AS ({source}) SELECT coalesce(sum(n) ** 2 / sum(n * n), 0) "
+        f"FROM (SELECT count(*) AS n FROM day GROUP BY {key})",
+        params,
+    ).fetchall()
+    return float(size)
+
+
 def compare(
     conn: duckdb.DuckDBPyConnection,
     profile: pd.DataFrame,
@@ -172,10 +195,13 @@ def compare(
     params: dict[str, object] | None = None,
     rule: DriftRule = DriftRule(),
     kind: str | None = None,
+    effective: Mapping[str, float] | None = None,
 ) -> list[FeatureDrift]:
     """Each feature of ``profile`` (rows of a reference profile) in ``source`` (a SELECT of
     at least those columns; ``params`` its parameters) against the profile. ``kind``
-    overrides the kind recorded (e.g. ``prediction``)."""
+    overrides the kind recorded (e.g. ``prediction``); ``effective`` gives the effective
+    sample size of a feature whose rows are clustered (see :func:`effective_rows`): its
+    chi-square statistic is scaled by it over the rows."""
     from scipy.special import chdtrc  # chi-square survival; scipy loads only where used
 
     current = conn.sql(binned_sql(profile, source), params=params or {}).to_arrow_table()
@@ -192,12 +218,15 @@ def compare(
         numeric = feature_kind != "categorical" and (n_distinct or 0) > MAX_DISCRETE_VALUES
         distance = wasserstein if numeric else js
         distance = None if distance is None or math.isnan(distance) else float(distance)
+        size = min(float(n), (effective or {}).get(feature, float(n)))
+        statistic = statistic * size / n if statistic is not None and n else statistic
         p = float(chdtrc(dof, statistic)) if dof and dof > 0 else 1.0
         results.append(
             FeatureDrift(
                 feature=feature,
                 kind=kind or feature_kind,
                 rows=int(n),
+                effective_rows=size,
                 psi=float(psi),
                 distance=distance,
                 distance_name=WASSERSTEIN if numeric else JENSEN_SHANNON,
@@ -212,9 +241,16 @@ def compare(
     return results
 
 
-def data_drift(conn: duckdb.DuckDBPyConnection, day: date, rule: DriftRule) -> DayDrift:
+def data_drift(
+    conn: duckdb.DuckDBPyConnection,
+    day: date,
+    rule: DriftRule,
+    entities: Mapping[str, str] | None = None,
+) -> DayDrift:
     """Every feature of the profile of the dataset version of ``day``'s champion, on the
-    day's rows of ``features.card_features``."""
+    day's rows of ``features.card_features``. ``entities`` (feature -> entity, as the
+    registry declares them) says which features' rows are clustered by a card or merchant
+    (:data:`ENTITY_KEYS`); the others' rows count as independent."""
     scorer = day_scorer(conn, day)
     if scorer is None:
         return DayDrift(day, "no champion has scored the day (ml.predictions)")
@@ -225,10 +261,19 @@ def data_drift(conn: duckdb.DuckDBPyConnection, day: date, rule: DriftRule) -> D
         return DayDrift(
             day, f"no reference profile of dataset {scorer.dataset_version[:16]}", scorer
         )
-    columns = ", ".join(profile.feature.unique())
-    source = f"SELECT {columns} FROM {FEATURES_TABLE} WHERE partition_date = $day"
-    features = compare(conn, profile, source, {"day": day}, rule)
-    return DayDrift(day, "computed", scorer, tuple(features))
+    features = list(profile.feature.unique())
+    clustered = {f: e for f, e in (entities or {}).items() if f in features and e in ENTITY_KEYS}
+    params = {"day": day}
+    columns = ", ".join(f"f.{name}" for name in features)
+    merchant = "merchant" in clustered.values()  # a curated column, not a feature
+    join = " JOIN curated.transactions AS t USING (transaction_id, partition_date)"
+    source = (f"SELECT {columns}, f.card_id{', t.merchant' if merchant else ''} "
+              f"FROM {FEATURES_TABLE} AS f{join if merchant else ''} "
+              "WHERE f.partition_date = $day")  # fmt: skip
+    sizes = {e: effective_rows(conn, source, ENTITY_KEYS[e], params) for e in {*clustered.values()}}
+    effective = {feature: sizes[entity] for feature, entity in clustered.items()}
+    results = compare(conn, profile, source, params, rule, effective=effective)
+    return DayDrift(day, "computed", scorer, tuple(results))
 
 
 def prediction_drift(conn: duckdb.DuckDBPyConnection, day: date, rule: DriftRule) -> DayDrift:
@@ -280,6 +325,7 @@ def store_drift(
             "reference_dataset_version": day.scorer.dataset_version,
             "model_version": day.scorer.model_version,
             "rows": f.rows,
+            "effective_rows": f.effective_rows,
             "computed_at": datetime.now(UTC).replace(tzinfo=None),
         }
         for day in results
@@ -287,7 +333,8 @@ def store_drift(
     ]
     frame = pd.DataFrame(rows, columns=[
         "partition_date", "feature", "kind", "psi", "distance", "distance_name", "threshold",
-        "p_value", "drifted", "reference_dataset_version", "model_version", "rows", "computed_at",
+        "p_value", "drifted", "reference_dataset_version", "model_version", "rows",
+        "effective_rows", "computed_at",
     ])  # fmt: skip
     days = [day.partition_date for day in results]
     conn.register("drift_rows", frame)

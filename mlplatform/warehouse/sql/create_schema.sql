@@ -211,8 +211,11 @@ CREATE TABLE IF NOT EXISTS monitoring.drift (
     reference_dataset_version VARCHAR NOT NULL,
     model_version VARCHAR NOT NULL,    -- the champion that scored the day
     rows BIGINT NOT NULL,
+    effective_rows DOUBLE,             -- what the test counts the rows as (clustered: fewer)
     computed_at TIMESTAMP NOT NULL
 );
+-- Drift rows written before the test counted clustered rows lack it.
+ALTER TABLE monitoring.drift ADD COLUMN IF NOT EXISTS effective_rows DOUBLE;
 
 -- The champion's performance on each day's matured labels (asset `model_performance`): one row
 -- per day, judged or with the reason it is not (labels not matured, too few positives, ...).
