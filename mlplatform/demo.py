@@ -371,45 +371,39 @@ def run_story(
         requests, cursor = evaluate_retraining(defs, instance, cursor)
         for request in requests:
             retrain(defs, instance, console, request, story)
-    matured = matured_days(settings.warehouse_path, last_history)
-    if matured and not (
-        failure := run_range(defs, instance, console, "performance_monitoring", *matured)
-    ):
-        print_performance(settings.warehouse_path, console)
-    elif failure:
+    # The job refreshes the labels first: the days whose labels have matured by the last
+    # day are judged, the later ones get their reason.
+    scored = (last_history + timedelta(days=1), days[-1])
+    if failure := run_range(defs, instance, console, "performance_monitoring", *scored):
         story.failures.append(failure)
+    else:
+        print_performance(settings.warehouse_path, console)
     return story
 
 
-def matured_days(warehouse: Path, after: date) -> tuple[date, date] | None:
-    """The first and last scored day after ``after`` whose targets have all matured."""
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
-        first, last = conn.execute(
-            """SELECT min(partition_date), max(partition_date) FROM (
-                   SELECT t.partition_date FROM ml.targets AS t
-                   WHERE t.partition_date > ? GROUP BY 1 HAVING count(t.target) = count(*))""",
-            [after],
-        ).fetchone()
-    return None if first is None else (first, last)
-
-
 def print_performance(warehouse: Path, console: Console) -> None:
-    """The champion's figures on the matured days (``monitoring.performance``)."""
+    """The champion's figures on each day's matured labels (``monitoring.performance``),
+    one line per day: judged (ok or degraded), or why not yet."""
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         rows = conn.execute(
             """SELECT partition_date, model_version, matured, positives, average_precision,
                       roc_auc, holdout_average_precision, judged, degraded, reason
                FROM monitoring.performance ORDER BY partition_date"""
         ).fetchall()
-    table = Table("day", "model", "matured", "positives", "AP", "ROC AUC", "holdout AP",
-                  "verdict", title="model performance on matured labels")  # fmt: skip
+    console.print("[bold]model performance on matured labels[/] (monitoring.performance)")
     for day, version, matured, positives, ap, auc, holdout, judged, degraded, reason in rows:
-        verdict = ("degraded" if degraded else "ok") if judged else reason
-        table.add_row(
-            str(day), f"v{version}" if version else "-", f"{matured:,}", f"{positives:,}",
-            *("-" if v is None else f"{v:.3f}" for v in (ap, auc, holdout)), verdict,
+        figures = ", ".join(
+            f"{name} {value:.3f}"
+            for name, value in (("AP", ap), ("ROC AUC", auc), ("holdout AP", holdout))
+            if value is not None
+        )
+        verdict = ("degraded: " if degraded else "ok: ") + reason if judged else reason
+        model = f"v{version}" if version else "no model"
+        console.print(
+            f"{day}  {model}, {matured:,} matured, {positives:,} positives"
+            + (f"; {figures}" if figures else "") + f": {verdict}",
+            highlight=False, soft_wrap=True,
         )  # fmt: skip
-    console.print(table)
 
 
 def print_summary(settings: Settings, console: Console, story: Story) -> None:

@@ -58,6 +58,11 @@ def test_demo_tells_the_story_history_training_then_each_day_scored_and_monitore
                 "SELECT DISTINCT partition_date FROM monitoring.drift"
             ).fetchall()
         }
+        performance = {
+            day for (day,) in conn.execute(
+                "SELECT partition_date FROM monitoring.performance"
+            ).fetchall()
+        }  # fmt: skip
     assert len(log) == DAYS and feature_rows == curated_rows > 0
     assert all(read == loaded + quarantined for _, read, loaded, quarantined in log)
     with dg.DagsterInstance.get() as instance:
@@ -92,6 +97,12 @@ def test_demo_tells_the_story_history_training_then_each_day_scored_and_monitore
     assert f"{decision}  version {version}" in completed.stdout  # the decision, one line each
     if decision == "promoted":  # every later day scored and monitored against the champion
         assert set(scored) == set(daily) and drift_days == set(daily)
+        # Performance of every day after the history (judged once its labels matured), a
+        # line each.
+        assert set(performance) == set(daily)
+        assert "model performance on matured labels" in completed.stdout
+        assert all(f"{day}  v" in completed.stdout.split("model performance")[-1]
+                   for day in daily)  # fmt: skip
         assert f"{daily[0]}  " in completed.stdout and "scored by champion v1" in completed.stdout
     else:
         assert scored == {} and drift_days == set()

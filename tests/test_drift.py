@@ -286,3 +286,26 @@ def test_known_edges_bin_as_the_list_expression_does() -> None:
         listed = conn.execute(f"SELECT {bin_sql('x', '[1.0, 2.0, 3.0]')} FROM {values}").fetchall()
         known = conn.execute(f"SELECT {bin_sql('x', [1.0, 2.0, 3.0])} FROM {values}").fetchall()
     assert known == listed == [(0,), (0,), (1,), (2,), (3,), (-1,), (3,)]
+
+
+def test_the_reports_train_sample_counts_a_feature_only_once_its_window_was_full(
+    tmp_path: Path,
+) -> None:
+    """As in the reference profile: a 30-day sum on the first 30 days of history is still
+    filling up, so the Evidently report's train rows leave it missing there."""
+    from mlplatform.monitoring.drift_report import train_sample
+
+    days = pd.date_range("2025-01-01", periods=60).date
+    snapshot = tmp_path / "snapshot.parquet"
+    pd.DataFrame({
+        "partition_date": days, "split": ["train"] * 50 + ["holdout"] * 10,
+        "sum_30d": np.arange(60.0), "category": ["a"] * 60,
+    }).to_parquet(snapshot)  # fmt: skip
+    with duckdb.connect() as conn:
+        sample = train_sample(
+            conn, snapshot, {"sum_30d": "numeric", "category": "categorical"},
+            {"sum_30d": date(2025, 1, 31)}, rows=1000,
+        )  # fmt: skip
+    assert len(sample) == 50  # the train split only
+    assert sorted(sample.sum_30d.dropna()) == [float(i) for i in range(30, 50)]
+    assert sample.category.eq("a").all()  # a feature without a warm-up counts on every row

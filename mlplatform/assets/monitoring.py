@@ -20,6 +20,7 @@ from mlplatform.assets.serving import serving_log
 from mlplatform.assets.training_data import ML_OWNERS
 from mlplatform.monitoring import drift
 from mlplatform.monitoring.drift import DayDrift, DriftRule, Judgement
+from mlplatform.monitoring.profile import full_window_days
 from mlplatform.resources import LandingZoneResource, WarehouseResource
 from mlplatform.settings import Settings, get_settings
 from mlplatform.warehouse.feature_registry import feature_registry
@@ -102,7 +103,8 @@ def _check_result(
                 for f in judged.watched
             }
         ),
-        "failed_feature_names": ", ".join(f.feature for f in judged.watched) or "(none)",
+        # A list: the retraining sensor's reason names the first few and counts the rest.
+        "failed_feature_names": dg.MetadataValue.json([f.feature for f in judged.watched]),
         "partitions_checked": len(judgements),
         "partitions_failing": ", ".join(failing) or "(none)",
     }
@@ -134,14 +136,19 @@ def _result(
     return partitions_result(context, per_partition, counts, [check])
 
 
-def _report(conn: duckdb.DuckDBPyConnection, day: DayDrift, settings: Settings) -> object:
+def _report(
+    conn: duckdb.DuckDBPyConnection,
+    day: DayDrift,
+    settings: Settings,
+    full_from: dict[str, date],
+) -> object:
     """The day's Evidently report as metadata: its path, or why there is none."""
     from mlplatform.monitoring.drift_report import write_drift_report
 
     path = write_drift_report(
         conn, day.partition_date, _report_features(day, settings.drift_report_columns),
         day.scorer.dataset_version, settings.datasets_dir, settings.reports_dir,
-        settings.drift_report_rows,
+        settings.drift_report_rows, full_from,
     )  # fmt: skip
     return dg.MetadataValue.path(str(path)) if path else "(the dataset's snapshot is gone)"
 
@@ -177,8 +184,11 @@ def data_drift(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
 ) -> dg.MaterializeResult:
     settings = get_settings()
-    entities = {f.name: f.entity for f in feature_registry(settings, landing.contract).features}
+    registry = feature_registry(settings, landing.contract)
+    entities = {f.name: f.entity for f in registry.features}
+    warm_up = {f.name: registry.warm_up(f.name) for f in registry.enabled}
     with warehouse.connection() as conn:
+        full_from = full_window_days(conn, warm_up)
         rule = drift_rule(settings)
         results = [drift.data_drift(conn, day, rule, entities) for day in _days(context)]
         drift.store_drift(conn, results, drift.DATA_KINDS)
@@ -191,7 +201,9 @@ def data_drift(
                 day, important, settings.drift_share_threshold, settings.drift_psi_threshold
             ))  # fmt: skip
             if settings.drift_report:
-                per_partition[str(day.partition_date)]["report"] = _report(conn, day, settings)
+                per_partition[str(day.partition_date)]["report"] = _report(
+                    conn, day, settings, full_from
+                )
     for day in results:
         names = ", ".join(f.feature for f in day.drifted)
         summary = f"{len(day.drifted)} of {len(day.features)} features drifted {names}"

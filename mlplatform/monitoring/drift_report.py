@@ -1,13 +1,16 @@
 """The Evidently HTML drift report of a day: DataDriftPreset on bounded samples.
 
 A person's view beside ``monitoring.drift``: a reservoir sample of the day's feature rows
-against one of the train split of the champion's dataset version (its Parquet snapshot).
+against one of the train split of the champion's dataset version (its Parquet snapshot). As
+in the reference profile, a train row's feature counts only once its window was full: before
+that day it is missing (a 90-day sum still filling up would look drifted on every day).
 Evidently is imported here only, when a report is written.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
@@ -24,10 +27,35 @@ def report_path(reports_dir: Path, day: date) -> Path:
     return reports_dir / "data_drift" / f"data_drift_{day.isoformat()}.html"
 
 
+def _columns(kinds: Mapping[str, str], full_from: Mapping[str, date]) -> str:
+    """The features typed as the report reads them, each NULL before its ``full_from`` day."""
+    columns = []
+    for name, kind in kinds.items():
+        value = f"{name}::{'VARCHAR' if kind == 'categorical' else 'DOUBLE'}"
+        if name in full_from:
+            value = f"CASE WHEN partition_date >= DATE '{full_from[name]}' THEN {value} END"
+        columns.append(f"{value} AS {name}")
+    return ", ".join(columns)
+
+
 def _sample(conn: duckdb.DuckDBPyConnection, source: str, columns: str, rows: int) -> pd.DataFrame:
     return conn.sql(
         f"SELECT {columns} FROM ({source}) USING SAMPLE reservoir({rows} ROWS) REPEATABLE (7)"
     ).df()
+
+
+def train_sample(
+    conn: duckdb.DuckDBPyConnection,
+    snapshot: Path,
+    kinds: Mapping[str, str],
+    full_from: Mapping[str, date],
+    rows: int,
+) -> pd.DataFrame:
+    """``rows`` train rows of a dataset's Parquet ``snapshot``: the features ``kinds`` (name
+    -> ``numeric`` or ``categorical``), each missing on the rows before its ``full_from``
+    day (its window was still filling up; a feature absent from it counts on every row)."""
+    train = f"SELECT * FROM read_parquet('{snapshot}') WHERE split = 'train'"
+    return _sample(conn, train, _columns(kinds, full_from), rows)
 
 
 def write_drift_report(
@@ -38,21 +66,17 @@ def write_drift_report(
     datasets_dir: Path,
     reports_dir: Path,
     rows: int,
+    full_from: Mapping[str, date],
 ) -> Path | None:
-    """Write the report of ``day`` for the features ``kinds`` (name -> ``numeric`` or
-    ``categorical``) against ``rows`` train rows of ``dataset_version``; its path, or None
-    when the dataset's snapshot is gone."""
+    """Write the report of ``day`` for the features ``kinds`` against ``rows`` rows of the
+    day and :func:`train_sample` rows of ``dataset_version``; its path, or None when the
+    dataset's snapshot is gone."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
     snapshot = snapshot_path(datasets_dir, dataset_version)
     if not snapshot.is_file():
         return None
-    columns = ", ".join(
-        f"{name}::{'VARCHAR' if kind == 'categorical' else 'DOUBLE'} AS {name}"
-        for name, kind in kinds.items()
-    )
-    train = f"SELECT * FROM read_parquet('{snapshot}') WHERE split = 'train'"
     current = f"SELECT * FROM {FEATURES_TABLE} WHERE partition_date = DATE '{day.isoformat()}'"
     definition = DataDefinition(
         numerical_columns=[name for name, kind in kinds.items() if kind != "categorical"],
@@ -63,8 +87,12 @@ def write_drift_report(
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         snapshot_report = Report([DataDriftPreset()]).run(
-            Dataset.from_pandas(_sample(conn, current, columns, rows), data_definition=definition),
-            Dataset.from_pandas(_sample(conn, train, columns, rows), data_definition=definition),
+            Dataset.from_pandas(
+                _sample(conn, current, _columns(kinds, {}), rows), data_definition=definition
+            ),
+            Dataset.from_pandas(
+                train_sample(conn, snapshot, kinds, full_from, rows), data_definition=definition
+            ),
         )
         path = report_path(reports_dir, day)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 import duckdb
 import numpy as np
@@ -98,29 +98,39 @@ def profile_sql(
                FROM ({" UNION ALL ".join(parts)})"""
 
 
+def full_window_days(
+    conn: duckdb.DuckDBPyConnection, warm_up: Mapping[str, timedelta]
+) -> dict[str, date]:
+    """Per feature, the first day whose rows had the feature's whole window of history: the
+    first curated day plus ``warm_up[name]`` (whole days)."""
+    ((first_day,),) = conn.execute(
+        "SELECT min(partition_date) FROM curated.transactions"
+    ).fetchall()
+    return {
+        name: first_day + timedelta(days=-(-span // timedelta(days=1)))
+        for name, span in warm_up.items()
+    }
+
+
 def warmed_up_train_rows(
     conn: duckdb.DuckDBPyConnection, warm_up: Mapping[str, timedelta], min_rows: int
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Per feature, the train rows of ``ml.master_table`` whose feature had its whole window
-    of history (the row's day at least ``warm_up[name]`` after the first curated day), as
-    SQL sources; and the features left out (fewer than ``min_rows`` such rows), with why.
+    of history (from :func:`full_window_days` on), as SQL sources; and the features left
+    out (fewer than ``min_rows`` such rows), with why.
 
     A window still filling up (the first 90 days of a 90-day sum) gives smaller values than
     every later day: profiled, it would make each day after training look drifted."""
-    ((first_day,),) = conn.execute(
-        "SELECT min(partition_date) FROM curated.transactions"
-    ).fetchall()
     sources, skipped = {}, {}
-    for name, span in warm_up.items():
-        since = first_day + timedelta(days=-(-span // timedelta(days=1)))
+    for name, since in full_window_days(conn, warm_up).items():
         ((rows,),) = conn.execute(
             "SELECT count(*) FROM ml.master_table WHERE split = 'train' AND partition_date >= ?",
             [since],
         ).fetchall()
         if rows < min_rows:
             skipped[name] = (
-                f"its {span.days}-day window is full from {since} on: {rows} train rows "
-                f"(< {min_rows}), not profiled, so not monitored for drift"
+                f"its {warm_up[name].days}-day window is full from {since} on: {rows} train "
+                f"rows (< {min_rows}), not profiled, so not monitored for drift"
             )
         else:
             sources[name] = (
