@@ -297,6 +297,13 @@ def drift_start_for(start: date, days: int, history_days: int) -> date:
     return start + timedelta(days=history_days + (days - history_days) // 3)
 
 
+def sensor_run_tags(request: dg.RunRequest, sensor: str) -> dict[str, str]:
+    """The tags the daemon gives a run it launches for ``sensor``'s ``request``: with the
+    run key, a daemon started later (`make ui`) knows the request was met."""
+    tags = {**request.tags, "dagster/sensor_name": sensor}
+    return tags | ({"dagster/run_key": request.run_key} if request.run_key else {})
+
+
 def retrain(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -306,7 +313,7 @@ def retrain(
 ) -> None:
     """Run the training the sensor requested, with its tags, and print the champion's
     decision and its reason."""
-    tags = {**request.tags, "dagster/sensor_name": "retraining_sensor"}
+    tags = sensor_run_tags(request, "retraining_sensor")
     check = tags.get("mlplatform/trigger_check", "a check")
     partition = tags.get("mlplatform/trigger_partition", "?")
     console.print(

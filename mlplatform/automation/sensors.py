@@ -360,7 +360,9 @@ def _retraining_request(pending: dict[str, Episode]) -> dg.RunRequest:
     others = "; ".join(f"also {name} failed on {e.partition}" for name, e in pending.items()
                        if name != check)  # fmt: skip
     return dg.RunRequest(
-        run_key=f"retraining:{check}:{episode.partition}",
+        # The episode's first day: stable while it lasts, so that a sensor whose cursor is
+        # gone (a new daemon after the demo) finds the run it already requested.
+        run_key=f"retraining:{check}:{episode.failing_since}",
         job_name=training_job.name,
         tags={
             TRIGGER_CHECK: check,
