@@ -171,8 +171,9 @@ def print_day(
 
 def evaluate_retraining(
     defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None
-) -> tuple[list[dg.RunRequest], str | None]:
-    """One tick of `retraining_sensor` on the instance: its run requests and new cursor."""
+) -> tuple[list[dg.RunRequest], str | None, str]:
+    """One tick of `retraining_sensor` on the instance: its run requests, new cursor and
+    why it requested nothing (empty when it did)."""
     sensor = defs.resolve_sensor_def("retraining_sensor")
     with dg.build_sensor_context(
         instance=instance, cursor=cursor, sensor_name=sensor.name, resources=defs.resources
@@ -180,7 +181,7 @@ def evaluate_retraining(
         # The alert it logs (a WARNING, for the daemon's log) is told by the story's own line.
         context.log.setLevel(logging.ERROR)
         data = sensor.evaluate_tick(context)
-    return list(data.run_requests or []), data.cursor or cursor
+    return list(data.run_requests or []), data.cursor or cursor, data.skip_message or ""
 
 
 def print_ingestion_summary(warehouse: Path, console: Console) -> None:
@@ -375,7 +376,7 @@ def run_story(
             story.failures.append(failure)
             return story
         print_day(settings.warehouse_path, day, failed_checks(instance), console, story)
-        requests, cursor = evaluate_retraining(defs, instance, cursor)
+        requests, cursor, _ = evaluate_retraining(defs, instance, cursor)
         for request in requests:
             retrain(defs, instance, console, request, story)
     # The job refreshes the labels first: the days whose labels have matured by the last
@@ -383,8 +384,14 @@ def run_story(
     scored = (last_history + timedelta(days=1), days[-1])
     if failure := run_range(defs, instance, console, "performance_monitoring", *scored):
         story.failures.append(failure)
-    else:
-        print_performance(settings.warehouse_path, console)
+        return story
+    print_performance(settings.warehouse_path, console)
+    # The sensor judges the performance check too: a retraining, or why none (a cooldown).
+    requests, cursor, skipped = evaluate_retraining(defs, instance, cursor)
+    for request in requests:
+        retrain(defs, instance, console, request, story)
+    if not requests:
+        console.print(f"retraining_sensor: {skipped}", highlight=False, soft_wrap=True)
     return story
 
 

@@ -101,8 +101,10 @@ def test_demo_tells_the_story_history_training_then_each_day_scored_and_monitore
         # line each.
         assert set(performance) == set(daily)
         assert "model performance on matured labels" in completed.stdout
-        assert all(f"{day}  v" in completed.stdout.split("model performance")[-1]
-                   for day in daily)  # fmt: skip
+        after = completed.stdout.split("model performance")[-1]
+        assert all(f"{day}  v" in after for day in daily)
+        # Then the sensor judges the performance check: a retraining, or why none.
+        assert "\nretraining_sensor: " in after
         assert f"{daily[0]}  " in completed.stdout and "scored by champion v1" in completed.stdout
     else:
         assert scored == {} and drift_days == set()

@@ -276,7 +276,11 @@ def test_worse_challenger_is_rejected_then_manual_promotion_and_rollback(
         shuffle_training_labels(conn)
         registry = feature_registry(settings, load_contract(DEFAULT_CONTRACT))
         noise = build_master_table(conn, registry, settings, settings.datasets_dir).version
-    _train(trained.instance)
+    # One family is enough for a challenger (the fastest: the suite's time is the fits').
+    dg.materialize(
+        [candidate_asset("logistic_regression"), champion_asset(("logistic_regression",))],
+        instance=trained.instance, resources=build_resources(settings), raise_on_error=True,
+    )  # fmt: skip
     log = _promotion_log(settings)
     rejected = log.iloc[-1]
     assert rejected.decision == "rejected" and rejected.version == "2"

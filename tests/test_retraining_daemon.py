@@ -72,7 +72,7 @@ def test_a_daemon_started_after_the_demo_finds_the_retraining_the_demo_ran(
     monkeypatch.setenv("MLPLATFORM_SENSOR_INTERVAL_SECONDS", "1")
     _evaluate(instance, DRIFT_ASSET, "2025-02-01", passed=True)
     _evaluate(instance, DRIFT_ASSET, "2025-02-02", passed=False, share_drifted=0.6)
-    (request,), _ = evaluate_retraining(defs, instance, None)
+    (request,), _, _ = evaluate_retraining(defs, instance, None)
     dg.materialize([demo_retraining], instance=instance,
                    tags=sensor_run_tags(request, "retraining_sensor"))  # fmt: skip
     _evaluate(instance, DRIFT_ASSET, "2025-02-03", passed=False, share_drifted=0.7)
