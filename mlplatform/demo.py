@@ -411,7 +411,7 @@ def print_performance(warehouse: Path, console: Console) -> None:
             for name, value in (("AP", ap), ("ROC AUC", auc), ("holdout AP", holdout))
             if value is not None
         )
-        verdict = ("degraded: " if degraded else "ok: ") + reason if judged else reason
+        verdict = f"{'degraded' if degraded else 'ok'}: {reason}" if judged else reason
         model = f"v{version}" if version else "no model"
         console.print(
             f"{day}  {model}, {matured:,} matured, {positives:,} positives"
