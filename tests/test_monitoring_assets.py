@@ -302,12 +302,12 @@ def test_a_drifted_day_leads_to_a_retraining_run_the_daemon_launches_and_the_cha
             lambda: [r for r in retraining_runs(instance) if r.dagster_run.status in FINISHED],
             "the retraining run", timeout=1200, log=log,
         )  # fmt: skip
-        wait_until(
-            lambda: any(t.timestamp > record.end_time + 1 and t.is_completed
-                        for t in sensor_ticks(instance, "retraining_sensor")),
+        # A completed tick after the run (the newest tick may still be running).
+        later = wait_until(
+            lambda: next((t for t in sensor_ticks(instance, "retraining_sensor")
+                          if t.timestamp > record.end_time + 1 and t.is_completed), None),
             "a tick after the retraining run", log=log,
         )  # fmt: skip
-        later = sensor_ticks(instance, "retraining_sensor")[0]
 
     run = record.dagster_run
     assert run.status == dg.DagsterRunStatus.SUCCESS, log.read_text()[-3000:]

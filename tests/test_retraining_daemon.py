@@ -36,15 +36,13 @@ def test_the_daemon_launches_one_retraining_run_for_a_failed_drift_check(
                 "the retraining run",
                 log=log,
             )
-            wait_until(
-                lambda: any(
-                    t.timestamp > record.create_timestamp.timestamp() + 1 and t.is_completed
-                    for t in sensor_ticks(instance, "retraining_sensor")
-                ),
-                "a tick after the retraining run",
-                log=log,
-            )
-            later = sensor_ticks(instance, "retraining_sensor")[0]
+            # The first completed tick after the run (the newest tick may still be running).
+            later = wait_until(
+                lambda: next((t for t in sensor_ticks(instance, "retraining_sensor")
+                              if t.timestamp > record.create_timestamp.timestamp() + 1
+                              and t.is_completed), None),
+                "a tick after the retraining run", log=log,
+            )  # fmt: skip
 
     run = record.dagster_run
     assert run.job_name == "training"
