@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_CONTRACT = PACKAGE_DIR / "contract" / "generator.yaml"
+#: The artifacts folder of the default MLflow store, beside its database in the data home.
+ARTIFACTS_FOLDER = "mlartifacts"
 
 
 DISCRETIONARY_CATEGORIES = (
@@ -343,7 +345,7 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         """Artifacts of the default (SQLite) MLflow store."""
-        return self.home / "mlartifacts"
+        return self.home / ARTIFACTS_FOLDER
 
     @property
     def dagster_home(self) -> Path:

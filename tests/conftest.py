@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -214,8 +217,6 @@ def build_training_data(home: Path, cards: int = 250, days: int = 60, seed: int 
     """Simulate ``days`` from START into ``home``'s landing folder and build the warehouse up
     to the master table (domain functions, no Dagster); the environment must point at
     ``home`` (MLPLATFORM_HOME) with :data:`TRAINING_ENV`."""
-    from datetime import timedelta
-
     from mlplatform.contract import load_contract
     from mlplatform.ml.master_table import build_master_table
     from mlplatform.settings import DEFAULT_CONTRACT, get_settings
@@ -309,3 +310,98 @@ def shuffle_training_labels(conn: duckdb.DuckDBPyConnection) -> None:
            UPDATE ml.targets AS t SET target = s.target
            FROM shuffled AS s WHERE t.transaction_id = s.transaction_id;"""
     )
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """The process environment with ``values`` set within the block (for module fixtures,
+    which cannot use the function-scoped ``monkeypatch``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in values.items():
+            patch.setenv(name, value)
+        yield
+
+
+#: Simulated days of the shared trained platform (250 cards).
+TRAINED_DAYS = 60
+
+
+@dataclass(frozen=True)
+class TrainedPlatform:
+    """A trained platform's data home and Dagster home: 60 simulated days ingested, curated
+    and featured, the master table, the `training` assets (every candidate family, version 1
+    the champion) and the days after the master table scored by `predictions`."""
+
+    home: Path
+    dagster_home: Path
+    scored_days: tuple[date, date]  # first and last day after the master table
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment that points the platform at this copy."""
+        return {**TRAINING_ENV, "MLPLATFORM_HOME": str(self.home),
+                "DAGSTER_HOME": str(self.dagster_home)}  # fmt: skip
+
+    def copy(self, folder: Path) -> TrainedPlatform:
+        """A copy of the platform in ``folder``, which works as the original does (the data
+        home is relocatable: nothing in it names its own absolute path)."""
+        home, dagster_home = folder / "home", folder / "dagster"
+        shutil.copytree(self.home, home)
+        shutil.copytree(self.dagster_home, dagster_home)
+        return TrainedPlatform(home, dagster_home, self.scored_days)
+
+
+def _build_trained_platform(root: Path) -> TrainedPlatform:
+    """Build :class:`TrainedPlatform` in ``root`` with the asset definitions the platform runs."""
+    from mlplatform.assets.models import candidate_asset, champion_asset
+    from mlplatform.assets.partitions import partition_range_tags
+    from mlplatform.assets.scoring import predictions
+    from mlplatform.assets.training_data import training_reference_profile
+    from mlplatform.definitions import build_resources
+    from mlplatform.ml.models import FAMILIES
+    from mlplatform.settings import get_settings
+
+    home, dagster_home = root / "home", root / "dagster"
+    dagster_home.mkdir(parents=True)
+    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")  # as `make` sets it up
+    last = START + timedelta(days=TRAINED_DAYS - 1)
+    with environment(TrainedPlatform(home, dagster_home, (last, last)).env):
+        settings = get_settings()
+        resources = build_resources(settings)
+        build_training_data(home, days=TRAINED_DAYS)
+        training = [training_reference_profile, *map(candidate_asset, FAMILIES),
+                    champion_asset(FAMILIES)]  # fmt: skip
+        with dg.DagsterInstance.get() as instance:
+            dg.materialize(training, instance=instance, resources=resources, raise_on_error=True)
+            with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+                trained = conn.execute("SELECT max(partition_date) FROM ml.master_table")
+                first = trained.fetchone()[0] + timedelta(days=1)
+            dg.materialize(
+                [predictions], instance=instance, resources=resources, raise_on_error=True,
+                tags=partition_range_tags(first, last),
+            )  # fmt: skip
+    return TrainedPlatform(home, dagster_home, (first, last))
+
+
+@pytest.fixture(scope="session")
+def trained_platform(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> TrainedPlatform:
+    """The shared trained platform, built once per pytest run (with ``-n 2`` too: the first
+    worker that needs it builds it under a file lock, the others wait and reuse it). Never
+    change it: take a :meth:`TrainedPlatform.copy`."""
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent  # the run's folder, common to its workers
+    root, failed = shared / "trained-platform", shared / "trained-platform.failed"
+    with (shared / "trained-platform.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if failed.exists():
+            pytest.fail(f"the shared trained platform failed to build:\n{failed.read_text()}")
+        if not (root / "scored_days").exists():
+            try:
+                platform = _build_trained_platform(root)
+            except BaseException:
+                failed.write_text(traceback.format_exc())
+                raise
+            (root / "scored_days").write_text(" ".join(map(str, platform.scored_days)))
+    first, last = map(date.fromisoformat, (root / "scored_days").read_text().split())
+    return TrainedPlatform(root / "home", root / "dagster", (first, last))

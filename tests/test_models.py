@@ -1,8 +1,9 @@
 """Candidate models, the champion competition and the champion from Python.
 
-One small simulated platform (real DuckDB file, real MLflow SQLite store, real Dagster
-instance) is trained once for the module; the tests read what that left behind, and the last
-test plays a worse challenger, a manual promotion and a rollback on top of it.
+The module takes a copy of the suite's shared trained platform (real DuckDB file, real
+MLflow SQLite store, real Dagster instance: conftest's ``trained_platform``); the tests read
+what its training run left behind, and the last test plays a worse challenger, a manual
+promotion and a rollback on top of it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import TRAINING_ENV, build_training_data, shuffle_training_labels
+from conftest import TrainedPlatform, environment, shuffle_training_labels
 from mlflow import MlflowClient
 from sklearn.metrics import average_precision_score
 
@@ -39,39 +40,25 @@ from mlplatform.settings import DEFAULT_CONTRACT, Settings, get_settings
 from mlplatform.warehouse.connection import connect
 from mlplatform.warehouse.feature_registry import feature_registry
 
-DAYS = 60
-ENV = TRAINING_ENV
-ASSETS = [*(candidate_asset(f) for f in FAMILIES), champion_asset(FAMILIES)]
-
 
 @dataclass(frozen=True)
 class Trained:
     home: Path
     settings: Settings
     instance: dg.DagsterInstance
-    result: dg.ExecuteInProcessResult
-
-
-def _train(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        ASSETS, instance=instance, resources=build_resources(get_settings()), raise_on_error=True
-    )
+    run_id: str  # the training run (every candidate and the champion step)
+    events: list[dg.DagsterEvent]  # its events, read from the instance
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
-    root = tmp_path_factory.mktemp("models")
-    home, dagster_home = root / "home", root / "dagster"
-    dagster_home.mkdir()
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {
-            **ENV, "MLPLATFORM_HOME": str(home), "DAGSTER_HOME": str(dagster_home)
-        }.items():  # fmt: skip
-            patch.setenv(name, value)
-        settings = get_settings()
-        build_training_data(home, days=DAYS)
-        with dg.DagsterInstance.get() as instance:
-            yield Trained(home, settings, instance, _train(instance))
+def trained(
+    trained_platform: TrainedPlatform, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Trained]:
+    platform = trained_platform.copy(tmp_path_factory.mktemp("models"))
+    with environment(platform.env), dg.DagsterInstance.get() as instance:
+        run_id = instance.get_latest_materialization_event(dg.AssetKey("champion_model")).run_id
+        events = [e.dagster_event for e in instance.all_logs(run_id) if e.is_dagster_event]
+        yield Trained(platform.home, get_settings(), instance, run_id, events)
 
 
 def _client(settings: Settings) -> MlflowClient:
@@ -103,7 +90,7 @@ def test_each_candidate_logs_a_tagged_run_with_metrics_plots_and_a_model_card(
     )
     for family, run in by_family.items():
         tags, metrics = run.data.tags, run.data.metrics
-        assert tags["dagster.run_id"] == trained.result.run_id
+        assert tags["dagster.run_id"] == trained.run_id
         assert tags["dagster.asset_key"] == f"candidate_{family}"
         assert tags["mlplatform.dataset_version"] == dataset_version
         assert tags["mlplatform.code_version"].startswith("0.1.0")
@@ -123,13 +110,14 @@ def test_each_candidate_logs_a_tagged_run_with_metrics_plots_and_a_model_card(
         assert run.data.params["calibration"] in {"sigmoid", "isotonic"}
     materialized = {
         e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata
-        for e in trained.result.get_asset_materialization_events()
+        for e in trained.events
+        if e.event_type_value == "ASSET_MATERIALIZATION"
     }
     checks = {
         (e.asset_check_key.asset_key.to_user_string(), e.check_name): e.passed
         for e in (
             event.asset_check_evaluation_data
-            for event in trained.result.all_events
+            for event in trained.events
             if event.event_type_value == "ASSET_CHECK_EVALUATION"
         )
     }
@@ -156,7 +144,7 @@ def test_the_first_candidate_clearing_the_floors_becomes_champion(trained: Train
     assert first.decision == "promoted" and first.version == "1"
     assert pd.isna(first.champion_before) and first.champion_after == "1"
     assert "no champion yet" in first.reason and "smoke test" in first.reason
-    assert first.actor == trained.result.run_id
+    assert first.actor == trained.run_id
     client = _client(trained.settings)
     champion = client.get_model_version_by_alias(trained.settings.model_name, "champion")
     assert str(champion.version) == "1"
@@ -173,8 +161,7 @@ def test_champion_loads_in_a_fresh_process_with_pickle_disabled(trained: Trained
         "print(json.dumps({'version': c.version, 'family': c.model.family,"
         " 'features': len(c.feature_names), 'ap': c.metrics['average_precision']}))\n"
     )
-    env = {**os.environ, **ENV, "MLPLATFORM_HOME": str(trained.home),
-           "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}  # fmt: skip
+    env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
@@ -294,13 +281,12 @@ def test_worse_challenger_is_rejected_then_manual_promotion_and_rollback(
         "rejected"
     )
 
-    env = {**os.environ, **ENV, "MLPLATFORM_HOME": str(trained.home)}
-
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "mlplatform.cli", *args], capture_output=True, text=True,
-            env=env,
-        )  # fmt: skip
+            [sys.executable, "-m", "mlplatform.cli", *args],
+            capture_output=True,
+            text=True,
+        )
 
     promoted = cli("promote", "2", "--reason", "business asked for it")
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr

@@ -9,8 +9,11 @@ loading works with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``).
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import subprocess
 import tempfile
+from contextlib import closing
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -25,15 +28,68 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 
 from mlplatform.ml.artifacts import METADATA_KEY, TRUSTED_SKOPS_TYPES, read_scoring_model
 from mlplatform.ml.models import ScoringModel
+from mlplatform.settings import ARTIFACTS_FOLDER
 
 CHAMPION, PREVIOUS = "champion", "previous"
+#: Where a SQLite store records artifact locations, as absolute URIs: (table, column).
+LOCATION_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "source"),
+    ("model_versions", "storage_location"),
+)
+log = logging.getLogger(__name__)
 
 
 def configure(tracking_uri: str) -> MlflowClient:
-    """Point MLflow (tracking and registry) at ``tracking_uri``; a client for it."""
+    """Point MLflow (tracking and registry) at ``tracking_uri``; a client for it. A SQLite
+    store that was moved with its data home is first made to name its new place
+    (:func:`relocate_sqlite_store`)."""
+    if tracking_uri.startswith("sqlite:///"):
+        database = Path(tracking_uri.removeprefix("sqlite:///"))
+        relocate_sqlite_store(database, database.parent / ARTIFACTS_FOLDER)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def relocate_sqlite_store(database: Path, artifacts_dir: Path) -> int:
+    """The platform's SQLite store keeps its artifacts beside it, in ``artifacts_dir``, but
+    MLflow records every location as an absolute URI. When the data home was moved, copied
+    or restored from a backup, the recorded locations still name the old folder (a copy
+    would read, or miss, the original's files): rewrite each location under an old
+    ``mlartifacts`` folder to the same place under ``artifacts_dir``, in one transaction.
+    Returns how many locations were rewritten (0 when the store has not moved)."""
+    if not database.is_file():
+        return 0
+    new = artifacts_dir.resolve().as_uri()
+    with closing(sqlite3.connect(database, timeout=60)) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        if "experiments" not in tables:
+            return 0
+        conn.execute("BEGIN IMMEDIATE")  # one mover at a time; the others then find it done
+        old_roots = [
+            location for (location,) in conn.execute(
+                "SELECT DISTINCT artifact_location FROM experiments "
+                "WHERE artifact_location LIKE 'file:///%/' || ? AND artifact_location <> ?",
+                [ARTIFACTS_FOLDER, new],
+            )
+        ]  # fmt: skip
+        rewritten = 0
+        for old in old_roots:
+            for table, column in LOCATION_COLUMNS:
+                if table in tables:
+                    rewritten += conn.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                        f"WHERE {column} = ? OR substr({column}, 1, ?) = ? || '/'",
+                        [new, len(old) + 1, old, len(old) + 1, old],
+                    ).rowcount
+        conn.commit()
+    if rewritten:
+        log.info("the MLflow store %s was moved: %d artifact locations now under %s (were %s)",
+                 database, rewritten, new, ", ".join(old_roots))  # fmt: skip
+    return rewritten
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifacts_dir: Path | None) -> str:
