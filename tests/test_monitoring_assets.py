@@ -1,9 +1,9 @@
 """`data_drift` and `prediction_drift` on a small trained platform, and their checks.
 
-One platform (real DuckDB file, real MLflow SQLite store, real Dagster instance) is trained
-once for the module with LightGBM only, its reference profile built by the asset, the days
-after its master table scored by `predictions`; then a new dataset version (labels shuffled)
-gets its profile without a promotion, as after a rejected challenger. The tests read what
+The module takes a copy of the suite's shared trained platform (real DuckDB file, real MLflow
+SQLite store, real Dagster instance: its reference profile built by the asset, the days after
+its master table scored by `predictions`); then a new dataset version (labels shuffled) gets
+its profile without a promotion, as after a rejected challenger. The tests read what
 that left behind; the drifted-day tests change one scored day's feature rows and put them
 back. The last test runs the loop end to end: a drifted day, the real daemon, a retraining
 run, the champion step's decision.
@@ -11,7 +11,6 @@ run, the champion step's decision.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,18 +23,16 @@ import pandas as pd
 import pytest
 from conftest import (
     FINISHED,
-    REPO,
     START,
-    TRAINING_ENV,
-    build_training_data,
+    TrainedPlatform,
     dagster_daemon,
+    environment,
     retraining_runs,
     sensor_ticks,
     shuffle_training_labels,
     wait_until,
 )
 
-from mlplatform.assets.models import candidate_asset, champion_asset
 from mlplatform.assets.monitoring import (
     DRIFT_CHECK,
     PREDICTION_DRIFT_CHECK,
@@ -43,7 +40,6 @@ from mlplatform.assets.monitoring import (
     prediction_drift,
 )
 from mlplatform.assets.partitions import partition_range_tags
-from mlplatform.assets.scoring import predictions
 from mlplatform.assets.training_data import training_reference_profile
 from mlplatform.automation.sensors import TRIGGER_CHECK, TRIGGER_PARTITION, TRIGGER_REASON
 from mlplatform.contract import load_contract
@@ -52,12 +48,6 @@ from mlplatform.ml.master_table import build_master_table
 from mlplatform.settings import DEFAULT_CONTRACT, Settings, get_settings
 from mlplatform.warehouse.connection import connect
 from mlplatform.warehouse.feature_registry import feature_registry
-
-# A trained platform on a shared 2-core machine: the fixture takes minutes (as test_serving's).
-pytestmark = pytest.mark.timeout(1800)
-DAYS = 60
-FAMILIES = ("lightgbm",)
-TRAINING = [training_reference_profile, candidate_asset("lightgbm"), champion_asset(FAMILIES)]
 
 
 @dataclass(frozen=True)
@@ -72,46 +62,31 @@ class Platform:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    root = tmp_path_factory.mktemp("monitoring")
-    home, dagster_home = root / "home", root / "dagster"
-    dagster_home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")  # as `make` sets it up
-    env = {**TRAINING_ENV, "MLPLATFORM_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
-           "MLPLATFORM_CANDIDATE_FAMILIES": '["lightgbm"]',
+def platform(
+    trained_platform: TrainedPlatform, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
+    copy = trained_platform.copy(tmp_path_factory.mktemp("monitoring"))
+    # The retraining run of the last test trains one family, once: a champion step to decide.
+    env = {**copy.env, "MLPLATFORM_CANDIDATE_FAMILIES": '["lightgbm"]',
            "MLPLATFORM_SEARCH_ITERATIONS": "1"}  # fmt: skip
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
+    with environment(env), dg.DagsterInstance.get() as instance:
         settings = get_settings()
-        resources = build_resources(settings)
-        build_training_data(home, days=DAYS)
-        with dg.DagsterInstance.get() as instance:
-            dg.materialize(TRAINING, instance=instance, resources=resources, raise_on_error=True)
-            with connect(settings.warehouse_path) as conn:
-                last_trained = conn.execute("SELECT max(partition_date) FROM ml.master_table")
-                first_day = last_trained.fetchone()[0] + timedelta(days=1)
-                champion_dataset = conn.execute(
-                    "SELECT any_value(dataset_version) FROM ml.feature_selection"
-                ).fetchone()[0]
-            last_day = START + timedelta(days=DAYS - 1)
-            dg.materialize(
-                [predictions], instance=instance, resources=resources, raise_on_error=True,
-                tags=partition_range_tags(first_day, last_day),
-            )  # fmt: skip
-            with connect(settings.warehouse_path) as conn:
-                shuffle_training_labels(conn)
-                registry = feature_registry(settings, load_contract(DEFAULT_CONTRACT))
-                rejected = build_master_table(conn, registry, settings, settings.datasets_dir)
-            # The new dataset version's profile, without a training that could promote.
-            dg.materialize([training_reference_profile], instance=instance,
-                           resources=resources, raise_on_error=True)  # fmt: skip
-            days = tuple(
-                first_day + timedelta(days=i) for i in range((last_day - first_day).days + 1)
-            )
-            yield Platform(
-                home, dagster_home, settings, instance, days, champion_dataset, rejected.version
-            )
+        with connect(settings.warehouse_path) as conn:
+            champion_dataset = conn.execute(
+                "SELECT any_value(dataset_version) FROM ml.feature_selection"
+            ).fetchone()[0]
+            shuffle_training_labels(conn)
+            registry = feature_registry(settings, load_contract(DEFAULT_CONTRACT))
+            rejected = build_master_table(conn, registry, settings, settings.datasets_dir)
+        # The new dataset version's profile, without a training that could promote.
+        dg.materialize([training_reference_profile], instance=instance,
+                       resources=build_resources(settings), raise_on_error=True)  # fmt: skip
+        first, last = copy.scored_days
+        days = tuple(first + timedelta(days=i) for i in range((last - first).days + 1))
+        yield Platform(
+            copy.home, copy.dagster_home, settings, instance, days, champion_dataset,
+            rejected.version,
+        )  # fmt: skip
 
 
 def _run(platform: Platform, first: date, last: date | None = None) -> dg.ExecuteInProcessResult:

@@ -1,8 +1,8 @@
 """Batch scoring (`predictions`) and the challenger alias, on a small trained platform.
 
-One platform (real DuckDB file, real MLflow SQLite store, real Dagster instance) is trained
-once for the module with LightGBM only; a second registered version of the same model files
-plays the new champion and the challenger. Tests that move an alias put it back.
+The module takes a copy of the suite's shared trained platform (real DuckDB file, real
+MLflow SQLite store, real Dagster instance); a second registered version of the champion's
+model files plays the new champion and the challenger. Tests that move an alias put it back.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 from conftest import (
     START,
-    TRAINING_ENV,
     PlatformHome,
-    build_training_data,
+    TrainedPlatform,
+    environment,
     load_warehouse,
     simulate_landing,
 )
@@ -30,7 +30,6 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner, Result
 
 from mlplatform.assets.features import card_features
-from mlplatform.assets.models import candidate_asset, champion_asset
 from mlplatform.assets.scoring import NO_CHAMPION, predictions
 from mlplatform.cli import app
 from mlplatform.contract import load_contract
@@ -43,12 +42,6 @@ from mlplatform.warehouse.connection import connect
 from mlplatform.warehouse.feature_registry import feature_registry
 from mlplatform.warehouse.features import build_card_features
 
-DAYS = 60
-FAMILIES = ("lightgbm",)
-#: Training the module's platform counts against its first test's timeout (as in
-#: test_serving): on a busy CI machine it has passed 600 s.
-pytestmark = pytest.mark.timeout(1800)
-
 
 @dataclass(frozen=True)
 class Platform:
@@ -60,35 +53,18 @@ class Platform:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    root = tmp_path_factory.mktemp("scoring")
-    home, dagster_home = root / "home", root / "dagster"
-    dagster_home.mkdir()
-    # One LightGBM trial: these tests need a champion, not a good one (training is slow on a
-    # busy 2-core machine).
-    env = {**TRAINING_ENV, "MLPLATFORM_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
-           "MLPLATFORM_CANDIDATE_FAMILIES": '["lightgbm"]',
-           "MLPLATFORM_SEARCH_ITERATIONS": "1"}  # fmt: skip
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
+def platform(
+    trained_platform: TrainedPlatform, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
+    copy = trained_platform.copy(tmp_path_factory.mktemp("scoring"))
+    with environment(copy.env), dg.DagsterInstance.get() as instance:
         settings = get_settings()
-        build_training_data(home, days=DAYS)
-        with dg.DagsterInstance.get() as instance:
-            dg.materialize(
-                [candidate_asset("lightgbm"), champion_asset(FAMILIES)],
-                instance=instance, resources=build_resources(settings), raise_on_error=True,
-            )  # fmt: skip
-            client = configure(settings.tracking_uri)
-            assert alias_version(client, settings.model_name, CHAMPION) == "1"
-            # Version 2: the same model files registered again (a new champion to be).
-            first = client.get_model_version(settings.model_name, "1")
-            mlflow.register_model(first.source, settings.model_name, tags=first.tags)
-            with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
-                last_trained = conn.execute("SELECT max(partition_date) FROM ml.master_table")
-                first_day = last_trained.fetchone()[0] + timedelta(days=1)
-            last_day = START + timedelta(days=DAYS - 1)
-            yield Platform(home, settings, instance, client, (first_day, last_day))
+        client = configure(settings.tracking_uri)
+        assert alias_version(client, settings.model_name, CHAMPION) == "1"
+        # Version 2: the same model files registered again (a new champion to be).
+        first = client.get_model_version(settings.model_name, "1")
+        mlflow.register_model(first.source, settings.model_name, tags=first.tags)
+        yield Platform(copy.home, settings, instance, client, copy.scored_days)
 
 
 def _score(platform: Platform, first: date, last: date) -> dg.ExecuteInProcessResult:

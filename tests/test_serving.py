@@ -1,7 +1,7 @@
 """`mlplatform serve`: a real uvicorn server on 127.0.0.1, a real MLflow store, real DuckDB.
 
-One small platform is trained once for the module (two candidate families: the champion is
-version 1, the other family is registered as version 2 and set as `challenger`); its
+The module takes a copy of the suite's shared trained platform (the champion is version 1;
+another family's candidate is registered as version 2 and set as `challenger`); its
 warehouse file is the online store. One server (shadow mode) serves most tests; each test
 uses cards and days of its own, so its answers do not depend on what the others sent.
 """
@@ -22,36 +22,25 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
+import duckdb
 import httpx
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import START, TRAINING_ENV, load_warehouse
+from conftest import TrainedPlatform, environment
 from mlflow import MlflowClient
 
-from mlplatform.assets.models import candidate_asset, champion_asset
 from mlplatform.contract import load_contract
-from mlplatform.datagen import SimulationConfig, simulate
-from mlplatform.definitions import build_resources
-from mlplatform.ml.master_table import build_master_table
+from mlplatform.ml.registry import configure
 from mlplatform.serving.model import CHALLENGER, load_version
 from mlplatform.serving.online import OnlineFeatures
 from mlplatform.serving.prediction_log import ANSWERING_ROLES, FIELDS
 from mlplatform.serving.service import canary_bucket
 from mlplatform.settings import DEFAULT_CONTRACT, Settings, get_settings
-from mlplatform.warehouse.connection import connect
 from mlplatform.warehouse.feature_registry import FeatureRegistry, feature_registry
-from mlplatform.warehouse.features import build_card_features
 from mlplatform.warehouse.pii import card_pseudonym
-from mlplatform.warehouse.targets import build_targets
 
-#: Training the module's platform counts against its first test's timeout: on a loaded
-#: machine it takes longer than the suite's 600 s per test.
-pytestmark = pytest.mark.timeout(1800)
-DAYS = 60
-FAMILIES = ("lightgbm", "logistic_regression")
 KEY, FILE_KEY = "serving-test-key", "key-from-the-keys-file"
 MAX_BATCH = 5
 #: A card the simulation never made (no history in the store).
@@ -67,6 +56,7 @@ class Platform:
     landing: pd.DataFrame  # canonical columns, one row per simulated transaction
     env: dict[str, str]
     last_event: datetime  # the store's newest event
+    families: tuple[str, str]  # the champion's (version 1) and the challenger's (version 2)
 
     @property
     def cards(self) -> list[str]:
@@ -148,56 +138,43 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def platform(
+    trained_platform: TrainedPlatform, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
     root = tmp_path_factory.mktemp("serving")
-    home, dagster_home = root / "home", root / "dagster"
-    dagster_home.mkdir()
-    env = {**TRAINING_ENV, "MLPLATFORM_HOME": str(home), "DAGSTER_HOME": str(dagster_home)}
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
+    copy = trained_platform.copy(root)
+    with environment(copy.env):
         settings = get_settings()
-        simulate(SimulationConfig(n_cards=250, days=DAYS, start_date=START, seed=5),
-                 home / "landing")  # fmt: skip
-        load_warehouse(home / "landing", settings.warehouse_path)
         contract = load_contract(DEFAULT_CONTRACT)
         registry = feature_registry(settings, contract)
-        with connect(settings.warehouse_path) as conn:
-            build_card_features(conn, registry, START, START + timedelta(days=DAYS - 1))
-            build_targets(conn, settings, contract)
-            build_master_table(conn, registry, settings, settings.datasets_dir)
+        with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
             last_event = conn.execute("SELECT max(event_time) FROM curated.transactions")
             last_event = last_event.fetchone()[0]
-        assets = [*(candidate_asset(f) for f in FAMILIES), champion_asset(FAMILIES)]
-        with dg.DagsterInstance.get() as instance:
-            dg.materialize(assets, instance=instance, resources=build_resources(settings))
-        client = MlflowClient(
-            tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri
-        )
+        client = configure(settings.tracking_uri)
         champion = load_version(settings.tracking_uri, settings.model_name, "1")
-        # The other family's candidate becomes version 2, the challenger.
+        # Another family's candidate (the first by name) becomes version 2, the challenger.
         experiment = client.get_experiment_by_name(settings.mlflow_experiment)
-        (other,) = [
-            m for m in client.search_logged_models([experiment.experiment_id])
-            if client.get_run(m.source_run_id).data.tags["mlplatform.family"]
-            != champion.model.family
-        ]  # fmt: skip
-        mlflow.set_tracking_uri(settings.tracking_uri)
-        mlflow.set_registry_uri(settings.tracking_uri)
+        others = {
+            client.get_run(m.source_run_id).data.tags["mlplatform.family"]: m
+            for m in client.search_logged_models([experiment.experiment_id])
+        }
+        families = (champion.model.family, min(set(others) - {champion.model.family}))
+        other = others[families[1]]
         assert mlflow.register_model(other.model_uri, settings.model_name).version == 2
         client.set_registered_model_alias(settings.model_name, CHALLENGER, "2")
     settings.online_store_path.parent.mkdir(parents=True)
     settings.online_store_path.write_bytes(settings.warehouse_path.read_bytes())
     landing = pd.concat(
-        pd.read_csv(p, dtype=str) for p in sorted((home / "landing").glob("transactions_*.csv"))
+        pd.read_csv(p, dtype=str)
+        for p in sorted((copy.home / "landing").glob("transactions_*.csv"))
     ).rename(columns={column: name for name, column in contract.columns.items()})
     (root / "keys").write_text(f"\n{FILE_KEY}\n")
     yield Platform(
-        home, settings, registry, client, landing,
-        {**os.environ, **env, "MLPLATFORM_API_KEYS": f"{KEY}, another-key",
+        copy.home, settings, registry, client, landing,
+        {**os.environ, **copy.env, "MLPLATFORM_API_KEYS": f"{KEY}, another-key",
          "MLPLATFORM_API_KEYS_FILE": str(root / "keys"), "MLPLATFORM_RELOAD_SECONDS": "0.3",
          "MLPLATFORM_MAX_BATCH": str(MAX_BATCH), "MLPLATFORM_CHALLENGER_MODE": "shadow"},
-        last_event,
+        last_event, families,
     )  # fmt: skip
 
 
@@ -239,11 +216,11 @@ def test_every_route_but_health_needs_a_valid_key_in_either_header(
     assert server.http.get("/v1/health/ready").status_code == 200
 
 
-def test_model_route_describes_champion_and_challenger(server: Server) -> None:
+def test_model_route_describes_champion_and_challenger(platform: Platform, server: Server) -> None:
     body = server.http.get("/v1/model", headers={"X-API-Key": KEY}).json()
     assert body["version"] == "1" and body["challenger"]["version"] == "2"
     assert body["challenger_mode"] == "shadow"
-    assert {body["family"], body["challenger"]["family"]} == set(FAMILIES)
+    assert (body["family"], body["challenger"]["family"]) == platform.families
     assert 0 < body["threshold"] < 1 and len(body["dataset_version"]) == 64
     assert body["holdout_metrics"]["average_precision"] > 0 and len(body["features"]) > 20
     assert server.http.get("/openapi.json").json()["paths"].keys() >= {
