@@ -4,7 +4,7 @@ VENV := .venv
 UV := $(VENV)/bin/uv
 export DAGSTER_HOME ?= $(CURDIR)/.mlplatform/dagster
 
-.PHONY: setup demo test lint ui mlflow-ui bench clean
+.PHONY: setup demo test test-fast lint ui mlflow-ui bench clean
 
 $(UV):
 	python3 -m venv $(VENV)
@@ -17,8 +17,16 @@ setup: $(UV)
 demo: setup
 	$(VENV)/bin/mlplatform demo
 
+# Two workers, a module at a time each, in the order tests/conftest.py gives (longest first);
+# the 25 slowest tests are printed at the end of every run.
+PYTEST := $(VENV)/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
+
 test: setup
-	$(VENV)/bin/pytest -n 2 --dist loadfile
+	$(PYTEST)
+
+# The edit-run loop: everything but the end-to-end tests (`-m e2e`), under 3 minutes.
+test-fast: setup
+	$(PYTEST) -m "not e2e"
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -40,6 +40,32 @@ T = TypeVar("T")
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE}
 
 
+#: Modules handed out first, the longest first. `make test` runs them on two workers with
+#: `--dist loadfile`, each worker taking the next module when it is nearly done: a long module
+#: handed out last would run alone at the end (the demo test did: 8 of 10 minutes on two
+#: cores, then 2 on one). Every run prints its `--durations` table: a module that shows up
+#: near its top belongs here.
+LONGEST_FIRST = (
+    "test_cli.py",
+    "test_serving.py",
+    "test_recovery.py",
+    "test_sensor_daemon.py",
+    "test_bring_your_own_data.py",
+    "test_models.py",
+    "test_monitoring_assets.py",
+    "test_ui.py",
+    "test_quiet_output.py",
+    "test_pipeline.py",
+    "test_retraining_daemon.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """:data:`LONGEST_FIRST` modules first; the others after them, in their usual order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @dataclass(frozen=True)
 class PlatformHome:
     home: Path
@@ -283,14 +309,33 @@ def webhook_server() -> Iterator[Webhook]:
         server.server_close()
 
 
-def refused_url() -> str:
-    """A URL on 127.0.0.1 where nothing listens (connection refused)."""
+#: Ports for the servers the tests start: below Linux's ephemeral range (32768-60999), so that
+#: no other process's bind to port 0 or outgoing connection takes one between the probe and
+#: the server's own bind (a port probed with bind(("127.0.0.1", 0)) is an ephemeral one).
+SERVER_PORTS = range(20_000, 32_000)
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on now, for a server a test starts: one of
+    :data:`SERVER_PORTS` at random (workers and runs side by side rarely meet), bound once to
+    check it is free."""
+    import random
     import socket
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/hook"
+    for _ in range(100):
+        port = random.choice(SERVER_PORTS)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise AssertionError(f"no free port of 127.0.0.1 in {SERVER_PORTS} after 100 tries")
+
+
+def refused_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens (connection refused)."""
+    return f"http://127.0.0.1:{free_port()}/hook"
 
 
 def shuffle_training_labels(conn: duckdb.DuckDBPyConnection) -> None:

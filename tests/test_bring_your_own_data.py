@@ -19,6 +19,8 @@ import pytest
 
 from tests.conftest import TRAINING_ENV, PlatformHome, simulate_landing
 
+pytestmark = pytest.mark.e2e
+
 MAPPING = """\
 name: bank-extract
 columns:

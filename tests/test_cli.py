@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import PlatformHome, noise_lines
 
+pytestmark = pytest.mark.e2e
+
 DAYS = 60
 HISTORY = 50
 CARDS = 200  # enough revenge episodes for positives in train, validation and holdout

@@ -8,7 +8,7 @@ import time
 import dagster as dg
 import duckdb
 import pytest
-from conftest import PlatformHome, simulate_landing
+from conftest import PlatformHome, simulate_landing, wait_until
 
 from mlplatform.assets.cost import with_compute_cost
 from mlplatform.assets.curation import curated_transactions
@@ -164,7 +164,10 @@ def test_peak_memory_is_sampled_where_the_kernel_peak_cannot_be_reset(
     with CostMeter() as large:
         held = bytearray(200 * MB)
         held[::4096] = b"x" * len(held[::4096])
-        time.sleep(0.1)  # the sampler looks every 10 ms
+        # Held until the sampler (every 10 ms) has seen it: a loaded machine may not run its
+        # thread within a fixed sleep.
+        wait_until(lambda: large._sampler.peak_kb > small.cost.peak_mb * 1024 + 150 * 1024,
+                   "the sampler to see the 200 MB", timeout=60)  # fmt: skip
         del held
     assert large.cost.peak_mb - small.cost.peak_mb > 150
 

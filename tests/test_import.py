@@ -126,6 +126,7 @@ def test_the_day_of_a_row_is_the_local_day_of_its_mapped_event_time(tmp_path: Pa
     )
 
 
+@pytest.mark.e2e
 def test_import_with_ingest_loads_the_days_in_one_run_on_the_instance(
     platform_home: PlatformHome, tmp_path: Path, daily: list[Path]
 ) -> None:

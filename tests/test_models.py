@@ -253,6 +253,7 @@ def test_defs_load_asset_value_returns_the_champion(trained: Trained) -> None:
     assert value.version == "1" and value.model.family in FAMILIES
 
 
+@pytest.mark.e2e
 def test_worse_challenger_is_rejected_then_manual_promotion_and_rollback(
     trained: Trained,
 ) -> None:

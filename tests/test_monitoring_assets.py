@@ -250,6 +250,7 @@ def test_the_check_fails_on_a_drifted_day_naming_the_features(platform: Platform
 
 
 # Last in the module: the retraining run rebuilds the master table and may elect a champion.
+@pytest.mark.e2e
 def test_a_drifted_day_leads_to_a_retraining_run_the_daemon_launches_and_the_champion_step_decides(
     platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,6 +7,7 @@ import sys
 
 import dagster as dg
 import duckdb
+import pytest
 
 from mlplatform.assets.curation import curated_transactions
 from mlplatform.assets.ingestion import card_reference, raw_transactions
@@ -132,6 +133,7 @@ def test_missing_landing_file_fails_the_partition_with_its_name(
     assert "no landing file for 2025-01-05" in failure
 
 
+@pytest.mark.e2e
 def test_materialize_from_the_dagster_cli(platform_home: PlatformHome):
     simulate_landing(platform_home.landing, days=1)
     completed = subprocess.run(

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from tests.conftest import BIN, REPO, PlatformHome, noise_lines, simulate_landing
+
+pytestmark = pytest.mark.e2e
 
 
 def test_dg_launch_of_a_partition_prints_no_warning(platform_home: PlatformHome) -> None:

@@ -13,6 +13,7 @@ import sys
 
 import dagster as dg
 import duckdb
+import pytest
 
 from mlplatform.automation.recovery import process_is_gone
 from tests.conftest import (
@@ -26,6 +27,8 @@ from tests.conftest import (
     wait_until,
     warehouse_held_open,
 )
+
+pytestmark = pytest.mark.e2e
 
 MATERIALIZE = [str(BIN / "dagster"), "asset", "materialize", "-m", "mlplatform.definitions",
                "--select", "raw_transactions", "--partition", "2025-01-01"]  # fmt: skip

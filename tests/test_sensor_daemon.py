@@ -28,6 +28,8 @@ from tests.conftest import (
     wait_until,
 )
 
+pytestmark = pytest.mark.e2e
+
 DAILY = [raw_transactions, curated_transactions, card_features]
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TrainedPlatform, environment
+from conftest import TrainedPlatform, environment, free_port
 from mlflow import MlflowClient
 
 from mlplatform.contract import load_contract
@@ -40,6 +39,8 @@ from mlplatform.serving.service import canary_bucket
 from mlplatform.settings import DEFAULT_CONTRACT, Settings, get_settings
 from mlplatform.warehouse.feature_registry import FeatureRegistry, feature_registry
 from mlplatform.warehouse.pii import card_pseudonym
+
+pytestmark = pytest.mark.e2e
 
 KEY, FILE_KEY = "serving-test-key", "key-from-the-keys-file"
 MAX_BATCH = 5
@@ -77,12 +78,6 @@ class Platform:
         return rows
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Server:
     """`mlplatform serve` in a subprocess; its stdout and stderr in files."""
@@ -94,7 +89,7 @@ class Server:
     http: httpx.Client = field(init=False)
 
     def start(self) -> Server:
-        self.port = _free_port()
+        self.port = free_port()
         self.output.mkdir(parents=True, exist_ok=True)
         started = len(list(self.output.glob("stdout-*")))
         with (

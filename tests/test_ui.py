@@ -4,7 +4,6 @@ group, the sensor and the schedules are there."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -14,19 +13,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.conftest import BIN, PlatformHome, process_group, wait_until
+from tests.conftest import BIN, PlatformHome, free_port, process_group, wait_until
 from tests.test_retraining_sensor import DRIFT_ASSET, _evaluate
+
+pytestmark = pytest.mark.e2e
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 GROUPS = ("ingestion", "curation", "features", "training_data", "training", "monitoring")
 AUTOMATION = ("landing_sensor", "retraining_sensor", "daily_ingestion_schedule",
               "landing_freshness_schedule", "model_performance_schedule")  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _answers(url: str) -> bool:
@@ -46,7 +41,7 @@ def ui(platform_home: PlatformHome) -> Iterator[str]:
 
 @contextmanager
 def _dagster_dev(platform_home: PlatformHome) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     command = [str(BIN / "dagster"), "dev", "-w", "workspace.yaml",
                "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
     log = platform_home.dagster_home / "dev.log"

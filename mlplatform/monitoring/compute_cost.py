@@ -182,6 +182,11 @@ class _RssSampler:
         while not self._done.wait(_SAMPLE_SECONDS):
             self._peak_kb = max(self._peak_kb, self._rss_kb())
 
+    @property
+    def peak_kb(self) -> int:
+        """The largest resident size seen so far, in kB."""
+        return self._peak_kb
+
     def stop(self) -> int:
         """Stop sampling; the peak resident size seen, in kB."""
         self._done.set()
