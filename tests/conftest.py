@@ -60,6 +60,16 @@ LONGEST_FIRST = (
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Workers share the cores: each worker, and every process it starts, gets its share as
+    ``OMP_NUM_THREADS`` (LightGBM's OpenMP threads run 10-30x slower on oversubscribed cores;
+    see :func:`mlplatform.ml.models.available_threads`). Set before any test module imports
+    LightGBM."""
+    if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+        cores = len(os.sched_getaffinity(0))
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // int(workers))))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """:data:`LONGEST_FIRST` modules first; the others after them, in their usual order."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}

@@ -9,6 +9,7 @@ it does is timed, so a benchmark can set the platform's overhead against the bar
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +38,19 @@ LEARNING_CURVE_SHARES = (0.2, 0.5)
 #: Rows (whole cards) of validation, and of train for models other than LightGBM, that a
 #: learning-curve point is scored on.
 LEARNING_CURVE_SCORE_ROWS = 50_000
-THREADS = 2
+
+
+def available_threads() -> int:
+    """Threads of a fit, a search and a batch prediction: ``OMP_NUM_THREADS`` when it is set
+    (OpenMP's own setting, which LightGBM's default follows too), else the cores this process
+    may run on. Set it to share the machine: LightGBM's OpenMP threads run 10-30x slower when
+    other processes keep the cores busy (the test suite's two workers each set 1)."""
+    if threads := os.environ.get("OMP_NUM_THREADS", "").strip():
+        return int(threads)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+THREADS = available_threads()
 #: Up to this many rows, a LightGBM booster scores a numpy matrix on one thread: for a
 #: request of one transaction, pandas' frame and a second thread cost ten times the trees.
 SMALL_BATCH = 64
