@@ -52,6 +52,7 @@ LONGEST_FIRST = (
     "test_sensor_daemon.py",
     "test_bring_your_own_data.py",
     "test_models.py",
+    "test_drift.py",  # between two modules that wait for the shared trained platform
     "test_monitoring_assets.py",
     "test_ui.py",
     "test_quiet_output.py",
