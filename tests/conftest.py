@@ -54,6 +54,7 @@ LONGEST_FIRST = (
     "test_models.py",
     "test_drift.py",  # between two modules that wait for the shared trained platform
     "test_monitoring_assets.py",
+    "test_image.py",
     "test_ui.py",
     "test_quiet_output.py",
     "test_pipeline.py",
