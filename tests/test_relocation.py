@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from mlplatform.assets.partitions import partition_range_tags
 from mlplatform.assets.scoring import predictions
 from mlplatform.definitions import build_resources
-from mlplatform.ml.registry import CHAMPION, relocate_sqlite_store
+from mlplatform.ml.registry import CHAMPION, LOCATION_COLUMNS, relocate_sqlite_store
 from mlplatform.settings import get_settings
 
 
@@ -27,9 +27,27 @@ def test_a_moved_data_home_loads_its_champion_and_runs_on_its_instance(
     trained_platform: TrainedPlatform, tmp_path: Path
 ) -> None:
     original = trained_platform.copy(tmp_path / "original")
+    # The original in use (the platform opened it where it is), then moved away from there.
+    relocate_sqlite_store(original.home / "mlflow.db", original.home / "mlartifacts")
     moved = original.copy(tmp_path / "moved")
     shutil.rmtree(tmp_path / "original")  # nothing may still read the old place
     artifacts = (moved.home / "mlartifacts").resolve().as_uri()
+    old = (original.home / "mlartifacts").resolve().as_uri()
+    with closing(sqlite3.connect(moved.home / "mlflow.db")) as conn:
+        recorded = sum(
+            conn.execute(
+                f"SELECT count(*) FROM {table} WHERE {column} LIKE 'file:///%'"
+            ).fetchone()[0]
+            for table, column in LOCATION_COLUMNS
+        )
+        under_old = sum(
+            conn.execute(
+                f"SELECT count(*) FROM {table} WHERE substr({column}, 1, ?) = ?",
+                [len(old), old],
+            ).fetchone()[0]
+            for table, column in LOCATION_COLUMNS
+        )
+    assert recorded == under_old > 0  # every recorded location names the deleted folder
 
     # A user's first command on the moved home: the champion, from a fresh process.
     code = (
@@ -45,7 +63,7 @@ def test_a_moved_data_home_loads_its_champion_and_runs_on_its_instance(
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded["version"] == "1" and loaded["features"] > 20
-    assert f"was moved: 9 artifact locations now under {artifacts}" in done.stderr
+    assert f"was moved: {recorded} artifact locations now under {artifacts}" in done.stderr
 
     with environment(moved.env):
         settings = get_settings()
