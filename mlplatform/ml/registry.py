@@ -64,20 +64,25 @@ def relocate_sqlite_store(database: Path, artifacts_dir: Path) -> int:
     if not database.is_file():
         return 0
     new = artifacts_dir.resolve().as_uri()
-    with closing(sqlite3.connect(database, timeout=60)) as conn:
-        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
-        if "experiments" not in tables:
-            return 0
-        conn.execute("BEGIN IMMEDIATE")  # one mover at a time; the others then find it done
-        old_roots = [
+
+    def old_roots() -> list[str]:
+        return [
             location for (location,) in conn.execute(
                 "SELECT DISTINCT artifact_location FROM experiments "
                 "WHERE artifact_location LIKE 'file:///%/' || ? AND artifact_location <> ?",
                 [ARTIFACTS_FOLDER, new],
             )
         ]  # fmt: skip
+
+    with closing(sqlite3.connect(database, timeout=60)) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        # A read first: every configure() comes here, and only a moved store needs the lock.
+        if "experiments" not in tables or not old_roots():
+            return 0
+        conn.execute("BEGIN IMMEDIATE")  # one mover at a time; the others then find it done
+        moved_from = old_roots()
         rewritten = 0
-        for old in old_roots:
+        for old in moved_from:
             for table, column in LOCATION_COLUMNS:
                 if table in tables:
                     rewritten += conn.execute(
@@ -88,7 +93,7 @@ def relocate_sqlite_store(database: Path, artifacts_dir: Path) -> int:
         conn.commit()
     if rewritten:
         log.info("the MLflow store %s was moved: %d artifact locations now under %s (were %s)",
-                 database, rewritten, new, ", ".join(old_roots))  # fmt: skip
+                 database, rewritten, new, ", ".join(moved_from))  # fmt: skip
     return rewritten
 
 
