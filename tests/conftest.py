@@ -462,3 +462,24 @@ def trained_platform(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -
             (root / "scored_days").write_text(" ".join(map(str, platform.scored_days)))
     first, last = map(date.fromisoformat, (root / "scored_days").read_text().split())
     return TrainedPlatform(root / "home", root / "dagster", (first, last))
+
+
+@pytest.fixture(autouse=True)
+def no_dagster_instance_left_current() -> Iterator[None]:
+    """A test leaves Dagster's current definitions-state storage as it found it.
+
+    A Dagster instance makes its storage current when it is entered and restores the previous one
+    on exit. A context that opens an instance of its own and is never closed (e.g.
+    `build_schedule_context(instance=...)` outside a `with`) leaves the storage of a dead instance
+    current, and a later definitions load in the same worker fails with "Attempted to resolve
+    undefined DagsterInstance weakref", far from the test that caused it.
+    """
+    from dagster._core.storage.defs_state.base import DefsStateStorage
+
+    before = DefsStateStorage.get()
+    yield
+    if DefsStateStorage.get() is not before:
+        pytest.fail(
+            "the test left a Dagster instance's definitions-state storage current: enter every "
+            "instance and every build_*_context(...) in a `with` block"
+        )

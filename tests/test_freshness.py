@@ -23,12 +23,15 @@ CHECK = dg.AssetCheckKey(raw_transactions.key, "landed_on_time")
 
 
 def _nightly_tick(instance: dg.DagsterInstance, night: datetime) -> dg.RunRequest | dg.SkipReason:
-    context = dg.build_schedule_context(
+    # As a context manager: the context opens an instance of its own from the reference and
+    # closes it on exit (left open, it stays the current definitions-state storage after the
+    # instance is gone, and a later definitions load in the process fails on it).
+    with dg.build_schedule_context(
         instance=instance,
         scheduled_execution_time=night,
         resources=build_resources(get_settings()),
-    )
-    return daily_ingestion_schedule(context)
+    ) as context:
+        return daily_ingestion_schedule(context)
 
 
 def test_nightly_tick_skips_a_day_with_no_file_and_says_why(

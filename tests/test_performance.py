@@ -285,11 +285,7 @@ def _scheduled(when: datetime, contract: Path) -> str | None:
 def test_the_code_location_has_the_performance_job_and_its_schedule() -> None:
     from mlplatform.definitions import defs
 
-    # Loaded against a live instance of its own: the first load in a worker reads the current
-    # instance's definitions state, and an earlier test's may be gone (a CI run failed with
-    # "Attempted to resolve undefined DagsterInstance weakref").
-    with dg.DagsterInstance.ephemeral():
-        dg.Definitions.validate_loadable(defs)  # e.g. no job named like an asset's op
+    dg.Definitions.validate_loadable(defs)  # e.g. no job named like an asset's op
     job = defs.resolve_job_def("performance_monitoring")
     assert job.asset_layer.executable_asset_keys == {target_labels.key, model_performance.key}
     assert defs.resolve_schedule_def("model_performance_schedule").job_name == job.name

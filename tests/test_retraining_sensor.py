@@ -100,12 +100,12 @@ class Sensor:
         self.cursor: str | None = None
 
     def tick(self) -> dg.SensorResult:
-        context = dg.build_sensor_context(
+        with dg.build_sensor_context(
             instance=self.instance,
             cursor=self.cursor,
             resources={"notifier": NotifierResource(webhook_url=self.url, timeout_seconds=1)},
-        )
-        result = self.sensor(context)
+        ) as context:
+            result = self.sensor(context)
         self.cursor = result.cursor
         return result
 

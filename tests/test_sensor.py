@@ -19,10 +19,10 @@ RANGE_END = "dagster/asset_partition_range_end"
 
 
 def _tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
-    context = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=instance, cursor=cursor, resources=build_resources(get_settings())
-    )
-    return landing_sensor(context)
+    ) as context:
+        return landing_sensor(context)
 
 
 def _daily(result: dg.SensorResult) -> list[dg.RunRequest]:
