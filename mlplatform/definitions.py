@@ -51,7 +51,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         ),
         "mlflow_store": MlflowResource(
             tracking_uri=settings.tracking_uri,
-            artifacts_dir=None if settings.mlflow_tracking_uri else str(settings.artifacts_dir),
+            artifact_location=settings.artifact_location,
             experiment=settings.mlflow_experiment,
             model_name=settings.model_name,
             ui_url=settings.mlflow_ui_url,
@@ -61,6 +61,15 @@ def build_resources(settings: Settings) -> dict[str, object]:
             webhook_url=settings.alert_webhook_url, timeout_seconds=settings.alert_timeout_seconds
         ),
     }
+
+
+def run_executor(settings: Settings) -> dg.ExecutorDefinition | None:
+    """The executor of the jobs that do not set their own (None: Dagster's multiprocess one)."""
+    if settings.executor == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    return None
 
 
 SETTINGS = get_settings()
@@ -99,4 +108,5 @@ defs = dg.Definitions(
     schedules=[daily_ingestion_schedule, landing_freshness_schedule, model_performance_schedule],
     sensors=[landing_sensor, retraining_sensor],
     resources=build_resources(SETTINGS),
+    executor=run_executor(SETTINGS),
 )

@@ -9,13 +9,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_CONTRACT = PACKAGE_DIR / "contract" / "generator.yaml"
 #: The artifacts folder of the default MLflow store, beside its database in the data home.
 ARTIFACTS_FOLDER = "mlartifacts"
+#: Tracking URIs of an MLflow server, which stores the artifacts of its runs itself.
+_TRACKING_SERVERS = ("http://", "https://", "databricks")
 
 
 DISCRETIONARY_CATEGORIES = (
@@ -139,6 +141,19 @@ class Settings(BaseSettings):
         default=None,
         description="MLflow tracking and registry server; default: SQLite `<home>/mlflow.db` "
         "with artifacts in `<home>/mlartifacts`.",
+    )
+    executor: Literal["multiprocess", "k8s"] = Field(
+        default="multiprocess",
+        description="How a run executes its steps: `multiprocess` (a process per step beside "
+        "the run worker) or `k8s` (a Kubernetes job per step: Dagster's k8s_job_executor, with "
+        "platform/k8s/). The training job keeps its steps in one process either way.",
+    )
+    mlflow_artifacts: str | None = Field(
+        default=None,
+        description="Where experiments created on a database tracking store "
+        "(MLPLATFORM_MLFLOW_TRACKING_URI=postgresql://...) keep their artifacts: a folder every "
+        "worker mounts at the same path, or an object-store URI (s3://bucket/prefix). Required "
+        "with a database store; an MLflow server (http://...) keeps the artifacts itself.",
     )
     mlflow_experiment: str = Field(default="mlplatform", description="MLflow experiment.")
     model_name: str = Field(
@@ -294,6 +309,17 @@ class Settings(BaseSettings):
             return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
 
+    @model_validator(mode="after")
+    def _database_store_has_artifacts(self) -> Settings:
+        uri = self.mlflow_tracking_uri
+        if uri and not uri.startswith(_TRACKING_SERVERS) and not self.mlflow_artifacts:
+            raise ValueError(
+                f"MLPLATFORM_MLFLOW_TRACKING_URI={uri.split('://')[0]}://... is a database "
+                "store: set MLPLATFORM_MLFLOW_ARTIFACTS to where its artifacts go (a folder every "
+                "worker mounts, or s3://bucket/prefix), or use an MLflow server (http://...)"
+            )
+        return self
+
     @field_validator("api_keys_file", "alert_webhook_url", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
@@ -346,6 +372,17 @@ class Settings(BaseSettings):
     def artifacts_dir(self) -> Path:
         """Artifacts of the default (SQLite) MLflow store."""
         return self.home / ARTIFACTS_FOLDER
+
+    @property
+    def artifact_location(self) -> str | None:
+        """Where a new experiment keeps its artifacts: beside the default store, or
+        ``mlflow_artifacts`` for a database store; None for a tracking server (its own)."""
+        if not self.mlflow_tracking_uri:
+            return self.artifacts_dir.resolve().as_uri()
+        if self.mlflow_tracking_uri.startswith(_TRACKING_SERVERS):
+            return None
+        artifacts = self.mlflow_artifacts or ""
+        return Path(artifacts).resolve().as_uri() if "://" not in artifacts else artifacts
 
     @property
     def dagster_home(self) -> Path:

@@ -1,8 +1,10 @@
 #!/bin/sh
 # The image's command: one role per container. `entrypoint.sh ROLE [ARGS...]`, where ROLE is
 # webserver, daemon, code-server or api; `entrypoint.sh healthcheck` checks the role this
-# container started (the Dockerfile's HEALTHCHECK). The same commands run outside Docker
-# (tests/test_image.py runs each of them).
+# container started (the Dockerfile's HEALTHCHECK). Any other command of the image runs as
+# given: Dagster's run launchers start run workers as `dagster api execute_run ...` and the Helm
+# chart its code servers as `dagster api grpc ...`, both as arguments to this entrypoint. The
+# same commands run outside Docker (tests/test_image.py runs each of them).
 set -eu
 
 bind="${MLPLATFORM_BIND:-0.0.0.0}"
@@ -39,6 +41,10 @@ case "$role" in
             *) echo "healthcheck: no role started in this container ($role_file)" >&2; exit 1 ;;
         esac ;;
     *)
-        echo "usage: entrypoint.sh webserver|daemon|code-server|api [ARGS...] | healthcheck" >&2
+        if [ -n "$role" ] && command -v "$role" >/dev/null 2>&1; then
+            exec "$role" "$@"
+        fi
+        echo "usage: entrypoint.sh webserver|daemon|code-server|api [ARGS...] | healthcheck" \
+            "| COMMAND [ARGS...] (a command of the image, e.g. dagster, mlplatform)" >&2
         exit 64 ;;
 esac

@@ -12,17 +12,19 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import dagster as dg
 import duckdb
+import httpx
 import pandas as pd
 import pytest
 
 from mlplatform.datagen import SimulationConfig, SimulationSummary, simulate
+from tests.postgres import Postgres, postgres_cluster
 
 START = date(2025, 1, 1)
 #: Environment of a small trained platform (test_models, test_scoring, test_serving).
@@ -52,6 +54,7 @@ LONGEST_FIRST = (
     "test_sensor_daemon.py",
     "test_bring_your_own_data.py",
     "test_models.py",
+    "test_platform.py",
     "test_drift.py",  # between two modules that wait for the shared trained platform
     "test_monitoring_assets.py",
     "test_image.py",
@@ -343,6 +346,72 @@ def free_port() -> int:
                 continue
         return port
     raise AssertionError(f"no free port of 127.0.0.1 in {SERVER_PORTS} after 100 tries")
+
+
+#: The API key of the services the tests start (MLPLATFORM_API_KEYS).
+SERVICE_KEY = "serving-test-key"
+
+
+@dataclass
+class Server:
+    """`mlplatform serve` in a subprocess; its stdout and stderr in files."""
+
+    env: dict[str, str]
+    output: Path
+    port: int = 0
+    process: subprocess.Popen | None = None
+    http: httpx.Client = field(init=False)
+
+    def start(self) -> Server:
+        self.port = free_port()
+        self.output.mkdir(parents=True, exist_ok=True)
+        started = len(list(self.output.glob("stdout-*")))
+        with (
+            (self.output / f"stdout-{started}").open("w") as stdout,
+            (self.output / f"stderr-{started}").open("w") as stderr,
+        ):
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mlplatform.cli", "serve", "--port", str(self.port)],
+                env=self.env, stdout=stdout, stderr=stderr,
+            )  # fmt: skip
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
+        deadline = time.monotonic() + 400  # a loaded machine: imports, model, store
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.server_output()[-3000:]
+            try:
+                if self.http.get("/v1/health").status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.3)
+        raise AssertionError(f"server did not start: {self.server_output()[-3000:]}")
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(timeout=60)
+        self.http.close()
+
+    def server_output(self) -> str:
+        return "".join(p.read_text() for p in sorted(self.output.glob("std*")))
+
+    def predict(self, transactions: list[dict[str, Any]], key: str = SERVICE_KEY) -> httpx.Response:
+        return self.http.post(
+            "/v1/predict", json={"transactions": transactions}, headers={"X-API-Key": key}
+        )
+
+    def wait_for(self, ready: Any, what: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A throwaway PostgreSQL cluster for this worker's tests (tests/postgres.py); each test
+    creates the databases it needs."""
+    with postgres_cluster(free_port) as server:
+        yield server
 
 
 def refused_url() -> str:

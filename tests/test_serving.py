@@ -14,9 +14,8 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TrainedPlatform, environment, free_port
+from conftest import SERVICE_KEY as KEY
+from conftest import Server, TrainedPlatform, environment
 from mlflow import MlflowClient
 
 from mlplatform.contract import load_contract
@@ -42,7 +42,7 @@ from mlplatform.warehouse.pii import card_pseudonym
 
 pytestmark = pytest.mark.e2e
 
-KEY, FILE_KEY = "serving-test-key", "key-from-the-keys-file"
+FILE_KEY = "key-from-the-keys-file"
 MAX_BATCH = 5
 #: A card the simulation never made (no history in the store).
 NEW_CARD = "4000123443211234"
@@ -76,60 +76,6 @@ class Platform:
                 "event_time": f"{start + timedelta(minutes=i):%Y-%m-%d %H:%M:%S}",
             })  # fmt: skip
         return rows
-
-
-@dataclass
-class Server:
-    """`mlplatform serve` in a subprocess; its stdout and stderr in files."""
-
-    env: dict[str, str]
-    output: Path
-    port: int = 0
-    process: subprocess.Popen | None = None
-    http: httpx.Client = field(init=False)
-
-    def start(self) -> Server:
-        self.port = free_port()
-        self.output.mkdir(parents=True, exist_ok=True)
-        started = len(list(self.output.glob("stdout-*")))
-        with (
-            (self.output / f"stdout-{started}").open("w") as stdout,
-            (self.output / f"stderr-{started}").open("w") as stderr,
-        ):
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "mlplatform.cli", "serve", "--port", str(self.port)],
-                env=self.env, stdout=stdout, stderr=stderr,
-            )  # fmt: skip
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
-        deadline = time.monotonic() + 400  # a loaded machine: imports, model, store
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.server_output()[-3000:]
-            try:
-                if self.http.get("/v1/health").status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.3)
-        raise AssertionError(f"server did not start: {self.server_output()[-3000:]}")
-
-    def stop(self) -> None:
-        assert self.process is not None
-        self.process.terminate()
-        self.process.wait(timeout=60)
-        self.http.close()
-
-    def server_output(self) -> str:
-        return "".join(p.read_text() for p in sorted(self.output.glob("std*")))
-
-    def predict(self, transactions: list[dict[str, Any]], key: str = KEY) -> httpx.Response:
-        return self.http.post(
-            "/v1/predict", json={"transactions": transactions}, headers={"X-API-Key": key}
-        )
-
-    def wait_for(self, ready: Any, what: str, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

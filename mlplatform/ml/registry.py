@@ -97,13 +97,13 @@ def relocate_sqlite_store(database: Path, artifacts_dir: Path) -> int:
     return rewritten
 
 
-def ensure_experiment(client: MlflowClient, name: str, artifacts_dir: Path | None) -> str:
-    """The experiment's id, created (with its artifacts under ``artifacts_dir``) if missing."""
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """The experiment's id, created (with its artifacts at ``artifact_location``, a URI, or
+    where a tracking server puts them when None) if missing."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = artifacts_dir.resolve().as_uri() if artifacts_dir else None
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=artifact_location)
 
 
 def package_version() -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -22,7 +21,7 @@ class MlflowResource(dg.ConfigurableResource):
     """Where runs and models go: by default SQLite and an artifact folder in the data home."""
 
     tracking_uri: str
-    artifacts_dir: str | None = None
+    artifact_location: str | None = None
     experiment: str = "mlplatform"
     model_name: str = "mlplatform-transactions"
     ui_url: str = "http://127.0.0.1:5000"
@@ -37,8 +36,7 @@ class MlflowResource(dg.ConfigurableResource):
         """The experiment's id, created if missing."""
         from mlplatform.ml.registry import ensure_experiment
 
-        folder = Path(self.artifacts_dir) if self.artifacts_dir else None
-        return ensure_experiment(self.client(), self.experiment, folder)
+        return ensure_experiment(self.client(), self.experiment, self.artifact_location)
 
     @contextmanager
     def run(
