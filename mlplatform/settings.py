@@ -16,8 +16,13 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_CONTRACT = PACKAGE_DIR / "contract" / "generator.yaml"
 #: The artifacts folder of the default MLflow store, beside its database in the data home.
 ARTIFACTS_FOLDER = "mlartifacts"
-#: Tracking URIs of an MLflow server, which stores the artifacts of its runs itself.
-_TRACKING_SERVERS = ("http://", "https://", "databricks")
+#: MLflow's database stores (SQLAlchemy dialects): they keep no artifacts, so a run's artifacts
+#: go to ``mlflow_artifacts``. Any other tracking URI (a server, a file store) keeps its own.
+_DATABASE_STORES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def _is_database_store(uri: str) -> bool:
+    return uri.split(":", 1)[0].split("+", 1)[0] in _DATABASE_STORES
 
 
 DISCRETIONARY_CATEGORIES = (
@@ -312,7 +317,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _database_store_has_artifacts(self) -> Settings:
         uri = self.mlflow_tracking_uri
-        if uri and not uri.startswith(_TRACKING_SERVERS) and not self.mlflow_artifacts:
+        if uri and _is_database_store(uri) and not self.mlflow_artifacts:
             raise ValueError(
                 f"MLPLATFORM_MLFLOW_TRACKING_URI={uri.split('://')[0]}://... is a database "
                 "store: set MLPLATFORM_MLFLOW_ARTIFACTS to where its artifacts go (a folder every "
@@ -376,10 +381,10 @@ class Settings(BaseSettings):
     @property
     def artifact_location(self) -> str | None:
         """Where a new experiment keeps its artifacts: beside the default store, or
-        ``mlflow_artifacts`` for a database store; None for a tracking server (its own)."""
+        ``mlflow_artifacts`` for a database store; None for a server or a file store (its own)."""
         if not self.mlflow_tracking_uri:
             return self.artifacts_dir.resolve().as_uri()
-        if self.mlflow_tracking_uri.startswith(_TRACKING_SERVERS):
+        if not _is_database_store(self.mlflow_tracking_uri):
             return None
         artifacts = self.mlflow_artifacts or ""
         return Path(artifacts).resolve().as_uri() if "://" not in artifacts else artifacts

@@ -365,3 +365,26 @@ def test_the_helm_values_run_the_images_code_server_and_the_k8s_executor(tmp_pat
     )  # fmt: skip
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert loaded.stdout.split() == ["in_process", "k8s", "in_process"]
+
+
+def test_a_database_tracking_store_needs_a_shared_artifacts_location(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("MLPLATFORM_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLPLATFORM_MLFLOW_ARTIFACTS", raising=False)
+    for database in ("postgresql://u:p@db:5432/mlflow", "mysql+pymysql://u:p@db/mlflow"):
+        monkeypatch.setenv("MLPLATFORM_MLFLOW_TRACKING_URI", database)
+        with pytest.raises(ValidationError, match="set MLPLATFORM_MLFLOW_ARTIFACTS"):
+            get_settings()
+    monkeypatch.setenv("MLPLATFORM_MLFLOW_ARTIFACTS", "s3://models/mlplatform")
+    assert get_settings().artifact_location == "s3://models/mlplatform"
+    monkeypatch.setenv("MLPLATFORM_MLFLOW_ARTIFACTS", str(tmp_path / "shared"))
+    assert get_settings().artifact_location == (tmp_path / "shared").resolve().as_uri()
+    # A server or a file store keeps the artifacts itself; the default store beside it.
+    for own in ("http://mlflow:5000", (tmp_path / "mlruns").as_uri()):
+        monkeypatch.setenv("MLPLATFORM_MLFLOW_TRACKING_URI", own)
+        assert get_settings().artifact_location is None
+    monkeypatch.delenv("MLPLATFORM_MLFLOW_TRACKING_URI")
+    assert get_settings().artifact_location == (tmp_path / "home" / "mlartifacts").as_uri()
