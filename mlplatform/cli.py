@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -403,6 +403,60 @@ def features(
     console.print(table)
 
 
+#: `mlplatform sql`: rows shown as a table (all of them with --csv).
+SQL_TABLE_ROWS = 1000
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="One SQL query (DuckDB's dialect).")],
+    csv_output: Annotated[
+        bool, typer.Option("--csv", help="Write every row as CSV (header first) to stdout.")
+    ] = False,
+) -> None:
+    """Query the warehouse read-only (raw, curated, features, ml, monitoring schemas), as
+    the platform opens it; nothing can be written. A table on the terminal (the first
+    1000 rows), or CSV for scripts."""
+    import csv
+    import sys
+
+    import duckdb
+
+    from mlplatform.warehouse.connection import WarehouseLockedError, connect
+
+    settings = get_settings()
+    path = settings.warehouse_path
+    if not path.exists():
+        _refuse(f"no warehouse at {path} yet: ingest a day first (`mlplatform demo`, or a run "
+                "of daily_ingestion), or point MLPLATFORM_HOME at a data home")  # fmt: skip
+    try:
+        with connect(
+            path, read_only=True, lock_timeout_seconds=settings.warehouse_lock_timeout_seconds
+        ) as conn:
+            result = conn.execute(query)
+            if result.description is None:
+                _refuse("the statement returned no rows (mlplatform sql runs queries only)")
+            columns = [d[0] for d in result.description]
+            if csv_output:
+                writer = csv.writer(sys.stdout, lineterminator="\n")
+                writer.writerow(columns)
+                while batch := result.fetchmany(10_000):
+                    writer.writerows(batch)
+                return
+            rows = result.fetchmany(SQL_TABLE_ROWS + 1)
+    except (duckdb.Error, WarehouseLockedError) as error:
+        _refuse(f"{type(error).__name__}: {error}")
+    table = Table(*columns)
+    for row in rows[:SQL_TABLE_ROWS]:
+        table.add_row(*("NULL" if value is None else str(value) for value in row))
+    console.print(table)
+    if len(rows) > SQL_TABLE_ROWS:
+        console.print(f"the first {SQL_TABLE_ROWS} rows shown; --csv writes them all",
+                      soft_wrap=True)  # fmt: skip
+    else:
+        console.print(f"{len(rows)} rows")
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (MLPLATFORM_SERVE_HOST).")] = None,
@@ -453,7 +507,7 @@ def serve(
     uvicorn.run(service, host=host, port=port, workers=1, access_log=False)
 
 
-def _refuse(message: str) -> None:
+def _refuse(message: str) -> NoReturn:
     console.print(message, style="red", markup=False, highlight=False)
     raise typer.Exit(2)
 
