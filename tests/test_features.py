@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
+import re
 import shutil
 from datetime import date, timedelta
 from pathlib import Path
@@ -17,7 +19,14 @@ from mlplatform.contract import load_contract
 from mlplatform.datagen import SimulationConfig, simulate
 from mlplatform.settings import DEFAULT_CONTRACT, Settings
 from mlplatform.warehouse.connection import connect
-from mlplatform.warehouse.feature_registry import INPUT_COLUMNS, feature_registry
+from mlplatform.warehouse.feature_registry import (
+    INPUT_COLUMNS,
+    Aggregation,
+    Feature,
+    UnsupportedAggregation,
+    Window,
+    feature_registry,
+)
 from mlplatform.warehouse.features import (
     TABLE,
     build_card_features,
@@ -327,3 +336,35 @@ def test_a_thin_contract_switches_features_off_and_still_builds(tmp_path: Path) 
         columns = [d[0] for d in conn.execute(f"SELECT * FROM {TABLE} LIMIT 0").description]
     assert result.rows == result.curated_rows > 0
     assert not off & set(columns)
+
+
+def test_a_declaration_neither_engine_can_run_is_refused_naming_it() -> None:
+    day = timedelta(days=1)
+    card, merchant = Window(("card_id",), 7 * day), Window(("merchant",), day, daily=True)
+    refused = {
+        "median() over a framed window": lambda: Aggregation("median", "amount", card),
+        "max() over a daily window": lambda: Aggregation("max", "label", merchant),
+        "previous() needs a sequence window": lambda: Aggregation("previous", "amount", card),
+        "a sequence window takes previous() only": lambda: Aggregation(
+            "sum", "amount_exact", Window(("card_id",), None)
+        ),
+        "framed windows are per card": lambda: Aggregation(
+            "sum", "amount_exact", Window(("merchant",), day)
+        ),
+        "a framed count() counts events": lambda: Aggregation("count", "label", card),
+        "declare either sql or an aggregation": lambda: Feature("x", None, "BIGINT", "?"),
+        "only an aggregation can be internal": lambda: Feature(
+            "x", "amount", "DOUBLE", "?", output=False
+        ),
+    }
+    for message, declare in refused.items():
+        with pytest.raises(UnsupportedAggregation, match=re.escape(message)):
+            declare()
+    # A feature reading an internal aggregate that the contract switches off.
+    internal = Feature("card_merchant_count_7d", None, None, "?", output=False,
+                       aggregation=Aggregation("count", "event_count",
+                                               Window(("card_id", "merchant"), 7 * day)),
+                       requires=("merchant",))  # fmt: skip
+    reader = Feature("card_merchant_repeat_7d", "card_merchant_count_7d > 1", "BOOLEAN", "?")
+    with pytest.raises(UnsupportedAggregation, match="card_merchant_repeat_7d reads card_merch"):
+        dataclasses.replace(REGISTRY, features=(internal, reader), available=frozenset())

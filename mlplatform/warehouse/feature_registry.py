@@ -1,17 +1,22 @@
 """The feature registry: every feature of ``features.card_features`` declared once.
 
 A declaration names the feature, its entity and window, its type, what it means and the
-contract columns it needs; its SQL is one expression. The offline table, the online vector
-(``mlplatform.warehouse.features``), ``mlplatform features`` and the Dagster metadata are all
-generated from these declarations, so training and serving cannot disagree.
+contract columns it needs. A window feature is an :class:`Aggregation` (function, event
+column, window) from which both engines are generated: the offline SQL (window functions,
+:mod:`mlplatform.warehouse.features`) and the online per-card state
+(:mod:`mlplatform.warehouse.feature_state`). Any other feature is one SQL expression of the
+input columns and of other features (internal aggregates among them: declared like the
+others, not written to the table). The offline table, the online vector, ``mlplatform
+features`` and the Dagster metadata are all generated from these declarations, so training
+and serving cannot disagree.
 
-Point in time: every window ends at the transaction (peers at the same second included) or
-earlier, never later. Merchant risk only counts labels at least ``label_delay_days`` old.
+Point in time: every window ends at the transaction (peers at the same microsecond included)
+or earlier, never later. Merchant risk only counts labels at least ``label_delay_days`` old.
 
-Framed window aggregates read only columns that stay exact when a run of days is collapsed
-into one row (``mlplatform.warehouse.features.BLOCK_COLUMNS``): counts are
-``sum(event_count)``, sums of ``amount_exact``, ``amount_squared`` or ``disc_amount``, the
-``max(amount)``, the ``first_value(event_time)`` and the previous ``last_event``.
+Framed aggregations read only event columns that stay exact when a run of days is collapsed
+into one row (``mlplatform.warehouse.features.BLOCK_COLUMNS``): counts of events, sums of
+``amount_exact``, ``amount_squared`` or ``disc_amount``, the ``max(amount)``, the first
+``event_time`` and the previous ``last_event``.
 """
 
 from __future__ import annotations
@@ -120,25 +125,94 @@ class Window:
         )
 
 
+class UnsupportedAggregation(ValueError):
+    """A declared aggregation that one of the engines cannot run (refused at load)."""
+
+
+#: Framed windows: the window call of each function (``count`` counts events; its column is
+#: ``event_count``, which a collapsed block sums). Daily windows: the per-day partial, summed
+#: over the window's days.
+FRAMED_CALLS = {"count": "sum", "sum": "sum", "max": "max", "first": "first_value",
+                "previous": "lag"}  # fmt: skip
+DAILY_CALLS = {"count": "count", "sum": "sum"}
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """``function`` of the event ``column`` over ``window``: ``count`` (events; daily: the
+    rows whose column is not NULL), ``sum``, ``max``, ``first`` (the oldest event's value in
+    the frame) or ``previous`` (the value of the event before, in a sequence window)."""
+
+    function: str
+    column: str
+    window: Window
+
+    def __post_init__(self) -> None:
+        calls = DAILY_CALLS if self.window.daily else FRAMED_CALLS
+        kind = "daily" if self.window.daily else "framed"
+        if self.function not in calls:
+            raise UnsupportedAggregation(
+                f"{self.function}() over a {kind} window: supported are {', '.join(calls)}"
+            )
+        if (self.function == "previous") != (self.window.span is None and not self.window.daily):
+            raise UnsupportedAggregation("previous() needs a sequence window (span None), and "
+                                         "a sequence window takes previous() only")  # fmt: skip
+        if self.window.daily == (self.window.partition_by[:1] == ("card_id",)):
+            raise UnsupportedAggregation(
+                "framed windows are per card (the online state is per card); daily windows are "
+                f"per other key (merchant): {self.window.partition_by}"
+            )
+        if not self.window.daily and self.function == "count" and self.column != "event_count":
+            raise UnsupportedAggregation("a framed count() counts events: column event_count")
+
+    @property
+    def call(self) -> str:
+        """The SQL aggregate function: of the window (framed) or of a day's rows (daily)."""
+        return (DAILY_CALLS if self.window.daily else FRAMED_CALLS)[self.function]
+
+    def sql(self) -> str:
+        """Framed: the window call over the window's name; daily: the per-day partial."""
+        if self.window.daily:
+            return f"{self.call}({self.column})"
+        return f"{self.call}({self.column}) OVER {self.window.name}"
+
+
 @dataclass(frozen=True)
 class Feature:
-    """One feature: ``sql`` is an expression of the input columns (with ``over``: window
-    functions written ``... OVER {over}``) or, without ``over``, of earlier features."""
+    """One feature: an :class:`Aggregation`, or ``sql``, an expression of the input columns
+    and of other features. ``dtype`` None keeps the aggregation's own SQL type (an internal
+    aggregate: exact decimals, a timestamp, the previous event's struct). ``output`` False:
+    an internal aggregate that other features read, not a column of the table."""
 
     name: str
-    sql: str
-    dtype: str
+    sql: str | None
+    dtype: str | None
     description: str
     entity: str = "card"
     window: str | None = None
-    over: Window | None = None
+    aggregation: Aggregation | None = None
     requires: tuple[str, ...] = ()
     #: A calendar feature (the weekday): one day's values differ from any multi-day
     #: distribution by design, so drift monitoring leaves it out.
     calendar: bool = False
+    output: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.sql is None) == (self.aggregation is None):
+            raise UnsupportedAggregation(f"{self.name}: declare either sql or an aggregation")
+        if self.output and self.dtype is None:
+            raise UnsupportedAggregation(f"{self.name}: a table column needs a dtype")
+        if not self.output and self.aggregation is None:
+            raise UnsupportedAggregation(f"{self.name}: only an aggregation can be internal")
+
+    @property
+    def over(self) -> Window | None:
+        return self.aggregation.window if self.aggregation else None
 
     def expression(self) -> str:
-        return self.sql.format(over=self.over.name) if self.over else self.sql
+        """The feature's SQL: the aggregation's call (typed) or the declared expression."""
+        sql = self.aggregation.sql() if self.aggregation else self.sql
+        return sql if self.dtype is None else f"CAST({sql} AS {self.dtype})"
 
 
 @dataclass(frozen=True)
@@ -149,13 +223,34 @@ class FeatureRegistry:
     available: frozenset[str]
     discretionary_categories: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        computed = {f.name for f in self.computed}
+        for feature in self.computed:
+            if lacking := sorted(self.reads(feature) - computed):
+                raise UnsupportedAggregation(
+                    f"{feature.name} reads {', '.join(lacking)}, which this contract switches "
+                    f"off: declare {feature.name} with their requirements too"
+                )
+
     @property
     def enabled(self) -> tuple[Feature, ...]:
-        return tuple(f for f in self.features if not self.missing(f))
+        """The table's features that the contract supports."""
+        return tuple(f for f in self.features if f.output and not self.missing(f))
 
     @property
     def disabled(self) -> tuple[Feature, ...]:
-        return tuple(f for f in self.features if self.missing(f))
+        return tuple(f for f in self.features if f.output and self.missing(f))
+
+    @property
+    def computed(self) -> tuple[Feature, ...]:
+        """Every feature both engines compute, in declaration order: the enabled ones and
+        the internal aggregates they read."""
+        return tuple(f for f in self.features if not self.missing(f))
+
+    @property
+    def aggregations(self) -> tuple[Feature, ...]:
+        """The computed features that are aggregations."""
+        return tuple(f for f in self.computed if f.aggregation)
 
     def missing(self, feature: Feature) -> tuple[str, ...]:
         """The contract columns a feature needs and the active contract lacks."""
@@ -163,7 +258,7 @@ class FeatureRegistry:
 
     @property
     def windows(self) -> tuple[Window, ...]:
-        return tuple(dict.fromkeys(f.over for f in self.enabled if f.over))
+        return tuple(dict.fromkeys(f.over for f in self.aggregations))
 
     @property
     def boundary_days(self) -> tuple[int, ...]:
@@ -182,8 +277,12 @@ class FeatureRegistry:
         feature = self.by_name[name]
         if feature.over is not None:
             return feature.over.lookback
-        used = set(re.findall(r"[a-z_][a-z0-9_]*", feature.sql)) & set(self.by_name) - {name}
-        return max((self.warm_up(other) for other in used), default=timedelta(0))
+        return max((self.warm_up(other) for other in self.reads(feature)), default=timedelta(0))
+
+    def reads(self, feature: Feature) -> set[str]:
+        """The other features an expression reads."""
+        words = set(re.findall(r"[a-z_][a-z0-9_]*", feature.sql or ""))
+        return words & set(self.by_name) - {feature.name}
 
     @functools.cached_property
     def by_name(self) -> dict[str, Feature]:
@@ -201,6 +300,7 @@ class FeatureRegistry:
                 "description": f.description,
             }
             for f in self.features
+            if f.output
         ]
 
 
@@ -275,60 +375,79 @@ def _declarations(settings: Settings) -> tuple[Feature, ...]:
     ]  # fmt: skip
     for label, window in card.items():
         features += [
-            Feature(f"card_txn_count_{label}", "sum(event_count) OVER {over}", "BIGINT",
+            Feature(f"card_txn_count_{label}", None, "BIGINT",
                     f"The card's transactions in the last {label}, this one included.",
-                    window=label, over=window),
-            Feature(f"card_amount_sum_{label}", "sum(amount_exact) OVER {over}", "DOUBLE",
-                    f"The card's spend in the last {label}.", window=label, over=window),
+                    window=label, aggregation=Aggregation("count", "event_count", window)),
+            Feature(f"card_amount_sum_{label}", None, "DOUBLE",
+                    f"The card's spend in the last {label}.", window=label,
+                    aggregation=Aggregation("sum", "amount_exact", window)),
             Feature(f"card_amount_mean_{label}",
                     f"card_amount_sum_{label} / card_txn_count_{label}", "DOUBLE",
                     f"The card's mean amount in the last {label}.", window=label),
-            Feature(f"card_amount_max_{label}", "max(amount) OVER {over}", "DOUBLE",
-                    f"The card's largest amount in the last {label}.", window=label, over=window),
+            Feature(f"card_amount_max_{label}", None, "DOUBLE",
+                    f"The card's largest amount in the last {label}.", window=label,
+                    aggregation=Aggregation("max", "amount", window)),
         ]  # fmt: skip
     features += [
-        # From exact decimal sums (window sums shared with the 30d count and sum), so that
-        # offline and online values agree to the last bit.
+        # Internal aggregates: exact decimal sums, the first event's time, the previous event.
+        Feature("card_amount_exact_sum_30d", None, None, "Exact sum of the card's amounts, "
+                "last 30d.", window="30d", output=False,
+                aggregation=Aggregation("sum", "amount_exact", card["30d"])),
+        Feature("card_amount_squared_sum_30d", None, None, "Exact sum of the card's squared "
+                "amounts, last 30d.", window="30d", output=False,
+                aggregation=Aggregation("sum", "amount_squared", card["30d"])),
+        Feature("card_first_event_time_90d", None, None, "The card's first transaction time "
+                "within 90d.", window="90d", output=False,
+                aggregation=Aggregation("first", "event_time", card_90d)),
+        Feature("card_previous_event", None, None, "The card's previous transaction (time "
+                "and merchant coordinates).", window="90d", output=False,
+                aggregation=Aggregation("previous", "last_event", sequence)),
+        Feature("card_merchant_count_90d", None, None, "The card's transactions at this "
+                "merchant in the last 90 days, this one included.", window="90d", output=False,
+                aggregation=Aggregation("count", "event_count",
+                                        Window(("card_id", "merchant"), 90 * day)),
+                requires=("merchant",)),
+        # From the exact decimal sums, so that offline and online values agree to the last bit.
         Feature("card_amount_std_30d",
-                "sqrt(greatest(sum(amount_squared) OVER {over} / sum(event_count) OVER {over}"
-                " - pow(sum(amount_exact) OVER {over} / sum(event_count) OVER {over}, 2), 0))",
+                "sqrt(greatest(card_amount_squared_sum_30d / card_txn_count_30d"
+                " - pow(card_amount_exact_sum_30d / card_txn_count_30d, 2), 0))",
                 "DOUBLE", "Standard deviation of the card's amounts in the last 30d.",
-                window="30d", over=card["30d"]),
+                window="30d"),
         Feature("card_amount_ratio_30d", "amount / nullif(card_amount_mean_30d, 0)", "DOUBLE",
                 "Amount relative to the card's 30-day mean amount.", window="30d"),
         Feature("card_amount_zscore_30d",
                 "(amount - card_amount_mean_30d) / nullif(card_amount_std_30d, 0)", "DOUBLE",
                 "Amount's z-score against the card's last 30 days.", window="30d"),
         Feature("card_history_days",
-                "(epoch(event_time) - epoch(first_value(event_time) OVER {over})) / 86400",
-                "DOUBLE", "Days since the card's first transaction (at most 90).", window="90d",
-                over=card_90d),
+                "(epoch(event_time) - epoch(card_first_event_time_90d)) / 86400",
+                "DOUBLE", "Days since the card's first transaction (at most 90).", window="90d"),
         Feature("card_seconds_since_previous",
-                "CASE WHEN (lag(last_event) OVER {over}).event_time >= event_time - INTERVAL 90 "
-                "DAYS THEN epoch(event_time) - epoch((lag(last_event) OVER {over}).event_time) "
-                "END", "DOUBLE",
+                "CASE WHEN (card_previous_event).event_time >= event_time - INTERVAL 90 DAYS "
+                "THEN epoch(event_time) - epoch((card_previous_event).event_time) END", "DOUBLE",
                 "Seconds since the card's previous transaction (NULL when none in 90 days).",
-                window="90d", over=sequence),
+                window="90d"),
         Feature("card_km_from_previous",
-                "CASE WHEN (lag(last_event) OVER {over}).event_time >= event_time - INTERVAL 90 "
-                "DAYS THEN haversine_km((lag(last_event) OVER {over}).merchant_lat, "
-                "(lag(last_event) OVER {over}).merchant_long, merchant_lat, merchant_long) END",
+                "CASE WHEN (card_previous_event).event_time >= event_time - INTERVAL 90 DAYS "
+                "THEN haversine_km((card_previous_event).merchant_lat, "
+                "(card_previous_event).merchant_long, merchant_lat, merchant_long) END",
                 "DOUBLE", "Distance from the card's previous merchant (km).", window="90d",
-                over=sequence, requires=("merchant_lat", "merchant_long")),
+                requires=("merchant_lat", "merchant_long")),
         Feature("card_speed_kmh_since_previous",
                 "card_km_from_previous / greatest(card_seconds_since_previous, 60) * 3600",
                 "DOUBLE", "Implied travel speed since the previous transaction (km/h, time "
                 "floored at a minute).", requires=("merchant_lat", "merchant_long")),
-        Feature("card_disc_spend_14d", "sum(disc_amount) OVER {over}", "DOUBLE",
+        Feature("card_disc_spend_14d", None, "DOUBLE",
                 "The card's discretionary spend in the last 14 days.", window="14d",
-                over=card_14d, requires=("category",)),
-        Feature("card_spend_14d", "sum(amount_exact) OVER {over}", "DOUBLE",
-                "The card's spend in the last 14 days.", window="14d", over=card_14d),
-        Feature("card_disc_spend_90d", "sum(disc_amount) OVER {over}", "DOUBLE",
+                aggregation=Aggregation("sum", "disc_amount", card_14d), requires=("category",)),
+        Feature("card_spend_14d", None, "DOUBLE",
+                "The card's spend in the last 14 days.", window="14d",
+                aggregation=Aggregation("sum", "amount_exact", card_14d)),
+        Feature("card_disc_spend_90d", None, "DOUBLE",
                 "The card's discretionary spend in the last 90 days.", window="90d",
-                over=card_90d, requires=("category",)),
-        Feature("card_spend_90d", "sum(amount_exact) OVER {over}", "DOUBLE",
-                "The card's spend in the last 90 days.", window="90d", over=card_90d),
+                aggregation=Aggregation("sum", "disc_amount", card_90d), requires=("category",)),
+        Feature("card_spend_90d", None, "DOUBLE",
+                "The card's spend in the last 90 days.", window="90d",
+                aggregation=Aggregation("sum", "amount_exact", card_90d)),
         Feature("card_disc_share_14d", "card_disc_spend_14d / nullif(card_spend_14d, 0)",
                 "DOUBLE", "Discretionary share of the card's spend, last 14 days.",
                 window="14d", requires=("category",)),
@@ -354,19 +473,18 @@ def _declarations(settings: Settings) -> tuple[Feature, ...]:
                 "The card's 30-day spend over the nominal monthly income of its band "
                 "(MLPLATFORM_INCOME_BAND_MONTHLY_INCOME).", window="30d",
                 requires=("income_band",)),
-        Feature("card_category_count_30d",
-                "sum(event_count) OVER {over}", "BIGINT",
-                "The card's transactions in this category in the last 30 days.",
-                window="30d", over=Window(("card_id", "category"), 30 * day),
+        Feature("card_category_count_30d", None, "BIGINT",
+                "The card's transactions in this category in the last 30 days.", window="30d",
+                aggregation=Aggregation("count", "event_count",
+                                        Window(("card_id", "category"), 30 * day)),
                 requires=("category",)),
         Feature("card_category_share_30d",
                 "card_category_count_30d / card_txn_count_30d", "DOUBLE",
                 "Share of the card's last-30-day transactions in this category.", window="30d",
                 requires=("category",)),
-        Feature("card_merchant_visits_90d", "sum(event_count) OVER {over} - 1", "BIGINT",
+        Feature("card_merchant_visits_90d", "card_merchant_count_90d - 1", "BIGINT",
                 "The card's earlier transactions at this merchant in the last 90 days.",
-                window="90d", over=Window(("card_id", "merchant"), 90 * day),
-                requires=("merchant",)),
+                window="90d", requires=("merchant",)),
         Feature("card_merchant_is_new", "card_merchant_visits_90d = 0", "BOOLEAN",
                 "First transaction of the card at this merchant in 90 days.", window="90d",
                 requires=("merchant",)),
@@ -375,12 +493,14 @@ def _declarations(settings: Settings) -> tuple[Feature, ...]:
         matured = Window(("merchant",), span, end=delay, daily=True)
         days = f"the {label} ending {settings.label_delay_days} days before this one's day"
         features += [
-            Feature(f"merchant_labelled_count_{label}", "count(label)", "BIGINT",
+            Feature(f"merchant_labelled_count_{label}", None, "BIGINT",
                     f"Labelled transactions at the merchant on {days} (matured labels only).",
-                    "merchant", label, matured, ("merchant", "label")),
-            Feature(f"merchant_positive_count_{label}", "sum(label)", "BIGINT",
+                    "merchant", label, Aggregation("count", "label", matured),
+                    ("merchant", "label")),
+            Feature(f"merchant_positive_count_{label}", None, "BIGINT",
                     f"Labelled positives at the merchant on {days}.",
-                    "merchant", label, matured, ("merchant", "label")),
+                    "merchant", label, Aggregation("sum", "label", matured),
+                    ("merchant", "label")),
             Feature(f"merchant_positive_rate_{label}",
                     f"merchant_positive_count_{label} / nullif(merchant_labelled_count_{label}, 0)",
                     "DOUBLE", f"Share of labelled positives at the merchant on {days}.",

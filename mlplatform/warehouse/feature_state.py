@@ -4,15 +4,15 @@ Offline, DuckDB's window functions compute every feature of a range in one query
 query of that shape costs tens of milliseconds whatever the rows, so the same declarations
 compile to two parts:
 
-1. The window calls they make (``sum(amount_exact) OVER {over}``, ``max(amount) OVER
-   {over}``, ``first_value(...)``, ``lag(...)``; a daily window's ``count(label)`` and
-   ``sum(label)`` per day) are evaluated in Python over each card's events held in memory
-   (:class:`FeatureState`), exactly: decimals as scaled integers, the per-event inputs from
-   the offline SQL itself (:func:`~mlplatform.warehouse.features.event_columns`), frames with
-   the SQL's bounds (same-microsecond peers included, the sequence ordered by time and
+1. The declared aggregations (:class:`~mlplatform.warehouse.feature_registry.Aggregation`:
+   ``sum`` of ``amount_exact`` over the card's 30 days, the ``previous`` event, a daily
+   window's ``count`` of labels ...) are evaluated in Python over each card's events held in
+   memory (:class:`FeatureState`), exactly: decimals as scaled integers, the per-event inputs
+   from the offline SQL itself (:func:`~mlplatform.warehouse.features.event_columns`), frames
+   with the SQL's bounds (same-microsecond peers included, the sequence ordered by time and
    ``hash(transaction_id)``).
-2. Every declared expression is then evaluated by DuckDB on those values, from the same SQL
-   text as offline, in one projection (:meth:`CompiledFeatures.projection_sql`).
+2. Every declared expression is then evaluated on those values, from the same SQL text as
+   offline (:meth:`CompiledFeatures.features`, or DuckDB: :meth:`CompiledFeatures.projection_sql`).
 
 So a feature is still declared once; parity with the offline table is tested to the bit.
 """
@@ -40,18 +40,9 @@ from mlplatform.warehouse.feature_registry import (
 from mlplatform.warehouse.features import event_columns
 from mlplatform.warehouse.sql_expressions import ExpressionCompiler, Unsupported, epoch_micros
 
-# A window call in a declaration: ``function(argument) OVER {over}``.
-_CALL = re.compile(r"(\w+)\((\w+)\) OVER \{over\}")
-# A daily window's per-day partial: ``count(column)`` or ``sum(column)``.
-_PARTIAL = re.compile(r"\s*(count|sum)\((\w+)\)\s*")
-_FUNCTIONS = ("sum", "max", "first_value", "lag")
 _DECIMAL = re.compile(r"DECIMAL\((\d+),(\d+)\)")
 # The columns of an event record before its arguments (see FeatureState).
 _HEAD = ("event_us", "transaction_hash", "transaction_id", "card_id", "category", "merchant")
-
-
-class UnsupportedFeature(ValueError):
-    """A declaration whose window calls have no online evaluation."""
 
 
 @dataclass(frozen=True)
@@ -85,51 +76,27 @@ class CompiledFeatures:
 
     def __init__(self, registry: FeatureRegistry, conn: duckdb.DuckDBPyConnection) -> None:
         self.registry = registry
-        calls: dict[tuple[str, str, Window], str] = {}
-        self.framed: dict[str, str] = {}
-        partials: list[tuple[Feature, str, str]] = []
-        for feature in registry.enabled:
-            window = feature.over
-            if window is None:
-                continue
-            if window.daily:
-                match = _PARTIAL.fullmatch(feature.sql)
-                if match is None or window.partition_by[:1] == ("card_id",):
-                    raise UnsupportedFeature(f"{feature.name}: daily windows need count/sum")
-                partials.append((feature, match[1], match[2]))
-                continue
-            if window.partition_by[:1] != ("card_id",):
-                raise UnsupportedFeature(f"{feature.name}: framed windows must be per card")
-
-            def replace(match: re.Match[str], window: Window = window, name: str = feature.name):
-                function, argument = match[1], match[2]
-                if function not in _FUNCTIONS:
-                    raise UnsupportedFeature(f"{name}: {function}() has no online evaluation")
-                key = (function, argument, window)
-                return calls.setdefault(key, f"agg_{len(calls)}")
-
-            self.framed[feature.name] = _CALL.sub(replace, feature.sql)
-        self.arguments = tuple(dict.fromkeys([a for _, a, _ in calls] + [a for *_, a in partials]))
+        framed = [f for f in registry.aggregations if not f.over.daily]
+        partials = [f for f in registry.aggregations if f.over.daily]
+        self.arguments = tuple(dict.fromkeys(f.aggregation.column for f in registry.aggregations))
         types = _sql_types(
             conn,
             registry,
-            [f"{function}({argument}) OVER ()" for function, argument, _ in calls]
+            [f"{f.aggregation.call}({f.aggregation.column}) OVER ()" for f in framed]
             + list(self.arguments),
         )
         partial_types = _sql_types(
-            conn,
-            registry,
-            [f"sum({function}({argument})) OVER ()" for _, function, argument in partials],
+            conn, registry, [f"sum({f.aggregation.sql()}) OVER ()" for f in partials]
         )
         self.aggregates = tuple(
-            Aggregate(name, function, argument, window, types[i])
-            for i, ((function, argument, window), name) in enumerate(calls.items())
+            Aggregate(f.name, f.aggregation.call, f.aggregation.column, f.over, types[i])
+            for i, f in enumerate(framed)
         )
         self.daily = tuple(
-            DailyPartial(feature, function, argument, partial_types[i])
-            for i, (feature, function, argument) in enumerate(partials)
+            DailyPartial(f, f.aggregation.call, f.aggregation.column, partial_types[i])
+            for i, f in enumerate(partials)
         )
-        argument_types = types[len(calls) :]
+        argument_types = types[len(framed) :]
         #: Decimal scale of each decimal argument: held as integers of 10**-scale.
         self.scales = {
             argument: int(match[2])
@@ -237,7 +204,9 @@ class CompiledFeatures:
     def partials_sql(self, source: str) -> str:
         """SELECT of the daily partials per key and day of the events of ``source``, with
         the declarations' own SQL (``count(label)`` ...)."""
-        columns = ", ".join(f"{p.feature.sql} AS {p.feature.name}" for p in self.daily)
+        columns = ", ".join(
+            f"{p.feature.aggregation.sql()} AS {p.feature.name}" for p in self.daily
+        )
         keys = ", ".join(dict.fromkeys(k for p in self.daily for k in p.feature.over.partition_by))
         return (
             f"SELECT {keys}, event_day, {columns or 'NULL AS none'}\n"
@@ -254,10 +223,12 @@ class CompiledFeatures:
             "(" + ", ".join([str(i), *map(_literal, row, typed)]) + ")"
             for i, row in zip((r[0] for r in values), (r[1:] for r in values), strict=True)
         )
-        framed = "".join(
-            f",\n        CAST({expression} AS {self._dtype(name)}) AS {name}"
-            for name, expression in self.framed.items()
+        typed = ", ".join(
+            f"CAST({a.name} AS {dtype}) AS {a.name}"
+            for a in self.aggregates
+            if (dtype := self.registry.by_name[a.name].dtype)
         )
+        framed = f" REPLACE ({typed})" if typed else ""
         outputs = ",\n    ".join(
             f.name if f.over else f"CAST({f.expression()} AS {f.dtype}) AS {f.name}"
             for f in self.registry.enabled
@@ -272,9 +243,6 @@ SELECT row_idx, {", ".join(KEY_COLUMNS)},
 FROM windowed
 ORDER BY row_idx"""
 
-    def _dtype(self, name: str) -> str:
-        return next(f.dtype for f in self.registry.enabled if f.name == name)
-
 
 def _evaluators(
     compiled: CompiledFeatures, conn: duckdb.DuckDBPyConnection
@@ -282,16 +250,15 @@ def _evaluators(
     """(name, function) of each computed feature in evaluation order: the framed window
     features, then the expressions of the others, as the offline SELECT orders them."""
     compiler = ExpressionCompiler(conn, read_sql("macros"))
-    enabled = {f.name: f for f in compiled.registry.enabled}
+    registry = compiled.registry
     try:
         framed = [
-            (name, compiler.compile(f"CAST({expression} AS {enabled[name].dtype})"))
-            for name, expression in compiled.framed.items()
+            (a.name, compiler.compile(f"CAST({a.name} AS {dtype})"))
+            for a in compiled.aggregates
+            if (dtype := registry.by_name[a.name].dtype)
         ]
         derived = [
-            (f.name, compiler.compile(f"CAST({f.expression()} AS {f.dtype})"))
-            for f in compiled.registry.enabled
-            if not f.over
+            (f.name, compiler.compile(f.expression())) for f in registry.enabled if not f.over
         ]
     except Unsupported:
         return None

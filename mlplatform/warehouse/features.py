@@ -77,13 +77,11 @@ def feature_sql(
     a block whole or not at all, so the windows give exactly the per-event values while a
     daily run's windows read a few rows per key instead of every event of its lookback.
     """
-    enabled = registry.enabled
     daily: dict[tuple[str, ...], list[Feature]] = {}
     framed: dict[tuple[str, ...], list[Feature]] = {}
-    for feature in enabled:
-        if feature.over:
-            group = daily if feature.over.daily else framed
-            group.setdefault(feature.over.partition_by, []).append(feature)
+    for feature in registry.aggregations:
+        group = daily if feature.over.daily else framed
+        group.setdefault(feature.over.partition_by, []).append(feature)
     # The framed windows' partition keys as hashes, computed once per event.
     partitions = {f.over.key: f.over.key_sql() for fs in framed.values() for f in fs}
     ctes = [f"events AS NOT MATERIALIZED (\n    {event_columns(registry, source, partitions)}\n)"]
@@ -102,7 +100,7 @@ detail AS NOT MATERIALIZED (
     # partition with the most features goes last, so that its results are carried least.
     for number, features in enumerate(sorted(framed.values(), key=len)):
         windows = dict.fromkeys(f.over for f in features)
-        columns = "".join(f", CAST({f.expression()} AS {f.dtype}) AS {f.name}" for f in features)
+        columns = "".join(f", {f.expression()} AS {f.name}" for f in features)
         clause = ", ".join(f"{w.name} AS ({w.sql()})" for w in windows)
         rows = previous
         if blocks:
@@ -131,7 +129,7 @@ detail AS NOT MATERIALIZED (
         joins.append(f"JOIN (SELECT row_key, {names} FROM {previous}) USING (row_key)")
     for number, (keys, features) in enumerate(daily.items()):
         key_list = ", ".join((*keys, "event_day"))
-        partials = ", ".join(f"{f.sql} AS {f.name}" for f in features)
+        partials = ", ".join(f"{f.aggregation.sql()} AS {f.name}" for f in features)
         totals = ", ".join(f"coalesce(sum({f.name}) OVER ({f.over.sql()}), 0) AS {f.name}"
                            for f in features)  # fmt: skip
         ctes.append(
@@ -142,7 +140,7 @@ daily_windows_{number} AS (SELECT {key_list}, {totals} FROM daily_{number})"""
         )
         joins.append(f"LEFT JOIN daily_windows_{number} USING ({key_list})")
     outputs = ",\n    ".join(
-        f.name if f.over else f"CAST({f.expression()} AS {f.dtype}) AS {f.name}" for f in enabled
+        f.name if f.over else f"{f.expression()} AS {f.name}" for f in registry.enabled
     )
     with_clause = ",\n".join(ctes)
     return f"""WITH {with_clause}
