@@ -84,10 +84,15 @@ def phase_prepare(folder: Path, cards: int, days: int, seed: int, limit: str) ->
     """Simulate the landing files, then ingest and curate every day (as the assets do)."""
     from mlplatform.contract import load_contract
     from mlplatform.datagen import SimulationConfig, simulate
+    from mlplatform.ingestion import (
+        curate_partition,
+        ingest_partition,
+        landing_files,
+        load_card_reference,
+        partition_date_of,
+    )
     from mlplatform.settings import DEFAULT_CONTRACT, get_settings
     from mlplatform.warehouse.connection import connect
-    from mlplatform.warehouse.curation import curate_partition, load_card_reference
-    from mlplatform.warehouse.ingestion import ingest_partition, landing_files, partition_date_of
 
     landing = folder / "landing"
     config = SimulationConfig(

@@ -47,7 +47,7 @@ def phase_bare_read_csv(folder: Path) -> dict:
 
 def _timed_ingestion(conn: object, landing: Path, contract: object) -> tuple[dict, float]:
     """Every day of the landing folder ingested in one range run; (results, seconds)."""
-    from mlplatform.warehouse.ingestion import ingest_partitions, landing_files, partition_date_of
+    from mlplatform.ingestion import ingest_partitions, landing_files, partition_date_of
 
     days = sorted({d for p in landing.glob("*.csv") if (d := partition_date_of(p))})
     started = time.perf_counter()
@@ -62,10 +62,9 @@ def _timed_ingestion(conn: object, landing: Path, contract: object) -> tuple[dic
 
 def phase_ingest_and_curate(folder: Path) -> dict:
     from mlplatform.contract import load_contract
+    from mlplatform.ingestion import curate_partitions, load_card_reference, partition_date_of
     from mlplatform.settings import DEFAULT_CONTRACT, get_settings
     from mlplatform.warehouse.connection import connect
-    from mlplatform.warehouse.curation import curate_partitions, load_card_reference
-    from mlplatform.warehouse.ingestion import partition_date_of
 
     contract = load_contract(DEFAULT_CONTRACT)
     landing = folder / "landing"
@@ -127,8 +126,8 @@ def phase_bare_history(folder: Path) -> dict:
 
 def phase_import(folder: Path) -> dict:
     from mlplatform.contract import load_contract
+    from mlplatform.ingestion import import_history
     from mlplatform.settings import DEFAULT_CONTRACT
-    from mlplatform.warehouse.history_import import import_history
 
     shutil.rmtree(folder / "imported", ignore_errors=True)  # a first import, every run
     started = time.perf_counter()

@@ -127,8 +127,8 @@ def import_history(
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
     from mlplatform.contract import load_contract
-    from mlplatform.warehouse.history_import import import_history as split_history
-    from mlplatform.warehouse.ingestion import FileRejected
+    from mlplatform.ingestion import FileRejected
+    from mlplatform.ingestion import import_history as split_history
 
     settings = get_settings()
     contract = load_contract(settings.contract)
@@ -217,9 +217,8 @@ def contract_check(
     import pandas as pd
 
     from mlplatform.contract import ContractError, load_contract
-    from mlplatform.warehouse.contract_check import check_sample
+    from mlplatform.ingestion import FileRejected, check_sample
     from mlplatform.warehouse.feature_registry import feature_registry
-    from mlplatform.warehouse.ingestion import FileRejected
 
     settings = get_settings()
     try:

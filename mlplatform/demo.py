@@ -102,7 +102,7 @@ def run_range(
 
 def landing_days(settings: Settings) -> list[date]:
     """The days that have a landing file, in order."""
-    from mlplatform.warehouse.ingestion import partition_date_of
+    from mlplatform.ingestion import partition_date_of
 
     return sorted({d for p in settings.landing_dir.glob("*.csv") if (d := partition_date_of(p))})
 

@@ -122,10 +122,14 @@ def instance(platform_home: PlatformHome):
 def load_warehouse(landing: Path, warehouse: Path, contract_path: Path | None = None) -> None:
     """Ingest and curate every landing file with the domain functions (no Dagster)."""
     from mlplatform.contract import load_contract
+    from mlplatform.ingestion import (
+        curate_partition,
+        ingest_partition,
+        load_card_reference,
+        partition_date_of,
+    )
     from mlplatform.settings import DEFAULT_CONTRACT
     from mlplatform.warehouse.connection import connect
-    from mlplatform.warehouse.curation import curate_partition, load_card_reference
-    from mlplatform.warehouse.ingestion import ingest_partition, partition_date_of
 
     contract = load_contract(contract_path or DEFAULT_CONTRACT)
     with connect(warehouse) as conn:

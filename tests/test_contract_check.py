@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from mlplatform.contract import load_contract
+from mlplatform.ingestion import check_sample
 from mlplatform.settings import get_settings
-from mlplatform.warehouse.contract_check import check_sample
 from mlplatform.warehouse.feature_registry import feature_registry
 from tests.conftest import PlatformHome
 from tests.test_contract_mapping import HEADER, MAPPING, ROWS

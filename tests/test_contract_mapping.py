@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from mlplatform.contract import Contract, ContractError, load_contract
+from mlplatform.ingestion import FileRejected, IngestionResult, ingest_partition
 from mlplatform.warehouse.connection import connect
-from mlplatform.warehouse.ingestion import FileRejected, IngestionResult, ingest_partition
 from mlplatform.warehouse.pii import card_pseudonym
 
 KEY = b"test-key"

@@ -15,8 +15,8 @@ from mlplatform.automation.jobs import landing_freshness_job
 from mlplatform.automation.schedules import daily_ingestion_schedule
 from mlplatform.datagen import SimulationConfig, simulate
 from mlplatform.definitions import build_resources
+from mlplatform.ingestion import landing_due_day
 from mlplatform.settings import get_settings
-from mlplatform.warehouse.ingestion_log import landing_due_day
 from tests.conftest import PlatformHome, load_warehouse, simulate_landing
 
 CHECK = dg.AssetCheckKey(raw_transactions.key, "landed_on_time")

@@ -18,10 +18,9 @@ import duckdb
 import pytest
 
 from mlplatform.contract import load_contract
+from mlplatform.ingestion import RejectedRow, import_history, ingest_partitions, landing_files
 from mlplatform.settings import DEFAULT_CONTRACT
 from mlplatform.warehouse.connection import connect
-from mlplatform.warehouse.history_import import RejectedRow, import_history
-from mlplatform.warehouse.ingestion import ingest_partitions, landing_files
 from tests.conftest import PlatformHome, simulate_landing
 from tests.test_contract_mapping import HEADER, MAPPING
 

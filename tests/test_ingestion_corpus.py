@@ -20,22 +20,21 @@ import duckdb
 import pytest
 
 from mlplatform.contract import Contract, load_contract
-from mlplatform.settings import DEFAULT_CONTRACT
-from mlplatform.warehouse import curation, ingestion
-from mlplatform.warehouse.connection import connect
-from mlplatform.warehouse.curation import (
-    curate_partition,
-    expected_curated_rows,
-    load_card_reference,
-)
-from mlplatform.warehouse.ingestion import (
+from mlplatform.ingestion import (
     FileRejected,
     IngestionResult,
+    curate_partition,
+    curation,
+    expected_curated_rows,
     ingest_partition,
     ingest_partitions,
     landing_files,
+    load_card_reference,
+    loading,
     partition_date_of,
 )
+from mlplatform.settings import DEFAULT_CONTRACT
+from mlplatform.warehouse.connection import connect
 from mlplatform.warehouse.pii import MASK, card_pseudonym
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -571,7 +570,7 @@ def test_a_range_loads_as_its_days_one_after_another(
             ingest(conn, [day_file(tmp_path / "before", day, ids)], contract, day=day)
     results = {day: ingest(warehouses["day by day"], files[day], contract, day=day) for day in days}
 
-    monkeypatch.setattr(ingestion, "_BATCH_BYTES", batch_bytes)
+    monkeypatch.setattr(loading, "_BATCH_BYTES", batch_bytes)
     loaded, rejected = ingest_partitions(
         warehouses["range"],
         files,

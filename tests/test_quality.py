@@ -1,4 +1,4 @@
-"""Tests for mlplatform.warehouse.quality, against real Great Expectations (no mocks)."""
+"""Tests for mlplatform.ingestion.quality, against real Great Expectations (no mocks)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import great_expectations as gx
 import pandas as pd
 import pytest
 
-from mlplatform.warehouse import quality
-from mlplatform.warehouse.quality import (
+from mlplatform.ingestion import quality
+from mlplatform.ingestion.quality import (
     ExpectationOutcome,
     QualityReport,
     Rule,

@@ -22,14 +22,14 @@ from mlplatform.assets.quality_checks import (
     check_specs,
     validate_partition,
 )
-from mlplatform.resources import LandingZoneResource, WarehouseResource
-from mlplatform.settings import get_settings
-from mlplatform.warehouse.curation import (
+from mlplatform.ingestion import (
     CurationResult,
+    QualityReport,
     curate_partitions,
     expected_curated_rows,
 )
-from mlplatform.warehouse.quality import QualityReport
+from mlplatform.resources import LandingZoneResource, WarehouseResource
+from mlplatform.settings import get_settings
 from mlplatform.warehouse.tables import CURATED_TRANSACTION_COLUMNS
 
 CURATED_CHECKS = {**TRANSACTION_CHECKS, **CURATED_ONLY_CHECKS}

@@ -6,9 +6,9 @@ from pathlib import Path
 import dagster as dg
 
 from mlplatform.assets.ingestion import raw_transactions
+from mlplatform.ingestion import landing_due_at, landing_due_day, loaded_files
 from mlplatform.resources import LandingZoneResource, WarehouseResource
 from mlplatform.settings import get_settings
-from mlplatform.warehouse.ingestion_log import landing_due_at, landing_due_day, loaded_files
 
 
 @dg.asset_check(

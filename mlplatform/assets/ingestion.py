@@ -16,10 +16,9 @@ from mlplatform.assets.quality_checks import (
     check_specs,
     validate_partition,
 )
+from mlplatform.ingestion import IngestionResult, ingest_partitions, load_card_reference
 from mlplatform.resources import LandingZoneResource, WarehouseResource
 from mlplatform.settings import get_settings
-from mlplatform.warehouse.curation import load_card_reference
-from mlplatform.warehouse.ingestion import IngestionResult, ingest_partitions
 from mlplatform.warehouse.tables import RAW_TRANSACTION_COLUMNS
 
 OWNERS = ["team:data-platform"]

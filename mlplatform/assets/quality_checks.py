@@ -9,8 +9,8 @@ import dagster as dg
 import duckdb
 
 from mlplatform.contract import Contract
-from mlplatform.warehouse.quality import ExpectationOutcome, QualityReport, validate_frame
-from mlplatform.warehouse.quality import transaction_rules as build_rules
+from mlplatform.ingestion import ExpectationOutcome, QualityReport, validate_frame
+from mlplatform.ingestion import transaction_rules as build_rules
 
 # check name -> what it guards (its description in the UI)
 TRANSACTION_CHECKS = {

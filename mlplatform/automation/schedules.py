@@ -11,10 +11,9 @@ from mlplatform.automation.jobs import (
     model_performance_job,
 )
 from mlplatform.automation.sensors import warehouse_loads
+from mlplatform.ingestion import inspect_file, landing_due_at
 from mlplatform.resources import LandingZoneResource, WarehouseResource
 from mlplatform.settings import get_settings
-from mlplatform.warehouse.ingestion import inspect_file
-from mlplatform.warehouse.ingestion_log import landing_due_at
 from mlplatform.warehouse.targets import latest_matured_day, target_maturity
 
 

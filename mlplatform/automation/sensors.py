@@ -19,11 +19,10 @@ import duckdb
 from mlplatform.assets.ingestion import card_reference
 from mlplatform.assets.partitions import consecutive_ranges, daily_partitions, partition_range_tags
 from mlplatform.automation.jobs import daily_ingestion_job, reference_data_job, training_job
+from mlplatform.ingestion import inspect_file, loaded_files, partition_date_of
 from mlplatform.resources import LandingZoneResource, NotifierResource, WarehouseResource
 from mlplatform.settings import get_settings
 from mlplatform.warehouse.connection import WarehouseLockedError
-from mlplatform.warehouse.ingestion import inspect_file, partition_date_of
-from mlplatform.warehouse.ingestion_log import loaded_files
 
 if TYPE_CHECKING:
     from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecord

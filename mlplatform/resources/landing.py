@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from mlplatform.contract import Contract, load_contract
-from mlplatform.warehouse.ingestion import landing_files
+from mlplatform.ingestion import landing_files
 
 
 class LandingZoneResource(dg.ConfigurableResource):

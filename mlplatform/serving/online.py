@@ -23,12 +23,12 @@ import duckdb
 import pandas as pd
 
 from mlplatform.contract import CANONICAL_COLUMNS, Contract
+from mlplatform.ingestion.row_rules import pseudonyms_sql, typed_columns, violation
 from mlplatform.warehouse.connection import read_sql, sql_literal, transaction
 from mlplatform.warehouse.feature_registry import INPUT_COLUMNS, FeatureRegistry
 from mlplatform.warehouse.feature_state import CompiledFeatures, FeatureState, as_records
 from mlplatform.warehouse.pii import hmac_pads, mask_card_like_digits
 from mlplatform.warehouse.row_program import RowProgram, request_text
-from mlplatform.warehouse.row_rules import pseudonyms_sql, typed_columns, violation
 from mlplatform.warehouse.sql_expressions import NotPlain, Unsupported
 
 

@@ -3,7 +3,7 @@
 The online path must refuse what ingestion quarantines and curate what it accepts exactly
 as the warehouse does, in well under a millisecond. Running ingestion's SQL files in DuckDB
 costs a few milliseconds of planning per statement, so :class:`RowProgram` compiles the
-very same SQL (the row rules of :mod:`~mlplatform.warehouse.row_rules`, the select lists of
+very same SQL (the row rules of :mod:`~mlplatform.ingestion.row_rules`, the select lists of
 ``insert_raw_transactions.sql`` and ``curated_transactions.sql``, and the feature SQL's
 event columns) with :mod:`~mlplatform.warehouse.sql_expressions`. Values whose conversion
 could differ from DuckDB's (anything but plain ASCII text and plain decimals; a request that
@@ -21,11 +21,11 @@ from typing import Any
 import duckdb
 
 from mlplatform.contract import CANONICAL_COLUMNS, Contract
+from mlplatform.ingestion.row_rules import typed_column_list, violation
 from mlplatform.warehouse.connection import read_sql
 from mlplatform.warehouse.feature_registry import FeatureRegistry
 from mlplatform.warehouse.features import event_columns
 from mlplatform.warehouse.pii import card_pseudonym
-from mlplatform.warehouse.row_rules import typed_column_list, violation
 from mlplatform.warehouse.sql_expressions import ExpressionCompiler, NotPlain, cast_value
 
 _INSERT = re.compile(r"^.*?INSERT INTO \S+\s*", re.S)

@@ -1,6 +1,6 @@
 -- Types every staged landing row and names the first rule it breaks (NULL: a good row), in
 -- one streaming pass; duplicate ids are flagged afterwards (flag_duplicate_ids.sql).
--- The typed columns and the rule CASE are generated from the contract (ingestion.py).
+-- The typed columns and the rule CASE are generated from the contract (ingestion/row_rules.py).
 CREATE OR REPLACE TEMP TABLE checked AS
 WITH typed AS (
     SELECT

@@ -3,7 +3,7 @@
 -- its occurrence among the identical rows of its file, in line order. Re-delivering a file
 -- gives the same ids; two identical purchases in one file stay two rows with two ids; the
 -- same row delivered again in another file of the day is a duplicate_id.
--- {values} is the list of the checked row's canonical values (row_rules.py).
+-- {values} is the list of the checked row's canonical values (ingestion/row_rules.py).
 UPDATE checked AS c
 SET transaction_id = g.transaction_id
 FROM (

@@ -30,16 +30,10 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.contract import Contract
-from mlplatform.warehouse.ingestion import (
-    FileInspection,
-    FileRejected,
-    canonical_select,
-    csv_scan_sql,
-    physical_lines,
-    read_header,
-    record_starts,
-)
-from mlplatform.warehouse.row_rules import event_day_sql
+from mlplatform.ingestion.files import FileInspection, FileRejected, read_header
+from mlplatform.ingestion.line_numbers import physical_lines, record_starts
+from mlplatform.ingestion.row_rules import event_day_sql
+from mlplatform.ingestion.staging import canonical_select, csv_scan_sql
 
 _EPOCH = date(1970, 1, 1)
 _OPEN_FILES = 128  # daily files kept open at once (a history spans thousands of days)
@@ -92,7 +86,7 @@ def import_history(
     """Split ``files`` (one header, the contract's source) into daily landing files.
 
     ``progress`` is called with the bytes of the extract done since its last call. Raises
-    :class:`~mlplatform.warehouse.ingestion.FileRejected` when a file is not a CSV of the
+    :class:`~mlplatform.ingestion.files.FileRejected` when a file is not a CSV of the
     contract, or its header is not the first file's.
     """
     landing_dir.mkdir(parents=True, exist_ok=True)

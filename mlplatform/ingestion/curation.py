@@ -10,8 +10,9 @@ from pathlib import Path
 import duckdb
 
 from mlplatform.contract import ReferenceContract
+from mlplatform.ingestion.files import FileRejected, inspect_file
+from mlplatform.ingestion.loading import consecutive_batches
 from mlplatform.warehouse.connection import read_sql, transaction
-from mlplatform.warehouse.ingestion import FileRejected, consecutive_batches, inspect_file
 from mlplatform.warehouse.pii import card_pseudonym_sql, hmac_pads
 
 

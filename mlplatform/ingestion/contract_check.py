@@ -1,7 +1,7 @@
 """A dry run of a mapping on a sample of a source (``mlplatform contract check``).
 
 The sample goes through the real path, in a temporary folder: split into daily files by
-:func:`~mlplatform.warehouse.history_import.import_history`, then loaded by ingestion into a
+:func:`~mlplatform.ingestion.history_import.import_history`, then loaded by ingestion into a
 throwaway warehouse. So the rows it reports as quarantined, and why, are exactly those the
 platform would quarantine; nothing is re-implemented here, and nothing of the platform's own
 landing folder or warehouse is touched.
@@ -17,10 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 from mlplatform.contract import CANONICAL_COLUMNS, Contract
+from mlplatform.ingestion.files import landing_files
+from mlplatform.ingestion.history_import import import_history
+from mlplatform.ingestion.loading import ingest_partitions
 from mlplatform.warehouse.connection import connect
 from mlplatform.warehouse.feature_registry import FeatureRegistry
-from mlplatform.warehouse.history_import import import_history
-from mlplatform.warehouse.ingestion import ingest_partitions, landing_files
 
 #: raw.transactions' column of a canonical column, where the names differ (PII reduced).
 _RAW_NAMES = {"card_number": "card_id", "birth_date": "birth_year"}
