@@ -64,8 +64,8 @@ def _warehouse(folder: Path) -> Path:
 def _registry(only_windows: bool = False) -> Any:
     """The registry of the default contract; ``only_windows``: the 16 aggregates alone."""
     from mlplatform.contract import load_contract
+    from mlplatform.features.declarations import feature_registry
     from mlplatform.settings import DEFAULT_CONTRACT, get_settings
-    from mlplatform.warehouse.feature_registry import feature_registry
 
     registry = feature_registry(get_settings(), load_contract(DEFAULT_CONTRACT))
     if only_windows:
@@ -120,8 +120,8 @@ def phase_prepare(folder: Path, cards: int, days: int, seed: int, limit: str) ->
 
 
 def _build(folder: Path, limit: str, only_windows: bool, last_day_only: bool) -> dict:
+    from mlplatform.features.offline import build_card_features
     from mlplatform.warehouse.connection import connect
-    from mlplatform.warehouse.features import build_card_features
 
     registry = _registry(only_windows)
     with connect(_warehouse(folder), memory_limit=limit) as conn:

@@ -45,9 +45,9 @@ def main() -> None:
 
     import mlplatform
     from mlplatform.contract import load_contract
+    from mlplatform.features.declarations import feature_registry
     from mlplatform.serving.online import OnlineFeatures
     from mlplatform.settings import get_settings
-    from mlplatform.warehouse.feature_registry import feature_registry
 
     settings = get_settings()
     contract = load_contract(settings.contract)

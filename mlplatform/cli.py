@@ -217,8 +217,8 @@ def contract_check(
     import pandas as pd
 
     from mlplatform.contract import ContractError, load_contract
+    from mlplatform.features.declarations import feature_registry
     from mlplatform.ingestion import FileRejected, check_sample
-    from mlplatform.warehouse.feature_registry import feature_registry
 
     settings = get_settings()
     try:
@@ -390,7 +390,7 @@ def features(
 ) -> None:
     """Print the feature registry: every feature, its window and type, on or off and why."""
     from mlplatform.contract import load_contract
-    from mlplatform.warehouse.feature_registry import feature_registry
+    from mlplatform.features.declarations import feature_registry
 
     settings = get_settings()
     registry = feature_registry(settings, load_contract(contract or settings.contract))

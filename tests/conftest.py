@@ -263,11 +263,11 @@ def build_training_data(home: Path, cards: int = 250, days: int = 60, seed: int 
     to the master table (domain functions, no Dagster); the environment must point at
     ``home`` (MLPLATFORM_HOME) with :data:`TRAINING_ENV`."""
     from mlplatform.contract import load_contract
+    from mlplatform.features.declarations import feature_registry
+    from mlplatform.features.offline import build_card_features
     from mlplatform.ml.master_table import build_master_table
     from mlplatform.settings import DEFAULT_CONTRACT, get_settings
     from mlplatform.warehouse.connection import connect
-    from mlplatform.warehouse.feature_registry import feature_registry
-    from mlplatform.warehouse.features import build_card_features
     from mlplatform.warehouse.targets import build_targets
 
     settings = get_settings()

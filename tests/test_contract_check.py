@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from mlplatform.contract import load_contract
+from mlplatform.features.declarations import feature_registry
 from mlplatform.ingestion import check_sample
 from mlplatform.settings import get_settings
-from mlplatform.warehouse.feature_registry import feature_registry
 from tests.conftest import PlatformHome
 from tests.test_contract_mapping import HEADER, MAPPING, ROWS
 

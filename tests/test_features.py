@@ -17,9 +17,7 @@ from conftest import START, insert_curated, load_warehouse
 
 from mlplatform.contract import load_contract
 from mlplatform.datagen import SimulationConfig, simulate
-from mlplatform.settings import DEFAULT_CONTRACT, Settings
-from mlplatform.warehouse.connection import connect
-from mlplatform.warehouse.feature_registry import (
+from mlplatform.features.declarations import (
     INPUT_COLUMNS,
     Aggregation,
     Feature,
@@ -27,13 +25,15 @@ from mlplatform.warehouse.feature_registry import (
     Window,
     feature_registry,
 )
-from mlplatform.warehouse.features import (
+from mlplatform.features.offline import (
     TABLE,
     build_card_features,
     collapsible_days,
     context_events,
     online_features,
 )
+from mlplatform.settings import DEFAULT_CONTRACT, Settings
+from mlplatform.warehouse.connection import connect
 
 DAYS = 50
 SETTINGS = Settings(home=Path("/nonexistent"))

@@ -14,6 +14,8 @@ from conftest import START, load_warehouse
 
 from mlplatform.contract import load_contract
 from mlplatform.datagen import SimulationConfig, simulate
+from mlplatform.features.declarations import Feature, feature_registry
+from mlplatform.features.offline import build_card_features
 from mlplatform.ml.master_table import (
     MasterTableError,
     build_master_table,
@@ -22,8 +24,6 @@ from mlplatform.ml.master_table import (
 from mlplatform.monitoring.profile import build_reference_profile
 from mlplatform.settings import DEFAULT_CONTRACT, Settings
 from mlplatform.warehouse.connection import connect
-from mlplatform.warehouse.feature_registry import Feature, feature_registry
-from mlplatform.warehouse.features import build_card_features
 from mlplatform.warehouse.targets import build_targets
 
 DAYS = 60

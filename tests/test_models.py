@@ -30,6 +30,7 @@ from mlplatform import load_champion
 from mlplatform.assets.models import candidate_asset, champion_asset
 from mlplatform.contract import load_contract
 from mlplatform.definitions import build_resources, defs
+from mlplatform.features.declarations import feature_registry
 from mlplatform.ml.artifacts import read_scoring_model
 from mlplatform.ml.champion import SmokeTest
 from mlplatform.ml.master_table import build_master_table
@@ -38,7 +39,6 @@ from mlplatform.ml.registry import configure, download_model
 from mlplatform.ml.training import load_holdout
 from mlplatform.settings import DEFAULT_CONTRACT, Settings, get_settings
 from mlplatform.warehouse.connection import connect
-from mlplatform.warehouse.feature_registry import feature_registry
 
 
 @dataclass(frozen=True)

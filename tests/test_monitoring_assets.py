@@ -44,10 +44,10 @@ from mlplatform.assets.training_data import training_reference_profile
 from mlplatform.automation.sensors import TRIGGER_CHECK, TRIGGER_PARTITION, TRIGGER_REASON
 from mlplatform.contract import load_contract
 from mlplatform.definitions import build_resources
+from mlplatform.features.declarations import feature_registry
 from mlplatform.ml.master_table import build_master_table
 from mlplatform.settings import DEFAULT_CONTRACT, Settings, get_settings
 from mlplatform.warehouse.connection import connect
-from mlplatform.warehouse.feature_registry import feature_registry
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ from conftest import START, load_warehouse
 
 from mlplatform.contract import load_contract
 from mlplatform.datagen import SimulationConfig, simulate
+from mlplatform.features.declarations import FeatureRegistry, feature_registry
+from mlplatform.features.offline import build_card_features
 from mlplatform.serving.online import InvalidTransactions, OnlineFeatures
 from mlplatform.settings import DEFAULT_CONTRACT, get_settings
 from mlplatform.warehouse.connection import connect
-from mlplatform.warehouse.feature_registry import FeatureRegistry, feature_registry
-from mlplatform.warehouse.features import build_card_features
 
 DAYS = 21
 KEY = b"test-pii-key"

@@ -34,13 +34,13 @@ from mlplatform.assets.scoring import NO_CHAMPION, predictions
 from mlplatform.cli import app
 from mlplatform.contract import load_contract
 from mlplatform.definitions import build_resources
+from mlplatform.features.declarations import feature_registry
+from mlplatform.features.offline import build_card_features
 from mlplatform.ml.registry import CHAMPION, alias_version, configure
 from mlplatform.serving.batch import feature_frame
 from mlplatform.serving.model import CHALLENGER, load_version
 from mlplatform.settings import DEFAULT_CONTRACT, Settings, get_settings
 from mlplatform.warehouse.connection import connect
-from mlplatform.warehouse.feature_registry import feature_registry
-from mlplatform.warehouse.features import build_card_features
 
 
 @dataclass(frozen=True)

@@ -31,13 +31,13 @@ from conftest import Server, TrainedPlatform, environment
 from mlflow import MlflowClient
 
 from mlplatform.contract import load_contract
+from mlplatform.features.declarations import FeatureRegistry, feature_registry
 from mlplatform.ml.registry import configure
 from mlplatform.serving.model import CHALLENGER, load_version
 from mlplatform.serving.online import OnlineFeatures
 from mlplatform.serving.prediction_log import ANSWERING_ROLES, FIELDS
 from mlplatform.serving.service import canary_bucket
 from mlplatform.settings import DEFAULT_CONTRACT, Settings, get_settings
-from mlplatform.warehouse.feature_registry import FeatureRegistry, feature_registry
 from mlplatform.warehouse.pii import card_pseudonym
 
 pytestmark = pytest.mark.e2e

@@ -10,9 +10,9 @@ import pytest
 from conftest import insert_curated
 
 from mlplatform.contract import load_contract
+from mlplatform.features.declarations import INPUT_COLUMNS
 from mlplatform.settings import DEFAULT_CONTRACT, Settings
 from mlplatform.warehouse.connection import connect
-from mlplatform.warehouse.feature_registry import INPUT_COLUMNS
 from mlplatform.warehouse.targets import build_targets
 
 SETTINGS = Settings(home=Path("/nonexistent"))

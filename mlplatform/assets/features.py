@@ -8,10 +8,10 @@ from mlplatform.assets.curation import curated_transactions
 from mlplatform.assets.ingestion import OWNERS
 from mlplatform.assets.metadata import table_metadata
 from mlplatform.assets.partitions import daily_partitions, partition_days
+from mlplatform.features.declarations import feature_registry
+from mlplatform.features.offline import TABLE, build_card_features
 from mlplatform.resources import LandingZoneResource, WarehouseResource
 from mlplatform.settings import get_settings
-from mlplatform.warehouse.feature_registry import feature_registry
-from mlplatform.warehouse.features import TABLE, build_card_features
 
 
 @dg.asset(

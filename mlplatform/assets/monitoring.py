@@ -18,12 +18,12 @@ from mlplatform.assets.partitions import daily_partitions
 from mlplatform.assets.scoring import predictions
 from mlplatform.assets.serving import serving_log
 from mlplatform.assets.training_data import ML_OWNERS
+from mlplatform.features.declarations import feature_registry
 from mlplatform.monitoring import drift
 from mlplatform.monitoring.drift import DayDrift, DriftRule, Judgement
 from mlplatform.monitoring.profile import full_window_days
 from mlplatform.resources import LandingZoneResource, WarehouseResource
 from mlplatform.settings import Settings, get_settings
-from mlplatform.warehouse.feature_registry import feature_registry
 
 DRIFT_CHECK = "drift_within_threshold"
 PREDICTION_DRIFT_CHECK = "prediction_drift_within_threshold"

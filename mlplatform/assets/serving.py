@@ -11,10 +11,10 @@ from mlplatform.assets.features import card_features
 from mlplatform.assets.ingestion import card_reference
 from mlplatform.assets.partitions import daily_partitions, partition_days
 from mlplatform.assets.training_data import ML_OWNERS
+from mlplatform.features.declarations import feature_registry
 from mlplatform.monitoring.serving_log import load_serving_log
 from mlplatform.resources import LandingZoneResource, WarehouseResource
 from mlplatform.settings import get_settings
-from mlplatform.warehouse.feature_registry import feature_registry
 from mlplatform.warehouse.online_store import store_lookback_days, write_online_store
 
 

@@ -6,6 +6,7 @@ from mlplatform.assets.cost import with_compute_cost
 from mlplatform.assets.features import card_features
 from mlplatform.assets.ingestion import OWNERS
 from mlplatform.assets.metadata import table_metadata
+from mlplatform.features.declarations import feature_registry
 from mlplatform.ml.master_table import build_master_table, master_table_checks
 from mlplatform.monitoring.profile import (
     PROFILE_TABLE,
@@ -14,7 +15,6 @@ from mlplatform.monitoring.profile import (
 )
 from mlplatform.resources import LandingZoneResource, WarehouseResource
 from mlplatform.settings import get_settings
-from mlplatform.warehouse.feature_registry import feature_registry
 from mlplatform.warehouse.targets import build_targets
 
 ML_OWNERS = ["team:ml-platform"]

@@ -17,11 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 from mlplatform.contract import CANONICAL_COLUMNS, Contract
+from mlplatform.features.declarations import FeatureRegistry
 from mlplatform.ingestion.files import landing_files
 from mlplatform.ingestion.history_import import import_history
 from mlplatform.ingestion.loading import ingest_partitions
 from mlplatform.warehouse.connection import connect
-from mlplatform.warehouse.feature_registry import FeatureRegistry
 
 #: raw.transactions' column of a canonical column, where the names differ (PII reduced).
 _RAW_NAMES = {"card_number": "card_id", "birth_date": "birth_year"}

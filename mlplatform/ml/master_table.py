@@ -22,9 +22,9 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from mlplatform.features.declarations import KEY_COLUMNS, FeatureRegistry
 from mlplatform.settings import Settings
 from mlplatform.warehouse.connection import transaction
-from mlplatform.warehouse.feature_registry import KEY_COLUMNS, FeatureRegistry
 
 SPLITS = ("train", "validation", "holdout")
 #: Rows of train the correlation screen looks at (a deterministic sample beyond this).

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
+from mlplatform.features.offline import TABLE as FEATURES_TABLE
 from mlplatform.ml.champion import cost_model
 from mlplatform.ml.evaluation import (
     HoldoutMetrics,
@@ -55,7 +56,6 @@ from mlplatform.ml.models import (
 )
 from mlplatform.ml.registry import log_scoring_model
 from mlplatform.settings import Settings
-from mlplatform.warehouse.features import TABLE as FEATURES_TABLE
 
 #: Every estimator fit of a candidate's training (purpose, rows, seconds, params), per run.
 FITS_FILE = "fits.csv"

@@ -33,6 +33,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from mlplatform.features.offline import TABLE as FEATURES_TABLE
 from mlplatform.monitoring.profile import (
     IMPORTANCE_TABLE,
     PROFILE_TABLE,
@@ -40,7 +41,6 @@ from mlplatform.monitoring.profile import (
     bin_sql,
 )
 from mlplatform.warehouse.connection import read_sql, transaction
-from mlplatform.warehouse.features import TABLE as FEATURES_TABLE
 
 TABLE = "monitoring.drift"
 PREDICTION = "prediction"

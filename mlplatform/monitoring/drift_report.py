@@ -18,8 +18,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from mlplatform.features.offline import TABLE as FEATURES_TABLE
 from mlplatform.ml.master_table import snapshot_path
-from mlplatform.warehouse.features import TABLE as FEATURES_TABLE
 
 
 def report_path(reports_dir: Path, day: date) -> Path:

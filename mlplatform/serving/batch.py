@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from mlplatform.features.declarations import sql_literal
+from mlplatform.features.offline import TABLE as FEATURES_TABLE
 from mlplatform.ml.models import FeatureSpec
 from mlplatform.serving.model import ModelHandle
 from mlplatform.warehouse.connection import read_sql, transaction
-from mlplatform.warehouse.feature_registry import sql_literal
-from mlplatform.warehouse.features import TABLE as FEATURES_TABLE
 
 TABLE = "ml.predictions"
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}

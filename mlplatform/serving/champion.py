@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.contract import load_contract
+from mlplatform.features.declarations import FeatureRegistry, feature_registry
 from mlplatform.ml.models import ScoringModel
 from mlplatform.ml.registry import CHAMPION
 from mlplatform.serving.model import ModelHandle, load_model
 from mlplatform.serving.online import OnlineFeatures
 from mlplatform.settings import Settings, get_settings
-from mlplatform.warehouse.feature_registry import FeatureRegistry, feature_registry
 
 
 @dataclass

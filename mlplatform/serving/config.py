@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Literal
 
 from mlplatform.contract import load_contract
+from mlplatform.features.declarations import FeatureRegistry, feature_registry
 from mlplatform.settings import Settings
-from mlplatform.warehouse.feature_registry import FeatureRegistry, feature_registry
 
 ChallengerMode = Literal["off", "shadow", "canary"]
 

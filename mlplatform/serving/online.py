@@ -6,7 +6,7 @@ connection to a DuckDB file with the warehouse's curated schema (the online stor
 steps as a landing-file row: the card number is pseudonymised with the platform's key, the
 row is curated by the curation SQL itself (normalisation, reference data, derived fields)
 and its features are computed from the card's and the merchant's history
-(:func:`~mlplatform.warehouse.features.online_features`), so they equal the offline table's.
+(:func:`~mlplatform.features.offline.online_features`), so they equal the offline table's.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import duckdb
 import pandas as pd
 
 from mlplatform.contract import CANONICAL_COLUMNS, Contract
+from mlplatform.features.declarations import INPUT_COLUMNS, FeatureRegistry
+from mlplatform.features.online_state import CompiledFeatures, FeatureState, as_records
 from mlplatform.ingestion.row_rules import pseudonyms_sql, typed_columns, violation
 from mlplatform.warehouse.connection import read_sql, sql_literal, transaction
-from mlplatform.warehouse.feature_registry import INPUT_COLUMNS, FeatureRegistry
-from mlplatform.warehouse.feature_state import CompiledFeatures, FeatureState, as_records
 from mlplatform.warehouse.pii import hmac_pads, mask_card_like_digits
 from mlplatform.warehouse.row_program import RowProgram, request_text
 from mlplatform.warehouse.sql_expressions import NotPlain, Unsupported
@@ -99,7 +99,7 @@ class OnlineFeatures:
 
     The store is attached read-only for the service's life (reattached when the file is
     replaced); each card's events are read once, when the card is first seen, into
-    :class:`~mlplatform.warehouse.feature_state.FeatureState`, which also holds the
+    :class:`~mlplatform.features.online_state.FeatureState`, which also holds the
     transactions scored since (``record``). Not thread-safe: one caller at a time.
     """
 

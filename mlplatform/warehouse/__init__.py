@@ -1,1 +1,2 @@
-"""DuckDB access and the SQL of ingestion, curation, features and target (no Dagster)."""
+"""DuckDB access: the connection, the tables, the SQL files (of ingestion, curation, features
+and targets) and the targets (no Dagster)."""

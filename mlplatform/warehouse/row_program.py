@@ -21,10 +21,10 @@ from typing import Any
 import duckdb
 
 from mlplatform.contract import CANONICAL_COLUMNS, Contract
+from mlplatform.features.declarations import FeatureRegistry
+from mlplatform.features.offline import event_columns
 from mlplatform.ingestion.row_rules import typed_column_list, violation
 from mlplatform.warehouse.connection import read_sql
-from mlplatform.warehouse.feature_registry import FeatureRegistry
-from mlplatform.warehouse.features import event_columns
 from mlplatform.warehouse.pii import card_pseudonym
 from mlplatform.warehouse.sql_expressions import ExpressionCompiler, NotPlain, cast_value
 

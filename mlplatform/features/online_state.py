@@ -4,11 +4,11 @@ Offline, DuckDB's window functions compute every feature of a range in one query
 query of that shape costs tens of milliseconds whatever the rows, so the same declarations
 compile to two parts:
 
-1. The declared aggregations (:class:`~mlplatform.warehouse.feature_registry.Aggregation`:
+1. The declared aggregations (:class:`~mlplatform.features.declarations.Aggregation`:
    ``sum`` of ``amount_exact`` over the card's 30 days, the ``previous`` event, a daily
    window's ``count`` of labels ...) are evaluated in Python over each card's events held in
    memory (:class:`FeatureState`), exactly: decimals as scaled integers, the per-event inputs
-   from the offline SQL itself (:func:`~mlplatform.warehouse.features.event_columns`), frames
+   from the offline SQL itself (:func:`~mlplatform.features.offline.event_columns`), frames
    with the SQL's bounds (same-microsecond peers included, the sequence ordered by time and
    ``hash(transaction_id)``).
 2. Every declared expression is then evaluated on those values, from the same SQL text as
@@ -29,15 +29,15 @@ from typing import Any
 
 import duckdb
 
-from mlplatform.warehouse.connection import read_sql, sql_literal
-from mlplatform.warehouse.feature_registry import (
+from mlplatform.features.declarations import (
     INPUT_COLUMNS,
     KEY_COLUMNS,
     Feature,
     FeatureRegistry,
     Window,
 )
-from mlplatform.warehouse.features import event_columns
+from mlplatform.features.offline import event_columns
+from mlplatform.warehouse.connection import read_sql, sql_literal
 from mlplatform.warehouse.sql_expressions import ExpressionCompiler, Unsupported, epoch_micros
 
 _DECIMAL = re.compile(r"DECIMAL\((\d+),(\d+)\)")

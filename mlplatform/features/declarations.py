@@ -3,8 +3,8 @@
 A declaration names the feature, its entity and window, its type, what it means and the
 contract columns it needs. A window feature is an :class:`Aggregation` (function, event
 column, window) from which both engines are generated: the offline SQL (window functions,
-:mod:`mlplatform.warehouse.features`) and the online per-card state
-(:mod:`mlplatform.warehouse.feature_state`). Any other feature is one SQL expression of the
+:mod:`mlplatform.features.offline`) and the online per-card state
+(:mod:`mlplatform.features.online_state`). Any other feature is one SQL expression of the
 input columns and of other features (internal aggregates among them: declared like the
 others, not written to the table). The offline table, the online vector, ``mlplatform
 features`` and the Dagster metadata are all generated from these declarations, so training
@@ -14,7 +14,7 @@ Point in time: every window ends at the transaction (peers at the same microseco
 or earlier, never later. Merchant risk only counts labels at least ``label_delay_days`` old.
 
 Framed aggregations read only event columns that stay exact when a run of days is collapsed
-into one row (``mlplatform.warehouse.features.BLOCK_COLUMNS``): counts of events, sums of
+into one row (``mlplatform.features.offline.BLOCK_COLUMNS``): counts of events, sums of
 ``amount_exact``, ``amount_squared`` or ``disc_amount``, the ``max(amount)``, the first
 ``event_time`` and the previous ``last_event``.
 """

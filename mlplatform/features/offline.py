@@ -17,13 +17,13 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from mlplatform.warehouse.connection import insertion_order, read_sql, sql_literal, transaction
-from mlplatform.warehouse.feature_registry import (
+from mlplatform.features.declarations import (
     INPUT_COLUMNS,
     KEY_COLUMNS,
     Feature,
     FeatureRegistry,
 )
+from mlplatform.warehouse.connection import insertion_order, read_sql, sql_literal, transaction
 
 TABLE = "features.card_features"
 
