@@ -8,6 +8,8 @@ must give exactly the offline features of that day.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,7 +22,7 @@ from conftest import START, load_warehouse
 
 from mlplatform.contract import load_contract
 from mlplatform.datagen import SimulationConfig, simulate
-from mlplatform.features.declarations import FeatureRegistry, feature_registry
+from mlplatform.features.declarations import Feature, FeatureRegistry, feature_registry
 from mlplatform.features.offline import build_card_features
 from mlplatform.serving.online import InvalidTransactions, OnlineFeatures
 from mlplatform.settings import DEFAULT_CONTRACT, get_settings
@@ -213,3 +215,34 @@ def test_a_replaced_store_drops_the_fresh_events_it_now_holds(platform: Platform
     after = source.compute([{**first, "transaction_id": "probe"}]).frame.iloc[0]
     # the first purchase is counted once (now from the store), not twice (store and fresh)
     assert after.card_txn_count_1h == before.card_txn_count_1h >= 2
+
+
+def test_each_route_to_duckdb_is_taken_only_where_stated_and_logged_without_the_value(
+    platform: Platform, caplog: pytest.LogCaptureFixture
+):
+    day = _transactions(platform.last_day)
+    source = OnlineFeatures(platform.store, platform.registry, KEY)
+    odd = Feature("category_distance", "levenshtein(category, 'food')", "BIGINT", "An edit "
+                  "distance the Python evaluator lacks.", "transaction")  # fmt: skip
+    registry = dataclasses.replace(platform.registry, features=(*platform.registry.features, odd))
+    uncompiled = OnlineFeatures(platform.store, registry, KEY)
+    reference = OnlineFeatures(platform.store, platform.registry, KEY, compiled_rows=False)
+
+    with caplog.at_level(logging.INFO, logger="mlplatform.serving.online"):
+        plain = source.compute(day[:40])
+        accented = source.compute([{**day[40], "city": "Espa\u00f1ola"}])
+        projected = uncompiled.compute(day[:1])
+        sql = reference.compute(day[:1])
+
+    assert plain.fallbacks == ()  # the simulator's plain rows: Python's route throughout
+    assert accented.fallbacks == (("rows", "city: text that is not ASCII or has spaces around it"),)
+    assert projected.fallbacks == (
+        ("rows", "features not compiled: function levenshtein"),
+        ("features", "not compiled: function levenshtein"),
+    )
+    assert projected.frame["category_distance"].iloc[0] >= 0
+    assert sql.fallbacks == (("rows", "rules and curation not compiled (compiled_rows=False)"),)
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == 4, logged  # one line per fallback, none for the plain rows
+    assert "1 transaction(s): rows on DuckDB's route (city: text that is not ASCII" in logged[0]
+    assert not any("Espa" in line for line in logged)  # the value itself is never logged

@@ -234,11 +234,11 @@ def test_api_scores_equal_the_model_on_features_computed_in_process(
     assert answer.status_code == 200, answer.text
     predictions = answer.json()["predictions"]
     assert [p["transaction_id"] for p in predictions] == [t["transaction_id"] for t in transactions]
-    timing = dict(
-        part.strip().split(";dur=") for part in answer.headers["Server-Timing"].split(",")
-    )
+    *durations, route = answer.headers["Server-Timing"].split(", ")
+    timing = dict(part.split(";dur=") for part in durations)
     assert set(timing) == {"validation", "features", "model"}
     assert all(float(ms) >= 0 for ms in timing.values())
+    assert route == 'route;desc="python"'  # rules, curation and features all in Python
     # In process: the same store, with the fresh state of what the server answered before.
     features = OnlineFeatures(
         platform.settings.online_store_path, platform.registry, platform.settings.pseudonym_key
@@ -352,6 +352,36 @@ def test_a_champion_that_fails_to_load_leaves_the_old_one_serving(
         lambda: server.http.get("/v1/health").json()["last_reload_error"] is None,
         "the reload error to clear",
     )
+
+
+def test_a_value_python_cannot_curate_like_duckdb_takes_duckdbs_route_said_and_counted(
+    platform: Platform, server: Server
+) -> None:
+    def routes() -> dict[str, float]:
+        text = server.http.get("/metrics", headers={"X-API-Key": KEY}).text
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("mlplatform_feature_routes_total")
+        }
+
+    (plain,) = platform.transactions(platform.cards[40:41], day=5, tag="ascii")
+    accented = {**plain, "transaction_id": "accented", "merchant": "Caf\u00e9 M\u00fcller"}
+    before = routes()
+    answers = [server.predict([transaction]) for transaction in (plain, accented)]
+    after = routes()
+
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].headers["Server-Timing"].endswith('route;desc="python"')
+    reason = "merchant: text that is not ASCII or has spaces around it"
+    assert answers[1].headers["Server-Timing"].endswith(f'route;desc="rows on duckdb: {reason}"')
+    python = 'mlplatform_feature_routes_total{reason="",route="python",stage="%s"}'
+    duckdb_rows = (
+        f'mlplatform_feature_routes_total{{reason="{reason}",route="duckdb",stage="rows"}}'
+    )
+    assert after[python % "rows"] - before.get(python % "rows", 0) == 1
+    assert after[python % "features"] - before.get(python % "features", 0) == 2
+    assert after[duckdb_rows] - before.get(duckdb_rows, 0) == 1
 
 
 def test_metrics_count_requests_by_status_and_role_with_model_and_store_gauges(

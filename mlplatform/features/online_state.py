@@ -118,7 +118,10 @@ class CompiledFeatures:
             if sql_type == "TIMESTAMP"
         }
         self.windows = tuple(dict.fromkeys(a.window for a in self.aggregates))
-        self.evaluators = _evaluators(self, conn)
+        #: The features compiled to Python, or None with ``unsupported`` saying why (then
+        #: every request's features are projected by DuckDB: a fallback that is logged and
+        #: counted, see :class:`~mlplatform.serving.online.OnlineFeatures`).
+        self.evaluators, self.unsupported = _evaluators(self, conn)
 
     def features(self, rows: Sequence[Mapping[str, Any]], values: Sequence[Sequence[Any]]):
         """The features of ``rows`` (input columns) given their aggregate ``values``, as
@@ -246,9 +249,10 @@ ORDER BY row_idx"""
 
 def _evaluators(
     compiled: CompiledFeatures, conn: duckdb.DuckDBPyConnection
-) -> list[tuple[str, Any]] | None:
+) -> tuple[list[tuple[str, Any]] | None, str | None]:
     """(name, function) of each computed feature in evaluation order: the framed window
-    features, then the expressions of the others, as the offline SELECT orders them."""
+    features, then the expressions of the others, as the offline SELECT orders them; or
+    None and the construct that does not compile."""
     compiler = ExpressionCompiler(conn, read_sql("macros"))
     registry = compiled.registry
     try:
@@ -260,9 +264,9 @@ def _evaluators(
         derived = [
             (f.name, compiler.compile(f.expression())) for f in registry.enabled if not f.over
         ]
-    except Unsupported:
-        return None
-    return framed + derived
+    except Unsupported as error:
+        return None, str(error)
+    return framed + derived, None
 
 
 def _sql_types(

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import time
 import uuid
@@ -270,9 +271,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
             unprocessable = ErrorItem(rule="unprocessable_transactions", detail=str(error))
             raise ApiError(422, [unprocessable]) from error
         _observe(metrics, scored)
+        route = "; ".join(f"{stage} on duckdb: {why}" for stage, why in scored.fallbacks)
         response.headers["Server-Timing"] = (
             f"validation;dur={scored.validation_ms:.3f}, features;dur={scored.features_ms:.3f}, "
-            f"model;dur={scored.model_ms:.3f}"
+            f"model;dur={scored.model_ms:.3f}, "
+            f"route;desc={json.dumps(route or 'python')}"
         )
         return PredictResponse(
             predictions=[Prediction(**answer.__dict__) for answer in scored.answers]
@@ -321,3 +324,7 @@ def _observe(metrics: ServiceMetrics, scored: Scored) -> None:
         metrics.stage.labels(stage).observe(ms / 1000)
     for answer in scored.answers:
         metrics.predictions.labels(answer.role, answer.model_version).inc()
+    fallbacks = dict(scored.fallbacks)
+    for stage in ("rows", "features"):
+        route = "duckdb" if stage in fallbacks else "python"
+        metrics.routes.labels(stage, route, fallbacks.get(stage, "")).inc()

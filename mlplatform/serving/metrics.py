@@ -36,6 +36,12 @@ class ServiceMetrics:
             "Time of a prediction request's stages: validation, features, model.",
             ["stage"], buckets=BUCKETS, registry=self.registry,
         )  # fmt: skip
+        self.routes = Counter(
+            "mlplatform_feature_routes",
+            "Prediction requests by the route of each stage: rows (rules and curation) and "
+            "features, Python's or DuckDB's (a fallback, with why).",
+            ["stage", "route", "reason"], registry=self.registry,
+        )  # fmt: skip
         version = Gauge(
             "mlplatform_model_version", "Registered model version serving, by role.", ["role"],
             registry=self.registry,

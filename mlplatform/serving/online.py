@@ -11,6 +11,7 @@ and its features are computed from the card's and the merchant's history
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -67,6 +68,9 @@ class FeatureBatch:
     validation_ms: float
     features_ms: float
     records: list[tuple] = field(repr=False, default_factory=list)
+    #: The stages that took DuckDB's route instead of Python's, with why: (stage, reason),
+    #: stage ``rows`` (rules and curation) or ``features`` (the projection). Empty: Python's.
+    fallbacks: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,9 @@ class StoreInfo:
 ONLINE_CONTRACT = Contract(name="online", columns={c: c for c in CANONICAL_COLUMNS})
 #: Event times this far past the clock are refused (a clock a little ahead is not an error).
 FUTURE_TOLERANCE = timedelta(minutes=5)
+#: Why every request takes DuckDB's route for its rows when built with compiled_rows=False.
+ROWS_NOT_COMPILED = "rules and curation not compiled (compiled_rows=False)"
+logger = logging.getLogger(__name__)
 
 
 class OnlineFeatures:
@@ -125,8 +132,10 @@ class OnlineFeatures:
         self._mem.execute(read_sql("macros"))
         self.compiled = CompiledFeatures(registry, self._mem)
         self.state = FeatureState(self.compiled)
-        self._program = (
-            _row_program(self._mem, self.compiled, pii_key, max_amount) if compiled_rows else None
+        self._program, self._no_program = (
+            _row_program(self._mem, self.compiled, pii_key, max_amount)
+            if compiled_rows
+            else (None, ROWS_NOT_COMPILED)
         )
         self._reference: dict[str, tuple[Any, Any]] = {}
         self._loaded: set[str] = set()
@@ -189,8 +198,11 @@ class OnlineFeatures:
         Raises :class:`InvalidTransactions` naming each transaction that breaks a rule.
         """
         started = time.perf_counter()
+        fallbacks: list[tuple[str, str]] = []
         curated = self._compiled_rows(transactions)
-        if curated is None:
+        if isinstance(curated, str):
+            if transactions:
+                fallbacks.append(("rows", curated))
             records, rows = self._duckdb_rows(transactions)
         else:
             records, rows = curated
@@ -199,32 +211,41 @@ class OnlineFeatures:
         values = self.state.aggregates(records)
         features = self.compiled.features(rows, values)
         if features is None:  # the projection in DuckDB (its rows are in online_rows)
+            fallbacks.append(("features", f"not compiled: {self.compiled.unsupported}"))
             sql = self.compiled.projection_sql("online_rows", values)
             frame = self._mem.execute(sql).df().drop(columns="row_idx")
         else:
             frame = pd.DataFrame(features)
         done = time.perf_counter()
+        for stage, reason in fallbacks:
+            logger.info(
+                "%d transaction(s): %s on DuckDB's route (%s), not Python's",
+                len(transactions), stage, reason,
+            )  # fmt: skip
         return FeatureBatch(
             frame,
             [{c: _json(v) for c, v in row.items()} for row in rows],
             (validated - started) * 1000,
             (done - validated) * 1000,
             records,
+            tuple(fallbacks),
         )
 
     def _compiled_rows(
         self, transactions: Sequence[Mapping[str, Any]]
-    ) -> tuple[list[tuple], list[dict[str, Any]]] | None:
-        """Records and input rows of the request by the compiled row program, or None when
-        a value needs DuckDB (:class:`NotPlain`)."""
-        if self._program is None or not transactions:
-            return None
+    ) -> tuple[list[tuple], list[dict[str, Any]]] | str:
+        """Records and input rows of the request by the compiled row program, or why the
+        request needs DuckDB (:class:`NotPlain`: which kind of value, never the value)."""
+        if self._program is None:
+            return self._no_program
+        if not transactions:
+            return "an empty request"  # refused by the SQL route's own rule
         try:
             violations, curated, times = self._program.run(
                 transactions, self._reference, datetime.now()
             )
-        except NotPlain:
-            return None
+        except NotPlain as error:
+            return str(error)
         errors = [
             RowError(i, v["column"], v["rule"], mask_card_like_digits(v["detail"] or ""))
             for i, v in violations
@@ -385,15 +406,15 @@ def _refuse(errors: list[RowError]) -> None:
 
 def _row_program(
     mem: duckdb.DuckDBPyConnection, compiled: CompiledFeatures, key: bytes, max_amount: float
-) -> RowProgram | None:
-    """The request's rows compiled to Python, when every expression compiles (else None:
-    every request then runs ingestion's SQL in DuckDB)."""
+) -> tuple[RowProgram | None, str]:
+    """The request's rows compiled to Python, when every expression compiles (else None and
+    why: every request then runs ingestion's SQL in DuckDB, which its features need too)."""
     if compiled.evaluators is None:
-        return None
+        return None, f"features not compiled: {compiled.unsupported}"
     try:
-        return RowProgram(mem, ONLINE_CONTRACT, compiled.registry, max_amount, key)
-    except Unsupported:
-        return None
+        return RowProgram(mem, ONLINE_CONTRACT, compiled.registry, max_amount, key), ""
+    except Unsupported as error:
+        return None, f"rules and curation not compiled: {error}"
 
 
 def _json(value: Any) -> Any:

@@ -60,6 +60,8 @@ class Scored:
     validation_ms: float
     features_ms: float
     model_ms: float
+    #: The stages that took DuckDB's route, with why (see FeatureBatch.fallbacks).
+    fallbacks: tuple[tuple[str, str], ...] = ()
 
 
 class UnprocessableTransactions(ValueError):
@@ -246,6 +248,7 @@ class Service:
             batch.validation_ms,
             batch.features_ms,
             model_ms,
+            batch.fallbacks,
         )
 
     def health(self) -> dict[str, Any]:

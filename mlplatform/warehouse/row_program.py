@@ -101,7 +101,7 @@ class RowProgram:
         for name in CANONICAL_COLUMNS:
             text = request_text(transaction.get(name))
             if text is not None and (text != text.strip(" ") or not text.isascii()):
-                raise NotPlain(name)  # trim(): DuckDB's own
+                raise NotPlain(f"{name}: text that is not ASCII or has spaces around it")
             row[name] = text or None
         for name, compute in self._typed:
             row[name] = compute(row)

@@ -39,7 +39,8 @@ class Unsupported(ValueError):
 class NotPlain(ValueError):
     """A value whose conversion here might differ from DuckDB's (text that is not plain
     ASCII digits, an amount with more decimals than a rounding keeps...): the caller
-    evaluates that input with DuckDB instead."""
+    evaluates that input with DuckDB instead. The message says which kind of value, never
+    the value (it may be personal data); the caller logs and counts it."""
 
 
 _PLAIN_DOUBLE = re.compile(r"-?\d{1,12}(\.\d{1,8})?")
@@ -53,7 +54,7 @@ _PLAIN_FORMATS = {
 def _plain_text(value: str) -> str:
     """ASCII text without a vertical tab: where Python's and RE2's classes agree."""
     if not value.isascii() or "\x0b" in value:
-        raise NotPlain(value)
+        raise NotPlain("text that is not ASCII")
     return value
 
 
@@ -67,7 +68,7 @@ def _try_cast(value: Any, type_name: str) -> Any:
         return float(text)
     if name in ("BIGINT", "INTEGER") and _PLAIN_INTEGER.fullmatch(text):
         return int(text)
-    raise NotPlain(text)
+    raise NotPlain("a number that is not plain decimal text")
 
 
 def _try_strptime(value: Any, fmt: str) -> datetime | None:
@@ -75,11 +76,11 @@ def _try_strptime(value: Any, fmt: str) -> datetime | None:
         return None
     pattern = _PLAIN_FORMATS.get(fmt)
     if pattern is None or not pattern.fullmatch(value):
-        raise NotPlain(value)
+        raise NotPlain("a time that is not plain text of its format")
     try:
         return datetime.strptime(value, fmt)
     except ValueError as error:  # e.g. month 13: DuckDB decides what that is
-        raise NotPlain(value) from error
+        raise NotPlain("a time that is not a real date") from error
 
 
 def _round(value: Any, digits: int = 0) -> Any:
@@ -88,7 +89,7 @@ def _round(value: Any, digits: int = 0) -> Any:
         return value
     if isinstance(value, float) and math.isfinite(value) and float(f"{value:.{digits}f}") == value:
         return value
-    raise NotPlain(repr(value))
+    raise NotPlain("a value with more decimals than the rounding keeps")
 
 
 def _regexp_matches(value: Any, pattern: str) -> Any:
@@ -108,7 +109,7 @@ def _concat(a: Any, b: Any) -> Any:
 
 def _text(value: Any) -> str:
     if isinstance(value, float):
-        raise NotPlain(repr(value))  # DuckDB's shortest text of a double: not attempted here
+        raise NotPlain("a double as text")  # DuckDB's shortest text of a double: not attempted
     if isinstance(value, datetime):
         return value.isoformat(sep=" ")
     return str(value)
@@ -266,7 +267,7 @@ def cast_value(value: Any, type_name: str) -> Any:
             return value
         if isinstance(value, str) and _PLAIN_FORMATS["%Y-%m-%d"].fullmatch(value):
             return date.fromisoformat(value)
-        raise NotPlain(str(value))
+        raise NotPlain("a date that is not plain text")
     if name == "TIMESTAMP" and isinstance(value, datetime):
         return value
     raise Unsupported(f"CAST AS {type_name}")
@@ -280,12 +281,12 @@ def _cast_decimal(value: Any, scale: int) -> Decimal | None:
         exact = Decimal(value)
         if exact == exact.quantize(Decimal(1).scaleb(-scale)):
             return exact.quantize(Decimal(1).scaleb(-scale))
-        raise NotPlain(str(value))
+        raise NotPlain("a value with more decimals than the decimal type keeps")
     if isinstance(value, float) and math.isfinite(value):
         text = f"{value:.{scale}f}"
         if float(text) == value:
             return Decimal(text)
-    raise NotPlain(repr(value))
+    raise NotPlain("a value with more decimals than the decimal type keeps")
 
 
 class ExpressionCompiler:
