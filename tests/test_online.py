@@ -156,7 +156,17 @@ def test_compiled_rules_and_curation_give_what_ingestions_sql_gives(platform: Pl
     assert compiled.compiled.evaluators is not None
     day = _transactions(platform.last_day)
     odd = {**day[0], "transaction_id": "odd", "merchant": "  Caf\u00e9 \u00a0", "amount": "7.125"}
-    for transaction in [*day[:150], odd]:
+    accents = {
+        "merchant": "Nguy\u1ec5n & \u674e  Caf\u00e9",
+        "city": "San Jos\u00e9",
+        "first_name": "Zo\u00eb",
+        "last_name": "\uae40",
+    }
+    accented = [
+        {**t, **accents, "transaction_id": f"accented-{i}"} for i, t in enumerate(day[150:160])
+    ]
+    assert not any(compiled.compute([t]).fallbacks for t in accented[:1])
+    for transaction in [*day[:150], odd, *accented]:
         a, b = compiled.compute([transaction]), reference.compute([transaction])
         pd.testing.assert_frame_equal(a.frame, b.frame, check_dtype=False)
         assert a.events == b.events and a.records == b.records
@@ -230,12 +240,17 @@ def test_each_route_to_duckdb_is_taken_only_where_stated_and_logged_without_the_
 
     with caplog.at_level(logging.INFO, logger="mlplatform.serving.online"):
         plain = source.compute(day[:40])
-        accented = source.compute([{**day[40], "city": "Espa\u00f1ola"}])
+        accented = source.compute([{**day[40], "city": "Espa\u00f1ola", "first_name": "Zo\u00eb"}])
+        spaced = source.compute([{**day[41], "city": "Espa\u00f1ola\u00a0"}])
+        job = source.compute([{**day[42], "job": "Ingenier\u00eda"}])
         projected = uncompiled.compute(day[:1])
         sql = reference.compute(day[:1])
 
-    assert plain.fallbacks == ()  # the simulator's plain rows: Python's route throughout
-    assert accented.fallbacks == (("rows", "city: text that is not ASCII or has spaces around it"),)
+    # Python's route throughout for plain rows and accented ones; DuckDB's for the rows of a
+    # value that DuckDB's trim() or case mapping treats its own way.
+    assert plain.fallbacks == () and accented.fallbacks == ()
+    assert spaced.fallbacks == (("rows", "city: text with spaces or symbols around it"),)
+    assert job.fallbacks == (("rows", "text that is not ASCII in lower() or upper()"),)
     assert projected.fallbacks == (
         ("rows", "features not compiled: function levenshtein"),
         ("features", "not compiled: function levenshtein"),
@@ -243,6 +258,6 @@ def test_each_route_to_duckdb_is_taken_only_where_stated_and_logged_without_the_
     assert projected.frame["category_distance"].iloc[0] >= 0
     assert sql.fallbacks == (("rows", "rules and curation not compiled (compiled_rows=False)"),)
     logged = [r.getMessage() for r in caplog.records]
-    assert len(logged) == 4, logged  # one line per fallback, none for the plain rows
-    assert "1 transaction(s): rows on DuckDB's route (city: text that is not ASCII" in logged[0]
-    assert not any("Espa" in line for line in logged)  # the value itself is never logged
+    assert len(logged) == 5, logged  # one line per fallback, none for Python's route
+    assert "1 transaction(s): rows on DuckDB's route (city: text with spaces or" in logged[0]
+    assert not any("Espa" in line or "Ingen" in line for line in logged)  # never the value

@@ -354,7 +354,7 @@ def test_a_champion_that_fails_to_load_leaves_the_old_one_serving(
     )
 
 
-def test_a_value_python_cannot_curate_like_duckdb_takes_duckdbs_route_said_and_counted(
+def test_only_a_value_python_cannot_curate_like_duckdb_takes_its_route_said_and_counted(
     platform: Platform, server: Server
 ) -> None:
     def routes() -> dict[str, float]:
@@ -367,20 +367,22 @@ def test_a_value_python_cannot_curate_like_duckdb_takes_duckdbs_route_said_and_c
 
     (plain,) = platform.transactions(platform.cards[40:41], day=5, tag="ascii")
     accented = {**plain, "transaction_id": "accented", "merchant": "Caf\u00e9 M\u00fcller"}
+    spaced = {**plain, "transaction_id": "spaced", "merchant": "Caf\u00e9 M\u00fcller\u00a0"}
     before = routes()
-    answers = [server.predict([transaction]) for transaction in (plain, accented)]
+    answers = [server.predict([transaction]) for transaction in (plain, accented, spaced)]
     after = routes()
 
-    assert [a.status_code for a in answers] == [200, 200]
-    assert answers[0].headers["Server-Timing"].endswith('route;desc="python"')
-    reason = "merchant: text that is not ASCII or has spaces around it"
-    assert answers[1].headers["Server-Timing"].endswith(f'route;desc="rows on duckdb: {reason}"')
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    for answer in answers[:2]:
+        assert answer.headers["Server-Timing"].endswith('route;desc="python"')
+    reason = "merchant: text with spaces or symbols around it"  # trim() of a Unicode space
+    assert answers[2].headers["Server-Timing"].endswith(f'route;desc="rows on duckdb: {reason}"')
     python = 'mlplatform_feature_routes_total{reason="",route="python",stage="%s"}'
     duckdb_rows = (
         f'mlplatform_feature_routes_total{{reason="{reason}",route="duckdb",stage="rows"}}'
     )
-    assert after[python % "rows"] - before.get(python % "rows", 0) == 1
-    assert after[python % "features"] - before.get(python % "features", 0) == 2
+    assert after[python % "rows"] - before.get(python % "rows", 0) == 2
+    assert after[python % "features"] - before.get(python % "features", 0) == 3
     assert after[duckdb_rows] - before.get(duckdb_rows, 0) == 1
 
 

@@ -14,6 +14,7 @@ and the caller runs the SQL files in DuckDB instead.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -100,8 +101,8 @@ class RowProgram:
         row: dict[str, Any] = {"file_id": 0, "file": "online", "row_idx": index, "line": index + 1}
         for name in CANONICAL_COLUMNS:
             text = request_text(transaction.get(name))
-            if text is not None and (text != text.strip(" ") or not text.isascii()):
-                raise NotPlain(f"{name}: text that is not ASCII or has spaces around it")
+            if text is not None and not _trimmed(text):
+                raise NotPlain(f"{name}: text with spaces or symbols around it")
             row[name] = text or None
         for name, compute in self._typed:
             row[name] = compute(row)
@@ -109,6 +110,15 @@ class RowProgram:
         row["partition_date"] = moment.date() if moment is not None else None
         row["violation"] = self._violation(row)
         return row
+
+
+def _trimmed(text: str) -> bool:
+    """Whether DuckDB's trim() leaves ``text`` as it is: no ASCII space at either end, and
+    an end that is not ASCII is a letter, digit or mark (trim() also removes Unicode spaces;
+    other symbols are left to DuckDB)."""
+    if text != text.strip(" "):
+        return False
+    return all(c.isascii() or unicodedata.category(c)[0] in "LNM" for c in (text[:1], text[-1:]))
 
 
 def request_text(value: Any) -> str | None:

@@ -51,10 +51,18 @@ _PLAIN_FORMATS = {
 }
 
 
-def _plain_text(value: str) -> str:
-    """ASCII text without a vertical tab: where Python's and RE2's classes agree."""
-    if not value.isascii() or "\x0b" in value:
-        raise NotPlain("text that is not ASCII")
+def _regex_text(value: str) -> str:
+    """Text without a vertical tab: where Python's ASCII classes and RE2's agree (both
+    ASCII-only, any other character matched as itself, non-ASCII included)."""
+    if "\x0b" in value:
+        raise NotPlain("text with a vertical tab")
+    return value
+
+
+def _ascii_text(value: str) -> str:
+    """ASCII text: case mapping beyond ASCII is DuckDB's own (utf8proc: upper('straße'))."""
+    if not value.isascii():
+        raise NotPlain("text that is not ASCII in lower() or upper()")
     return value
 
 
@@ -93,13 +101,15 @@ def _round(value: Any, digits: int = 0) -> Any:
 
 
 def _regexp_matches(value: Any, pattern: str) -> Any:
-    return None if value is None else re.search(pattern, _plain_text(value), re.ASCII) is not None
+    return None if value is None else re.search(pattern, _regex_text(value), re.ASCII) is not None
 
 
 def _regexp_replace(value: Any, pattern: str, replacement: str, options: str = "") -> Any:
     if value is None:
         return None
-    return re.sub(pattern, replacement, _plain_text(value), count=0 if "g" in options else 1,
+    if set(options) - {"g"}:
+        raise NotPlain("regexp_replace options other than g")
+    return re.sub(pattern, replacement, _regex_text(value), count=0 if "g" in options else 1,
                   flags=re.ASCII)  # fmt: skip
 
 
@@ -184,8 +194,8 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "nullif": lambda a, b: None if a is not None and b is not None and a == b else a,
     "coalesce": lambda *args: next((a for a in args if a is not None), None),
     "isfinite": _null_safe(lambda x: math.isfinite(float(x))),
-    "lower": _null_safe(str.lower),
-    "upper": _null_safe(str.upper),
+    "lower": _null_safe(lambda text: _ascii_text(text).lower()),
+    "upper": _null_safe(lambda text: _ascii_text(text).upper()),
     "to_days": _null_safe(lambda n: timedelta(days=n)),
     "to_hours": _null_safe(lambda n: timedelta(hours=n)),
     "to_minutes": _null_safe(lambda n: timedelta(minutes=n)),
