@@ -1,4 +1,8 @@
-"""Word lists for synthetic people and merchants (first and last names, streets, jobs)."""
+"""Word lists for synthetic people and merchants (first and last names, streets, jobs).
+
+Real data is not ASCII: some names are spelled with their accents, and a few in their own
+script (Hangul, Han, Devanagari), so that a share of cardholders and merchants (whose names
+are made of last names) carry accented and non-Latin text through ingestion and serving."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ FEMALE_FIRST_NAMES: tuple[str, ...] = (
     "Emily", "Donna", "Michelle", "Carol", "Amanda", "Melissa", "Deborah", "Stephanie",
     "Rebecca", "Sharon", "Laura", "Cynthia", "Kathleen", "Amy", "Angela", "Shirley", "Anna",
     "Brenda", "Pamela", "Emma", "Nicole", "Helen", "Samantha", "Katherine", "Christine",
-    "Debra", "Rachel", "Carolyn", "Janet", "Catherine", "Maria", "Heather", "Diane", "Julie",
+    "Debra", "Rachel", "Carolyn", "Janet", "Catherine", "María", "Heather", "Diane", "Julie",
     "Joyce", "Victoria", "Olivia", "Kelly", "Christina", "Lauren", "Joan", "Evelyn", "Judith",
 )  # fmt: skip
 
@@ -19,23 +23,23 @@ MALE_FIRST_NAMES: tuple[str, ...] = (
     "Edward", "Jason", "Jeffrey", "Ryan", "Jacob", "Gary", "Nicholas", "Eric", "Jonathan",
     "Stephen", "Larry", "Justin", "Scott", "Brandon", "Benjamin", "Samuel", "Gregory",
     "Alexander", "Frank", "Patrick", "Raymond", "Jack", "Dennis", "Jerry", "Tyler", "Aaron",
-    "Jose", "Adam", "Nathan", "Henry", "Douglas", "Zachary", "Peter", "Kyle",
+    "José", "Adam", "Nathan", "Henry", "Douglas", "Zachary", "Peter", "Kyle",
 )  # fmt: skip
 
 LAST_NAMES: tuple[str, ...] = (
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez",
-    "Martinez", "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor",
-    "Moore", "Jackson", "Martin", "Lee", "Perez", "Thompson", "White", "Harris", "Sanchez",
-    "Clark", "Ramirez", "Lewis", "Robinson", "Walker", "Young", "Allen", "King", "Wright",
-    "Scott", "Torres", "Nguyen", "Hill", "Flores", "Green", "Adams", "Nelson", "Baker", "Hall",
-    "Rivera", "Campbell", "Mitchell", "Carter", "Roberts", "Gomez", "Phillips", "Evans",
-    "Turner", "Diaz", "Parker", "Cruz", "Edwards", "Collins", "Reyes", "Stewart", "Morris",
+    "Smith", "Johnson", "Williams", "Brown", "Jones", "García", "Miller", "Davis", "Rodríguez",
+    "Martínez", "Hernández", "López", "González", "Wilson", "Anderson", "Thomas", "Taylor",
+    "Moore", "Jackson", "Martin", "李", "Pérez", "Thompson", "White", "Harris", "Sánchez",
+    "Clark", "Ramírez", "Lewis", "Robinson", "Walker", "Young", "Allen", "King", "Wright",
+    "Scott", "Torres", "Nguyễn", "Hill", "Flores", "Green", "Adams", "Nelson", "Baker", "Hall",
+    "Rivera", "Campbell", "Mitchell", "Carter", "Roberts", "Gómez", "Phillips", "Evans",
+    "Turner", "Díaz", "Parker", "Cruz", "Edwards", "Collins", "Reyes", "Stewart", "Morris",
     "Morales", "Murphy", "Cook", "Rogers", "Gutierrez", "Ortiz", "Morgan", "Cooper", "Peterson",
-    "Bailey", "Reed", "Kelly", "Howard", "Ramos", "Kim", "Cox", "Ward", "Richardson", "Watson",
+    "Bailey", "Reed", "Kelly", "Howard", "Ramos", "김", "Cox", "Ward", "Richardson", "Watson",
     "Brooks", "Chavez", "Wood", "James", "Bennett", "Gray", "Mendoza", "Ruiz", "Hughes",
-    "Price", "Alvarez", "Castillo", "Sanders", "Patel", "Myers", "Long", "Ross", "Foster",
-    "Jimenez", "O'Brien", "Kub", "Hahn", "Marvin", "Stokes", "Kling", "Bauch", "Heller",
-    "Langosh", "Schumm", "Bahringer", "Koss", "Rau", "Kuhn", "Gerlach", "Lockman", "Fisher",
+    "Price", "Álvarez", "Castillo", "Sanders", "पटेल", "Myers", "Long", "Ross", "Foster",
+    "Jiménez", "O'Brien", "Kub", "Hahn", "Marvin", "Stokes", "Kling", "Bauch", "Heller",
+    "Langosh", "Schumm", "Bahringer", "Koss", "Rau", "Kühn", "Gerlach", "Lockman", "Fisher",
     "Quigley", "Keebler", "Haley", "Kutch", "Larkin", "Wiza", "Ziemann", "Bode", "Cormier",
 )  # fmt: skip
 
