@@ -86,7 +86,7 @@ def demo(
     champion's performance on the matured days, and a summary. The revenge-spending target
     needs 30 days of history and a 72-hour horizon.
     """
-    from mlplatform.demo import drift_start_for, print_summary, run_story
+    from mlplatform.demo import drift_start_for, print_summary, run_story, stop_on_interrupt
 
     settings = get_settings()
     home = _dagster_home()
@@ -97,7 +97,8 @@ def demo(
         generate(out=None, cards=cards, days=days, start_date=None, seed=seed,
                  drift_start=drift_start.isoformat(), malformed_rate=0.002)  # fmt: skip
 
-    story = run_story(settings, console, history_days, generate_data)
+    with stop_on_interrupt(console, "mlplatform demo"):
+        story = run_story(settings, console, history_days, generate_data)
     if not story.failures:
         print_summary(settings, console, story)
     console.print(f"Dagster instance: {home} (runs are visible in `make ui`)")
@@ -154,8 +155,9 @@ def import_history(
     span = f"{days[0]} .. {days[-1]}" if days else "no day"
     console.print(
         f"read {result.rows_read:,} rows: {result.rows_written:,} written to {len(days)} "
-        f"daily files ({span}; {len(result.changed)} new or changed) in "
-        f"{settings.landing_dir}, {result.rows_rejected:,} rejected",
+        f"daily files ({span}; {len(result.changed)} new or changed; {len(result.empty)} "
+        f"days without a record: header only) in {settings.landing_dir}, "
+        f"{result.rows_rejected:,} rejected",
         highlight=False,
         soft_wrap=True,
     )
@@ -171,7 +173,10 @@ def import_history(
             table.add_row(row.file, str(row.line), row.reason)
         console.print(table)
     if ingest and days:
-        _ingest_days(settings, days)
+        from mlplatform.demo import stop_on_interrupt
+
+        with stop_on_interrupt(console, "mlplatform import --ingest"):
+            _ingest_days(settings, result.span)
 
 
 def _ingest_days(settings: Settings, days: list[date]) -> None:

@@ -17,8 +17,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import shlex
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -56,6 +60,58 @@ def recover_runs(instance: dg.DagsterInstance, console: Console) -> list[str]:
     return actions
 
 
+class Interrupted(Exception):
+    """Ctrl-C (SIGINT, or SIGTERM) interrupted a run: it failed, and the command stops."""
+
+
+#: Signals received since :func:`stop_on_interrupt` began (see :func:`_ctrl_c_received`).
+_received: ContextVar[Callable[[], bool] | None] = ContextVar("_received", default=None)
+
+
+def _ctrl_c_received() -> bool:
+    """Whether SIGINT or SIGTERM came while the command ran, whatever handler Dagster had
+    installed at that moment (Python writes every signal to the wake-up pipe)."""
+    received = _received.get()
+    return received is not None and received()
+
+
+@contextmanager
+def stop_on_interrupt(console: Console, command: str) -> Iterator[None]:
+    """One Ctrl-C (or SIGTERM) stops ``command``: the run it interrupts fails (each day that
+    run finished stays loaded, the others are untouched), no other run starts, and the
+    command says so and exits 130."""
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    seen = bytearray()
+
+    def received() -> bool:
+        with suppress(BlockingIOError):
+            seen.extend(os.read(read, 64))
+        return signal.SIGINT in seen or signal.SIGTERM in seen
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    previous_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    token = _received.set(received)
+    try:
+        yield
+    except (Interrupted, KeyboardInterrupt) as error:
+        during = f" during {error}" if isinstance(error, Interrupted) else ""
+        console.print(
+            f"stopped by Ctrl-C{during}. Every day loaded before is kept, the others are "
+            f"untouched; `{command}` again goes on from there (a loaded day is not loaded "
+            "twice).",
+            style="yellow", markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        raise SystemExit(130) from None
+    finally:
+        _received.reset(token)
+        signal.set_wakeup_fd(previous_fd)
+        signal.signal(signal.SIGTERM, previous)
+        os.close(read)
+        os.close(write)
+
+
 def run_job(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -77,6 +133,8 @@ def run_job(
         )
     if result.success:
         return None
+    if _ctrl_c_received():  # the run failed because Ctrl-C interrupted it
+        raise Interrupted(" ".join(filter(None, (name, label, f"(run {result.run_id})"))))
     messages = [
         e.step_failure_data.error.message.strip()
         for e in result.get_step_failure_events()

@@ -8,6 +8,7 @@ again, and with --ingest load the days in one Dagster run on the platform's inst
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from datetime import date
@@ -21,7 +22,7 @@ from mlplatform.contract import load_contract
 from mlplatform.ingestion import RejectedRow, import_history, ingest_partitions, landing_files
 from mlplatform.settings import DEFAULT_CONTRACT
 from mlplatform.warehouse.connection import connect
-from tests.conftest import PlatformHome, simulate_landing
+from tests.conftest import PlatformHome, simulate_landing, wait_until
 from tests.test_contract_mapping import HEADER, MAPPING
 
 MAX_LINE_BYTES = 1_000_000
@@ -125,10 +126,34 @@ def test_the_day_of_a_row_is_the_local_day_of_its_mapped_event_time(tmp_path: Pa
     )
 
 
+def test_a_day_without_records_inside_the_span_gets_a_header_only_file(
+    tmp_path: Path, daily: list[Path]
+) -> None:
+    contract = load_contract(DEFAULT_CONTRACT)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "transactions_2025-01-03.csv").write_bytes(daily[2].read_bytes())  # landed
+    history = history_of([daily[0], daily[3]], tmp_path / "history.csv")  # days 1 and 4
+
+    first = import_history([history], landing, contract, max_line_bytes=MAX_LINE_BYTES)
+    again = import_history([history], landing, contract, max_line_bytes=MAX_LINE_BYTES)
+
+    header = daily[0].read_bytes().splitlines(True)[0]
+    assert first.empty == (date(2025, 1, 2),)  # the 3rd has its own file: left alone
+    assert (landing / "transactions_2025-01-02.csv").read_bytes() == header
+    assert (landing / "transactions_2025-01-03.csv").read_bytes() == daily[2].read_bytes()
+    assert sorted(first.days) == [date(2025, 1, d) for d in (1, 2, 4)]
+    assert sorted(first.changed) == sorted(first.days)
+    assert again.changed == () and again.empty == (date(2025, 1, 2),)
+    assert first.span == again.span == [date(2025, 1, d) for d in range(1, 5)]
+
+
 @pytest.mark.e2e
 def test_import_with_ingest_loads_the_days_in_one_run_on_the_instance(
     platform_home: PlatformHome, tmp_path: Path, daily: list[Path]
 ) -> None:
+    # Days 2 and 3 without a purchase: empty days of the history, not a reason for two runs.
+    daily = [daily[0], daily[3]]
     history = history_of(daily, tmp_path / "history.csv")
     completed = subprocess.run(
         [sys.executable, "-m", "mlplatform.cli", "import", str(history), "--ingest"],
@@ -138,9 +163,9 @@ def test_import_with_ingest_loads_the_days_in_one_run_on_the_instance(
     )
     assert completed.returncode == 0, (completed.stdout + completed.stderr)[-3000:]
     assert "0 rejected" in completed.stdout
-    assert sorted(p.name for p in platform_home.landing.glob("transactions_*.csv")) == [
-        f.name for f in daily
-    ]
+    landed = sorted(platform_home.landing.glob("transactions_*.csv"))
+    assert [p.name for p in landed] == [f"transactions_2025-01-0{d}.csv" for d in range(1, 5)]
+    assert [len(p.read_bytes().splitlines()) for p in landed[1:3]] == [1, 1]  # header only
     with duckdb.connect(str(platform_home.warehouse), read_only=True) as conn:
         read, loaded = conn.execute(
             "SELECT sum(rows_read), count(DISTINCT partition_date) FROM raw.ingestion_log"
@@ -189,3 +214,43 @@ def test_records_spanning_lines_and_a_last_line_without_newline_import_whole(
         merchants = conn.execute("SELECT merchant FROM raw.transactions ORDER BY 1").fetchall()
     assert not rejected
     assert merchants == [("Bakery",), ("Corner\nShop",), ("Kiosk",)]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_one_ctrl_c_stops_import_ingest_keeping_the_loaded_days_whole(
+    platform_home: PlatformHome, tmp_path: Path, signum: int
+) -> None:
+    simulate_landing(tmp_path / "long", days=40, cards=30)
+    daily = sorted((tmp_path / "long").glob("transactions_*.csv"))
+    history = history_of(daily, tmp_path / "history.csv")
+    with dg.DagsterInstance.get() as instance:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlplatform.cli", "import", str(history), "--ingest"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            wait_until(
+                lambda: instance.get_run_records(
+                    dg.RunsFilter(job_name="daily_ingestion",
+                                  statuses=[dg.DagsterRunStatus.STARTED])
+                ),
+                "the range run to start",
+            )  # fmt: skip
+            process.send_signal(signum)
+            output, _ = process.communicate(timeout=120)
+        finally:
+            process.kill()
+        runs = instance.get_run_records(dg.RunsFilter(job_name="daily_ingestion"))
+
+    assert process.returncode == 130, output[-3000:]
+    assert "stopped by Ctrl-C during daily_ingestion 2025-01-01 .. 2025-02-09" in output
+    assert "`mlplatform import --ingest` again goes on from there" in output
+    assert [r.dagster_run.status for r in runs] == [dg.DagsterRunStatus.FAILURE]  # no other run
+    rows = {f.name: len(f.read_bytes().splitlines()) - 1 for f in daily}
+    with duckdb.connect(str(platform_home.warehouse), read_only=True) as conn:
+        loaded = conn.execute(
+            "SELECT file, rows_read, (SELECT count(*) FROM raw.transactions t "
+            "WHERE t.partition_date = l.partition_date) FROM raw.ingestion_log l"
+        ).fetchall()
+    assert all(read == in_table == rows[file] for file, read, in_table in loaded), loaded

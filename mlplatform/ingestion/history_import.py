@@ -9,6 +9,11 @@ exactly what the source wrote. Records whose day cannot be computed (no or an un
 event time, a row the CSV reader cannot split) are reported with their line and reason:
 rows read = rows written + rows rejected. A daily file whose bytes would not change is left
 untouched, so importing the same extract again changes nothing.
+
+A day inside the extract's span without a record had no transactions: it gets a daily file
+of the header alone (unless the landing folder has a file for it already), so that an empty
+day is a valid day of the history and the span loads as one range, not one run per stretch
+of days between gaps.
 """
 
 from __future__ import annotations
@@ -30,7 +35,12 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.contract import Contract
-from mlplatform.ingestion.files import FileInspection, FileRejected, read_header
+from mlplatform.ingestion.files import (
+    FileInspection,
+    FileRejected,
+    partition_date_of,
+    read_header,
+)
 from mlplatform.ingestion.line_numbers import physical_lines, record_starts
 from mlplatform.ingestion.row_rules import event_day_sql
 from mlplatform.ingestion.staging import canonical_select, csv_scan_sql
@@ -62,11 +72,21 @@ class ImportResult:
     rejected: tuple[RejectedRow, ...]
     days: dict[date, Path] = field(default_factory=dict)
     changed: tuple[date, ...] = ()
+    #: Days of the span without a record: their files hold the header alone.
+    empty: tuple[date, ...] = ()
     lines: dict[date, tuple[array, array]] = field(default_factory=dict, repr=False)
 
     @property
     def rows_rejected(self) -> int:
         return len(self.rejected)
+
+    @property
+    def span(self) -> list[date]:
+        """Every day from the first to the last of the extract (each has a landing file)."""
+        if not self.days:
+            return []
+        first, last = min(self.days), max(self.days)
+        return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
     def daily_to_source(self, day: date | pd.Timestamp, line: int) -> int:
         """The line in its extract of ``line`` of ``day``'s daily file."""
@@ -107,6 +127,7 @@ def import_history(
             read += n
             rejected += bad
         writer.close()
+        empty = writer.fill_gaps(landing_dir)
         changed = []
         days = {}
         for day, staged in sorted(writer.files.items()):
@@ -122,6 +143,7 @@ def import_history(
             rejected=tuple(rejected),
             days=days,
             changed=tuple(changed),
+            empty=empty,
             lines=writer.lines,
         )
     finally:
@@ -309,6 +331,26 @@ class _DailyWriter:
             handle = path.open("ab", buffering=_CHUNK_BYTES)
         self._open[day] = handle
         return handle
+
+    def fill_gaps(self, landing_dir: Path) -> tuple[date, ...]:
+        """A header-only file for each day between the first and the last one written that
+        has no record and no file in ``landing_dir``; those days."""
+        if not self.files:
+            return ()
+        first, last = min(self.files), max(self.files)
+        landed = {  # days with a file of their own (a header-only file is an earlier import's)
+            partition_date_of(path)
+            for path in landing_dir.glob("*.csv")
+            if path.stat().st_size != len(self.header) or path.read_bytes() != self.header
+        }
+        empty = []
+        for offset in range((last - first).days + 1):
+            day = first + timedelta(days=offset)
+            if day not in self.files and day not in landed:
+                self.files[day] = self.folder / f"transactions_{day.isoformat()}.csv"
+                self.files[day].write_bytes(self.header)
+                empty.append(day)
+        return tuple(empty)
 
     def close(self) -> None:
         for handle in self._open.values():
