@@ -120,7 +120,7 @@ def import_history(
 
     Rows whose day cannot be computed are listed in an import report (line and reason);
     rows read = rows written + rows rejected. Importing the same extract again changes
-    nothing. With --ingest, one Dagster run of `daily_ingestion` over the imported days
+    nothing. With --ingest, one Dagster run of `history_ingestion` over the imported days
     (per run of consecutive days) follows, on the platform's instance (visible in the UI).
     """
     import csv
@@ -180,7 +180,7 @@ def import_history(
 
 
 def _ingest_days(settings: Settings, days: list[date]) -> None:
-    """Run `daily_ingestion` over the days (one run per run of consecutive days) on the
+    """Run `history_ingestion` over the days (one run per run of consecutive days) on the
     platform's Dagster instance, as the demo does; exits 1 when a run fails."""
     import dagster as dg
 
@@ -195,7 +195,7 @@ def _ingest_days(settings: Settings, days: list[date]) -> None:
     failures += [
         failure
         for first, last in consecutive_ranges(days)
-        if (failure := run_range(defs, instance, console, "daily_ingestion", first, last))
+        if (failure := run_range(defs, instance, console, "history_ingestion", first, last))
     ]
     print_ingestion_summary(settings.warehouse_path, console)
     console.print(f"Dagster instance: {home} (runs are visible in `make ui`)")

@@ -15,6 +15,7 @@ from mlplatform.assets.training_data import master_table, target_labels, trainin
 from mlplatform.automation.jobs import (
     batch_scoring_job,
     daily_ingestion_job,
+    history_ingestion_job,
     landing_freshness_job,
     model_performance_job,
     monitoring_job,
@@ -97,6 +98,7 @@ defs = dg.Definitions(
     asset_checks=[raw_transactions_landed_on_time],
     jobs=[
         daily_ingestion_job,
+        history_ingestion_job,
         reference_data_job,
         training_data_job,
         training_job,

@@ -172,7 +172,7 @@ def test_import_with_ingest_loads_the_days_in_one_run_on_the_instance(
         ).fetchone()
     assert read == sum(len(f.read_bytes().splitlines()) - 1 for f in daily) and loaded == 4
     with dg.DagsterInstance.get() as instance:
-        (run,) = instance.get_run_records(dg.RunsFilter(job_name="daily_ingestion"))
+        (run,) = instance.get_run_records(dg.RunsFilter(job_name="history_ingestion"))
         assert run.dagster_run.status == dg.DagsterRunStatus.SUCCESS
         assert run.dagster_run.tags["dagster/asset_partition_range_start"] == "2025-01-01"
         assert run.dagster_run.tags["dagster/asset_partition_range_end"] == "2025-01-04"
@@ -232,7 +232,7 @@ def test_one_ctrl_c_stops_import_ingest_keeping_the_loaded_days_whole(
         try:
             wait_until(
                 lambda: instance.get_run_records(
-                    dg.RunsFilter(job_name="daily_ingestion",
+                    dg.RunsFilter(job_name="history_ingestion",
                                   statuses=[dg.DagsterRunStatus.STARTED])
                 ),
                 "the range run to start",
@@ -241,10 +241,10 @@ def test_one_ctrl_c_stops_import_ingest_keeping_the_loaded_days_whole(
             output, _ = process.communicate(timeout=120)
         finally:
             process.kill()
-        runs = instance.get_run_records(dg.RunsFilter(job_name="daily_ingestion"))
+        runs = instance.get_run_records(dg.RunsFilter(job_name="history_ingestion"))
 
     assert process.returncode == 130, output[-3000:]
-    assert "stopped by Ctrl-C during daily_ingestion 2025-01-01 .. 2025-02-09" in output
+    assert "stopped by Ctrl-C during history_ingestion 2025-01-01 .. 2025-02-09" in output
     assert "`mlplatform import --ingest` again goes on from there" in output
     assert [r.dagster_run.status for r in runs] == [dg.DagsterRunStatus.FAILURE]  # no other run
     rows = {f.name: len(f.read_bytes().splitlines()) - 1 for f in daily}

@@ -35,6 +35,16 @@ daily_ingestion_job = dg.define_asset_job(
     # where the multiprocess executor would start (and import the platform in) one per step.
     executor_def=dg.in_process_executor,
 )
+history_ingestion_job = dg.define_asset_job(
+    "history_ingestion",
+    selection=dg.AssetSelection.assets(raw_transactions, curated_transactions, card_features)
+    - dg.AssetSelection.checks(raw_transactions_landed_on_time),
+    partitions_def=daily_partitions,
+    description="Load days of history (`mlplatform import --ingest`): validate, curate and "
+    "build their features, a range as one run. Scoring and drift are for the days a "
+    "champion serves: `batch_scoring` and `monitoring` backfill them when wanted.",
+    executor_def=dg.in_process_executor,
+)
 batch_scoring_job = dg.define_asset_job(
     "batch_scoring",
     selection=dg.AssetSelection.assets(predictions),
