@@ -349,7 +349,8 @@ def _import_ingest(folder: Path, history: Path, code: Path) -> dict:
     if done.returncode:
         raise SystemExit(f"import --ingest failed:\n{(done.stdout + done.stderr)[-3000:]}")
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
-        runs = len(instance.get_run_records(dg.RunsFilter(job_name="history_ingestion")))
+        # the ingestion runs (history_ingestion; daily_ingestion before it), not the reference's
+        runs = sum(r.dagster_run.job_name != "reference_data" for r in instance.get_run_records())
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as conn:
         rows, days, first, last = conn.execute(
             "SELECT count(*), count(DISTINCT partition_date), min(partition_date), "
