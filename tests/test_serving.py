@@ -387,8 +387,11 @@ def test_only_a_value_python_cannot_curate_like_duckdb_takes_its_route_said_and_
 
 
 def test_metrics_count_requests_by_status_and_role_with_model_and_store_gauges(
-    server: Server,
+    platform: Platform, server: Server
 ) -> None:
+    assert server.http.get("/v1/model").status_code == 401  # no key
+    scored = server.predict(platform.transactions(platform.cards[45:46], day=5, tag="metrics"))
+    assert scored.status_code == 200, scored.text
     text = server.http.get("/metrics", headers={"X-API-Key": KEY}).text
     assert 'mlplatform_requests_total{path="/v1/predict",status="200"}' in text
     assert 'mlplatform_requests_total{path="/v1/model",status="401"}' in text
