@@ -538,19 +538,6 @@ def trained_platform(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -
 
 
 @pytest.fixture(autouse=True)
-def sigterm_not_left_ignored() -> Iterator[None]:
-    """SIGTERM as the test found it. Dagster's ``setup_interrupt_handlers()`` gives SIGTERM
-    SIGINT's handler, and an xdist worker ignores SIGINT: SIGTERM was left ignored, and every
-    process the worker started later inherited that. Dagster's compute-log ``tail`` and its
-    watcher then ignored ``terminate()``, and a run's step waited twice Dagster's 30 s for
-    them (test_warehouse_lock's run took 61 s in every full run, 5 s alone)."""
-    before = signal.getsignal(signal.SIGTERM)
-    yield
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN and before is not signal.SIG_IGN:
-        signal.signal(signal.SIGTERM, before)
-
-
-@pytest.fixture(autouse=True)
 def no_dagster_instance_left_current() -> Iterator[None]:
     """A test leaves Dagster's current definitions-state storage as it found it.
 
