@@ -187,6 +187,7 @@ def _ingest_days(settings: Settings, days: list[date]) -> None:
     from mlplatform.assets.partitions import consecutive_ranges
     from mlplatform.definitions import defs
     from mlplatform.demo import print_ingestion_summary, recover_runs, run_job, run_range
+    from mlplatform.resources import WarehouseResource
 
     home = _dagster_home()
     instance = dg.DagsterInstance.get()
@@ -197,7 +198,7 @@ def _ingest_days(settings: Settings, days: list[date]) -> None:
         for first, last in consecutive_ranges(days)
         if (failure := run_range(defs, instance, console, "history_ingestion", first, last))
     ]
-    print_ingestion_summary(settings.warehouse_path, console)
+    print_ingestion_summary(WarehouseResource.from_settings(settings), console)
     console.print(f"Dagster instance: {home} (runs are visible in `make ui`)")
     for failure in failures:
         console.print(f"failed: {failure}", style="red", markup=False, highlight=False)
@@ -304,18 +305,16 @@ def _champion_decision(decide: Callable[[object, object, str, str], str | None])
 
     from mlplatform.ml.champion import ChampionError
     from mlplatform.ml.registry import configure
-    from mlplatform.warehouse.connection import connect
+    from mlplatform.resources import WarehouseResource
 
     settings = get_settings()
     client = configure(settings.tracking_uri)
-    conn = connect(settings.warehouse_path)
-    try:
-        return decide(client, conn, settings.model_name, f"cli:{getpass.getuser()}")
-    except ChampionError as error:
-        console.print(str(error), style="red")
-        raise typer.Exit(1) from error
-    finally:
-        conn.close()
+    with WarehouseResource.from_settings(settings).connection() as conn:
+        try:
+            return decide(client, conn, settings.model_name, f"cli:{getpass.getuser()}")
+        except ChampionError as error:
+            console.print(str(error), style="red")
+            raise typer.Exit(1) from error
 
 
 @app.command()
@@ -383,8 +382,9 @@ def promotions(
 ) -> None:
     """Show the latest champion decisions (ml.promotion_log)."""
     from mlplatform.demo import print_promotion_log
+    from mlplatform.resources import WarehouseResource
 
-    print_promotion_log(get_settings().warehouse_path, limit, console)
+    print_promotion_log(WarehouseResource.from_settings(get_settings()), limit, console)
 
 
 @app.command()
@@ -426,17 +426,17 @@ def sql(
 
     import duckdb
 
-    from mlplatform.warehouse.connection import WarehouseLockedError, connect
+    from mlplatform.resources import WarehouseResource
+    from mlplatform.warehouse.connection import WarehouseLockedError, WarehouseUnavailableError
 
-    settings = get_settings()
-    path = settings.warehouse_path
-    if not path.exists():
-        _refuse(f"no warehouse at {path} yet: ingest a day first (`mlplatform demo`, or a run "
-                "of daily_ingestion), or point MLPLATFORM_HOME at a data home")  # fmt: skip
+    warehouse = WarehouseResource.from_settings(get_settings())
+    if not warehouse.exists:
+        _refuse(
+            f"no warehouse at {warehouse.name} yet: ingest a day first (`mlplatform demo`, or "
+            "a run of daily_ingestion), or point MLPLATFORM_HOME at a data home"
+        )
     try:
-        with connect(
-            path, read_only=True, lock_timeout_seconds=settings.warehouse_lock_timeout_seconds
-        ) as conn:
+        with warehouse.connection(read_only=True) as conn:
             result = conn.execute(query)
             if result.description is None:
                 _refuse("the statement returned no rows (mlplatform sql runs queries only)")
@@ -448,7 +448,7 @@ def sql(
                     writer.writerows(batch)
                 return
             rows = result.fetchmany(SQL_TABLE_ROWS + 1)
-    except (duckdb.Error, WarehouseLockedError) as error:
+    except (duckdb.Error, WarehouseLockedError, WarehouseUnavailableError) as error:
         _refuse(f"{type(error).__name__}: {error}")
     table = Table(*columns)
     for row in rows[:SQL_TABLE_ROWS]:

@@ -42,11 +42,7 @@ from mlplatform.settings import Settings, get_settings
 def build_resources(settings: Settings) -> dict[str, object]:
     """The resources every asset and sensor uses, configured from settings."""
     return {
-        "warehouse": WarehouseResource(
-            path=str(settings.warehouse_path),
-            memory_limit=settings.duckdb_memory_limit,
-            lock_timeout_seconds=settings.warehouse_lock_timeout_seconds,
-        ),
+        "warehouse": WarehouseResource.from_settings(settings),
         "landing": LandingZoneResource(
             landing_dir=str(settings.landing_dir), contract_path=str(settings.contract)
         ),

@@ -25,7 +25,6 @@ from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -33,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlplatform.assets.partitions import consecutive_ranges, partition_range_tags
+from mlplatform.resources import WarehouseResource
 from mlplatform.settings import Settings, get_settings
 
 #: The runs' console log shows errors only: the story prints each step's outcome itself (a
@@ -193,11 +193,11 @@ def failed_checks(instance: dg.DagsterInstance) -> list[str]:
 
 
 def print_day(
-    warehouse: Path, day: date, failed: list[str], console: Console, story: Story
+    warehouse: WarehouseResource, day: date, failed: list[str], console: Console, story: Story
 ) -> None:
     """One line per monitored day: rows, the champion that scored them, the drift figures
     and the monitoring checks that ``failed``."""
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
+    with warehouse.connection(read_only=True) as conn:
         rows, version, flagged = conn.execute(
             """SELECT count(*), any_value(model_version), avg(decision::INTEGER)
                FROM ml.predictions WHERE partition_date = ?""",
@@ -242,9 +242,9 @@ def evaluate_retraining(
     return list(data.run_requests or []), data.cursor or cursor, data.skip_message or ""
 
 
-def print_ingestion_summary(warehouse: Path, console: Console) -> None:
+def print_ingestion_summary(warehouse: WarehouseResource, console: Console) -> None:
     """Per landing day: rows read, loaded, quarantined and curated, with totals."""
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
+    with warehouse.connection(read_only=True) as conn:
         rows = conn.execute(
             """SELECT l.partition_date, sum(l.rows_read), sum(l.rows_loaded),
                       sum(l.rows_quarantined),
@@ -265,9 +265,9 @@ def print_ingestion_summary(warehouse: Path, console: Console) -> None:
     console.print(table)
 
 
-def print_training_data_summary(warehouse: Path, console: Console) -> None:
+def print_training_data_summary(warehouse: WarehouseResource, console: Console) -> None:
     """The master table's splits and the dataset version's feature selection."""
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
+    with warehouse.connection(read_only=True) as conn:
         splits = conn.execute(
             """SELECT split, count(*), sum(target), min(partition_date), max(partition_date)
                FROM ml.master_table GROUP BY 1 ORDER BY 1"""
@@ -286,9 +286,9 @@ def print_training_data_summary(warehouse: Path, console: Console) -> None:
     )
 
 
-def print_promotion_log(warehouse: Path, limit: int, console: Console) -> None:
+def print_promotion_log(warehouse: WarehouseResource, limit: int, console: Console) -> None:
     """The latest ``limit`` champion decisions, newest first, each with its reason."""
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
+    with warehouse.connection(read_only=True) as conn:
         rows = conn.execute(
             """SELECT decided_at, decision, version, family, champion_before, champion_after,
                       average_precision, reason, actor
@@ -388,7 +388,7 @@ def retrain(
         story.failures.append(failure)
         return
     settings = get_settings()
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+    with WarehouseResource.from_settings(settings).connection(read_only=True) as conn:
         decision, version, reason = conn.execute(
             "SELECT decision, version, reason FROM ml.promotion_log "
             "ORDER BY decided_at DESC LIMIT 1"
@@ -411,6 +411,7 @@ def run_story(
     from mlplatform.definitions import defs
 
     story = Story()
+    warehouse = WarehouseResource.from_settings(settings)
     if not any(settings.landing_dir.glob("transactions_*.csv")):
         generate()
     days = landing_days(settings)
@@ -425,15 +426,15 @@ def run_story(
     if failure:
         story.failures.append(failure)
         return story
-    print_training_data_summary(settings.warehouse_path, console)
-    print_promotion_log(settings.warehouse_path, 1, console)
+    print_training_data_summary(warehouse, console)
+    print_promotion_log(warehouse, 1, console)
     console.print("[bold]day by day[/]: ingest, curate, features, score, drift; then the sensor")
     cursor = None
     for day in (d for d in days if d > last_history):
         if failure := run_range(defs, instance, console, "daily_ingestion", day, day):
             story.failures.append(failure)
             return story
-        print_day(settings.warehouse_path, day, failed_checks(instance), console, story)
+        print_day(warehouse, day, failed_checks(instance), console, story)
         requests, cursor, _ = evaluate_retraining(defs, instance, cursor)
         for request in requests:
             retrain(defs, instance, console, request, story)
@@ -443,7 +444,7 @@ def run_story(
     if failure := run_range(defs, instance, console, "performance_monitoring", *scored):
         story.failures.append(failure)
         return story
-    print_performance(settings.warehouse_path, console)
+    print_performance(warehouse, console)
     # The sensor judges the performance check too: a retraining, or why none (a cooldown).
     requests, cursor, skipped = evaluate_retraining(defs, instance, cursor)
     for request in requests:
@@ -453,10 +454,10 @@ def run_story(
     return story
 
 
-def print_performance(warehouse: Path, console: Console) -> None:
+def print_performance(warehouse: WarehouseResource, console: Console) -> None:
     """The champion's figures on each day's matured labels (``monitoring.performance``),
     one line per day: judged (ok or degraded), or why not yet."""
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
+    with warehouse.connection(read_only=True) as conn:
         rows = conn.execute(
             """SELECT partition_date, model_version, matured, positives, average_precision,
                       roc_auc, holdout_average_precision, judged, degraded, reason
@@ -484,7 +485,7 @@ def print_summary(settings: Settings, console: Console, story: Story) -> None:
     from mlplatform.ml.registry import CHAMPION
     from mlplatform.serving.model import NoModelError, load_model
 
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+    with WarehouseResource.from_settings(settings).connection(read_only=True) as conn:
         read, loaded, quarantined = conn.execute(
             """SELECT sum(rows_read), sum(rows_loaded), sum(rows_quarantined)
                FROM raw.ingestion_log WHERE status = 'loaded'"""

@@ -21,6 +21,11 @@ ARTIFACTS_FOLDER = "mlartifacts"
 _DATABASE_STORES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
+def is_lake(warehouse: str) -> bool:
+    """Whether a warehouse location is a DuckLake (``ducklake:<catalog>``), not a DuckDB file."""
+    return warehouse.startswith("ducklake:")
+
+
 def _is_database_store(uri: str) -> bool:
     return uri.split(":", 1)[0].split("+", 1)[0] in _DATABASE_STORES
 
@@ -79,6 +84,24 @@ class Settings(BaseSettings):
     duckdb_memory_limit: str = Field(
         default="1GB",
         description="DuckDB's memory limit per connection; beyond it, work spills to disk.",
+    )
+    duckdb_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="DuckDB's threads per connection (default: one per core); e.g. 1 for a "
+        "worker given one core.",
+    )
+    warehouse: str | None = Field(
+        default=None,
+        description="Where the warehouse is: unset, the DuckDB file `warehouse.duckdb` in the "
+        "data home; a path, that DuckDB file; `ducklake:<catalog>` (DuckLake's ATTACH string, "
+        "e.g. `ducklake:postgres:dbname=lake host=db user=... password=...`), a DuckLake that "
+        "several workers write at once, its tables in `warehouse_data_path`.",
+    )
+    warehouse_data_path: str | None = Field(
+        default=None,
+        description="A DuckLake warehouse's data files: a folder every worker mounts, or an "
+        "object-store prefix (s3://bucket/prefix/).",
     )
     warehouse_lock_timeout_seconds: float = Field(
         default=120.0,
@@ -325,7 +348,16 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("api_keys_file", "alert_webhook_url", mode="before")
+    @model_validator(mode="after")
+    def _lake_has_data_path(self) -> Settings:
+        if self.warehouse_is_lake and not self.warehouse_data_path:
+            raise ValueError(
+                "MLPLATFORM_WAREHOUSE is a DuckLake: set MLPLATFORM_WAREHOUSE_DATA_PATH to where "
+                "its tables' files go (a folder every worker mounts, or s3://bucket/prefix/)"
+            )
+        return self
+
+    @field_validator("api_keys_file", "alert_webhook_url", "warehouse", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         return value or None
@@ -340,8 +372,21 @@ class Settings(BaseSettings):
         return self.home / "landing"
 
     @property
+    def warehouse_is_lake(self) -> bool:
+        return is_lake(self.warehouse or "")
+
+    @property
     def warehouse_path(self) -> Path:
+        """The DuckDB file of the embedded warehouse (not used with a DuckLake)."""
+        if self.warehouse and not self.warehouse_is_lake:
+            return Path(self.warehouse).expanduser().resolve()
         return self.home / "warehouse.duckdb"
+
+    @property
+    def warehouse_location(self) -> str:
+        """What :func:`mlplatform.warehouse.connection.connect` opens: the DuckDB file's path
+        or the DuckLake ATTACH string."""
+        return self.warehouse if self.warehouse_is_lake else str(self.warehouse_path)
 
     @property
     def datasets_dir(self) -> Path:

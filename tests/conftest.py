@@ -119,8 +119,16 @@ def instance(platform_home: PlatformHome):
         yield instance
 
 
-def load_warehouse(landing: Path, warehouse: Path, contract_path: Path | None = None) -> None:
-    """Ingest and curate every landing file with the domain functions (no Dagster)."""
+def load_warehouse(
+    landing: Path,
+    warehouse: Path | str,
+    contract_path: Path | None = None,
+    *,
+    data_path: str | None = None,
+    reference_only: bool = False,
+) -> None:
+    """Ingest and curate every landing file with the domain functions (no Dagster), into a
+    DuckDB file or a DuckLake (``data_path``); ``reference_only``: the card reference only."""
     from mlplatform.contract import load_contract
     from mlplatform.ingestion import (
         curate_partition,
@@ -132,9 +140,9 @@ def load_warehouse(landing: Path, warehouse: Path, contract_path: Path | None = 
     from mlplatform.warehouse.connection import connect
 
     contract = load_contract(contract_path or DEFAULT_CONTRACT)
-    with connect(warehouse) as conn:
+    with connect(warehouse, data_path=data_path) as conn:
         load_card_reference(conn, landing, contract.reference, b"test-pii-key")
-        for path in sorted(landing.glob("transactions_*.csv")):
+        for path in [] if reference_only else sorted(landing.glob("transactions_*.csv")):
             day = partition_date_of(path)
             ingest_partition(
                 conn, files=[path], partition_date=day, contract=contract,

@@ -33,9 +33,11 @@ from mlplatform.monitoring.compute_cost import (
     load_compute_cost,
     write_cost_record,
 )
+from mlplatform.resources.warehouse import warehouse_pool
 from mlplatform.settings import get_settings
 
-WAREHOUSE_POOL = "warehouse"
+#: The pool of the warehouse-writing assets (none on a DuckLake: any of them may write).
+WAREHOUSE_POOL = warehouse_pool(get_settings())
 F = TypeVar("F", bound=Callable[..., object])
 
 
@@ -73,7 +75,7 @@ def with_compute_cost(compute: F) -> F:
 
 
 def _record(context: dg.AssetExecutionContext, record: CostRecord) -> None:
-    """Write the record; an asset of the warehouse pool loads the pending records."""
+    """Write the record; a warehouse-writing asset loads the pending records."""
     folder = get_settings().compute_cost_dir
     write_cost_record(folder, record)
     if context.op_def.pool == WAREHOUSE_POOL and hasattr(context.resources, "warehouse"):

@@ -4,7 +4,7 @@ from datetime import date
 
 import dagster as dg
 
-from mlplatform.assets.cost import with_compute_cost
+from mlplatform.assets.cost import WAREHOUSE_POOL, with_compute_cost
 from mlplatform.assets.ingestion import (
     OWNERS,
     card_reference,
@@ -39,7 +39,7 @@ CURATED_CHECKS = {**TRANSACTION_CHECKS, **CURATED_ONLY_CHECKS}
     group_name="curation",
     kinds={"duckdb"},
     owners=OWNERS,
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[raw_transactions, card_reference],

@@ -3,7 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from mlplatform.assets.cost import with_compute_cost
+from mlplatform.assets.cost import WAREHOUSE_POOL, with_compute_cost
 from mlplatform.assets.curation import curated_transactions
 from mlplatform.assets.ingestion import OWNERS
 from mlplatform.assets.metadata import table_metadata
@@ -18,7 +18,7 @@ from mlplatform.settings import get_settings
     group_name="features",
     kinds={"duckdb"},
     owners=OWNERS,
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[curated_transactions],

@@ -1,7 +1,6 @@
 """Freshness of the landing: is the latest day that is due loaded into the warehouse?"""
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
 
@@ -28,7 +27,7 @@ def raw_transactions_landed_on_time(
     if day < settings.start_date:
         return dg.AssetCheckResult(passed=True, description="no day is due yet", metadata=metadata)
     loaded = {}
-    if Path(warehouse.path).exists():
+    if warehouse.exists:
         with warehouse.connection(read_only=True) as conn:
             loaded = loaded_files(conn)
     if any(loaded_day == day for loaded_day, _ in loaded):

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from mlplatform.assets.cost import with_compute_cost
+from mlplatform.assets.cost import WAREHOUSE_POOL, with_compute_cost
 from mlplatform.assets.metadata import table_metadata
 from mlplatform.assets.partitions import daily_partitions
 from mlplatform.assets.quality_checks import (
@@ -32,7 +32,7 @@ warnings.filterwarnings("ignore", r"Parameter `backfill_policy`", dg.BetaWarning
     group_name="ingestion",
     kinds={"duckdb", "csv"},
     owners=OWNERS,
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
     description="Card reference data (credit limit, income band) from the landing folder's "
     "reference file, card numbers pseudonymised: `raw.card_reference`. Empty when the source "
     "has no reference file.",
@@ -96,7 +96,7 @@ def range_label(keys: list[str]) -> str:
     group_name="ingestion",
     kinds={"duckdb", "csv"},
     owners=OWNERS,
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     check_specs=check_specs("raw_transactions", TRANSACTION_CHECKS, blocking=False),

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from mlplatform.assets.cost import with_compute_cost
+from mlplatform.assets.cost import WAREHOUSE_POOL, with_compute_cost
 from mlplatform.assets.training_data import ML_OWNERS, master_table
 from mlplatform.resources import LandingZoneResource, MlflowResource, WarehouseResource
 from mlplatform.settings import get_settings
@@ -136,7 +136,7 @@ def champion_asset(families: tuple[str, ...]) -> dg.AssetsDefinition:
         group_name="training",
         kinds={"mlflow"},
         owners=ML_OWNERS,
-        pool="warehouse",
+        pool=WAREHOUSE_POOL,
         deps=[f"candidate_{family}" for family in families],
         io_manager_key="champion_io_manager",
         description="Model competition on the holdout: the best candidate (by average "

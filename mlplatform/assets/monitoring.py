@@ -11,7 +11,7 @@ from datetime import date
 import dagster as dg
 import duckdb
 
-from mlplatform.assets.cost import with_compute_cost
+from mlplatform.assets.cost import WAREHOUSE_POOL, with_compute_cost
 from mlplatform.assets.features import card_features
 from mlplatform.assets.ingestion import partitions_result, range_label
 from mlplatform.assets.partitions import daily_partitions
@@ -157,7 +157,7 @@ def _report(
     group_name="monitoring",
     kinds={"duckdb", "evidently"},
     owners=ML_OWNERS,
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[card_features, predictions],
@@ -215,7 +215,7 @@ def data_drift(
     group_name="monitoring",
     kinds={"duckdb"},
     owners=ML_OWNERS,
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[predictions, serving_log],

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from mlplatform.assets.cost import with_compute_cost
+from mlplatform.assets.cost import WAREHOUSE_POOL, with_compute_cost
 from mlplatform.assets.metadata import table_metadata
 from mlplatform.assets.partitions import daily_partitions, partition_days
 from mlplatform.assets.scoring import predictions
@@ -38,7 +38,7 @@ FIGURES = (
     group_name="monitoring",
     kinds={"duckdb", "mlflow"},
     owners=ML_OWNERS,
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[predictions, target_labels],

@@ -6,7 +6,7 @@ this code location, and only scoring runs need them.
 
 import dagster as dg
 
-from mlplatform.assets.cost import with_compute_cost
+from mlplatform.assets.cost import WAREHOUSE_POOL, with_compute_cost
 from mlplatform.assets.features import card_features
 from mlplatform.assets.metadata import table_metadata
 from mlplatform.assets.partitions import daily_partitions, partition_days
@@ -20,7 +20,7 @@ NO_CHAMPION = "no champion yet"
     group_name="scoring",
     kinds={"duckdb", "mlflow"},
     owners=ML_OWNERS,
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[card_features],

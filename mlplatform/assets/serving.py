@@ -5,7 +5,7 @@ from datetime import date
 
 import dagster as dg
 
-from mlplatform.assets.cost import with_compute_cost
+from mlplatform.assets.cost import WAREHOUSE_POOL, with_compute_cost
 from mlplatform.assets.curation import curated_transactions
 from mlplatform.assets.features import card_features
 from mlplatform.assets.ingestion import card_reference
@@ -22,7 +22,7 @@ from mlplatform.warehouse.online_store import store_lookback_days, write_online_
     group_name="serving",
     kinds={"duckdb"},
     owners=ML_OWNERS,
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
     deps=[curated_transactions, card_reference, card_features],
     description="`online/store.duckdb` under the data home: the curated events of the online "
     "features' lookback (plus a day) before the warehouse's last event, merchant events and "
@@ -37,7 +37,7 @@ def online_feature_store(
     settings = get_settings()
     lookback = store_lookback_days(feature_registry(settings, landing.contract))
     with warehouse.connection() as conn:
-        result = write_online_store(conn, settings.online_store_path, lookback, warehouse.path)
+        result = write_online_store(conn, settings.online_store_path, lookback, warehouse.name)
     context.log.info(
         "online store: %d events of %d cards up to %s in %.2fs", result.events, result.cards,
         result.last_event_time, result.seconds,
@@ -61,7 +61,7 @@ def online_feature_store(
     group_name="monitoring",
     kinds={"duckdb", "json"},
     owners=ML_OWNERS,
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     description="`monitoring.serving_log`: the REST service's prediction log of the day "

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from mlplatform.assets.cost import with_compute_cost
+from mlplatform.assets.cost import WAREHOUSE_POOL, with_compute_cost
 from mlplatform.assets.features import card_features
 from mlplatform.assets.ingestion import OWNERS
 from mlplatform.assets.metadata import table_metadata
@@ -25,7 +25,7 @@ MASTER_TABLE_CHECKS = ("no_leakage", "enough_rows_and_positives", "splits_disjoi
     group_name="training_data",
     kinds={"duckdb"},
     owners=OWNERS,
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
     deps=[card_features],
     description="`ml.targets`: every curated transaction's target (the contract's `target`: "
     "the built revenge-spending label or the carried label) with the quantities behind it. "
@@ -59,7 +59,7 @@ def target_labels(
     group_name="training_data",
     kinds={"duckdb", "parquet"},
     owners=ML_OWNERS,
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
     deps=[card_features, target_labels],
     check_specs=[
         dg.AssetCheckSpec(name, asset="master_table", blocking=True) for name in MASTER_TABLE_CHECKS
@@ -118,7 +118,7 @@ def master_table(
     group_name="training_data",
     kinds={"duckdb"},
     owners=ML_OWNERS,
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
     deps=[master_table],
     description=f"`{PROFILE_TABLE}`: per-feature distribution of the training split "
     "(quantile bins with counts and means, and the std, for numbers; frequencies for "

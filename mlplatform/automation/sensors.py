@@ -22,7 +22,7 @@ from mlplatform.automation.jobs import daily_ingestion_job, reference_data_job, 
 from mlplatform.ingestion import inspect_file, loaded_files, partition_date_of
 from mlplatform.resources import LandingZoneResource, NotifierResource, WarehouseResource
 from mlplatform.settings import get_settings
-from mlplatform.warehouse.connection import WarehouseLockedError
+from mlplatform.warehouse.connection import WarehouseLockedError, WarehouseUnavailableError
 
 if TYPE_CHECKING:
     from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecord
@@ -43,16 +43,16 @@ def warehouse_loads(
 ) -> dict[tuple[date, str], str] | None:
     """The files the warehouse has loaded (see ``loaded_files``), read read-only without
     waiting; None (logged) when it cannot be read now, e.g. another process holds it."""
-    if not Path(warehouse.path).exists():
+    if not warehouse.exists:
         return {}
     try:
         with warehouse.connection(read_only=True, wait=False) as conn:
             return loaded_files(conn)
     except WarehouseLockedError as error:
         reason = f"{error.holder} holds it"
-    except duckdb.Error as error:
+    except (duckdb.Error, WarehouseUnavailableError) as error:
         reason = str(error)
-    log.warning(f"cannot read {warehouse.path} ({reason}): judging landing files without it")
+    log.warning(f"cannot read {warehouse.name} ({reason}): judging landing files without it")
     return None
 
 

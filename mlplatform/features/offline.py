@@ -23,7 +23,7 @@ from mlplatform.features.declarations import (
     Feature,
     FeatureRegistry,
 )
-from mlplatform.warehouse.connection import insertion_order, read_sql, sql_literal, transaction
+from mlplatform.warehouse.connection import insertion_order, read_sql, sql_literal, transactions
 
 TABLE = "features.card_features"
 
@@ -242,25 +242,29 @@ def build_card_features(
     lookback_start = start - timedelta(days=registry.lookback.days + 1)
     params = {"start": start, "end": end}
     source = "curated.transactions WHERE partition_date BETWEEN $lookback_start AND $end"
-    with transaction(conn):
-        recreated = _ensure_table(conn, registry)
-        conn.execute(f"DELETE FROM {TABLE} WHERE partition_date BETWEEN $start AND $end", params)
-        where = "partition_date BETWEEN $start AND $end"
-        read = {**params, "lookback_start": lookback_start}
-        blocks = collapsible_days(conn, registry, source, where, read)
-        # The table's row order means nothing (readers order or filter): letting DuckDB insert
-        # in any order lets both threads write row groups at once.
-        with insertion_order(conn, preserve=False):
+    for attempt in transactions(conn):
+        with attempt:
+            recreated = _ensure_table(conn, registry)
             conn.execute(
-                f"INSERT INTO {TABLE} BY NAME " + feature_sql(registry, source, where, blocks),
-                read,
+                f"DELETE FROM {TABLE} WHERE partition_date BETWEEN $start AND $end", params
             )
-        rows, curated = conn.execute(
-            f"""SELECT (SELECT count(*) FROM {TABLE} WHERE partition_date BETWEEN $start AND $end),
-                       (SELECT count(*) FROM curated.transactions
-                        WHERE partition_date BETWEEN $start AND $end)""",
-            params,
-        ).fetchone()
+            where = "partition_date BETWEEN $start AND $end"
+            read = {**params, "lookback_start": lookback_start}
+            blocks = collapsible_days(conn, registry, source, where, read)
+            # The table's row order means nothing (readers order or filter): letting DuckDB insert
+            # in any order lets both threads write row groups at once.
+            with insertion_order(conn, preserve=False):
+                conn.execute(
+                    f"INSERT INTO {TABLE} BY NAME " + feature_sql(registry, source, where, blocks),
+                    read,
+                )
+            rows, curated = conn.execute(
+                f"""SELECT (SELECT count(*) FROM {TABLE}
+                            WHERE partition_date BETWEEN $start AND $end),
+                           (SELECT count(*) FROM curated.transactions
+                            WHERE partition_date BETWEEN $start AND $end)""",
+                params,
+            ).fetchone()
     return FeatureBuildResult(
         start=start,
         end=end,

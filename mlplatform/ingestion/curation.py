@@ -12,7 +12,7 @@ import duckdb
 from mlplatform.contract import ReferenceContract
 from mlplatform.ingestion.files import FileRejected, inspect_file
 from mlplatform.ingestion.loading import consecutive_batches
-from mlplatform.warehouse.connection import read_sql, transaction
+from mlplatform.warehouse.connection import read_sql, transactions
 from mlplatform.warehouse.pii import card_pseudonym_sql, hmac_pads
 
 
@@ -68,23 +68,24 @@ def curate_partitions(
     results: dict[date, CurationResult] = {}
     for batch in consecutive_batches({day: raw_rows.get(day, 0) for day in days}, _BATCH_ROWS):
         params = {"days": batch, "first": batch[0], "last": batch[-1]}
-        with transaction(conn):
-            conn.execute(
-                "DELETE FROM curated.transactions WHERE list_contains($days, partition_date)",
-                {"days": batch},
-            )
-            conn.execute(read_sql("curated_transactions"), params)
-            counts = {
-                day: (curated, with_reference)
-                for day, curated, with_reference in conn.execute(
-                    """SELECT partition_date, count(*), count(credit_limit)
-                       FROM curated.transactions
-                       WHERE partition_date BETWEEN $first AND $last
-                         AND list_contains($days, partition_date)
-                       GROUP BY 1""",
-                    params,
-                ).fetchall()
-            }
+        for attempt in transactions(conn):
+            with attempt:
+                conn.execute(
+                    "DELETE FROM curated.transactions WHERE list_contains($days, partition_date)",
+                    {"days": batch},
+                )
+                conn.execute(read_sql("curated_transactions"), params)
+                counts = {
+                    day: (curated, with_reference)
+                    for day, curated, with_reference in conn.execute(
+                        """SELECT partition_date, count(*), count(credit_limit)
+                           FROM curated.transactions
+                           WHERE partition_date BETWEEN $first AND $last
+                             AND list_contains($days, partition_date)
+                           GROUP BY 1""",
+                        params,
+                    ).fetchall()
+                }
         for day in batch:
             curated, with_reference = counts.get(day, (0, 0))
             results[day] = CurationResult(
@@ -141,17 +142,18 @@ def load_card_reference(
            FROM reference_stage WHERE card_number IS NOT NULL"""
     ).fetchone()
     try:
-        with transaction(conn):
-            conn.execute("DELETE FROM raw.card_reference")
-            conn.execute(
-                f"""INSERT INTO raw.card_reference
-                    SELECT card_id, CASE WHEN credit_limit > 0 THEN credit_limit END,
-                           income_band, $file, $loaded_at
-                    FROM (SELECT *, {card_pseudonym_sql("card_number")} AS card_id, rowid AS n
-                          FROM reference_stage WHERE card_number IS NOT NULL)
-                    QUALIFY row_number() OVER (PARTITION BY card_id ORDER BY n) = 1""",
-                {"file": path.name, "loaded_at": datetime.now(), **hmac_pads(pii_key)},
-            )
+        for attempt in transactions(conn):
+            with attempt:
+                conn.execute("DELETE FROM raw.card_reference")
+                conn.execute(
+                    f"""INSERT INTO raw.card_reference
+                        SELECT card_id, CASE WHEN credit_limit > 0 THEN credit_limit END,
+                               income_band, $file, $loaded_at
+                        FROM (SELECT *, {card_pseudonym_sql("card_number")} AS card_id, rowid AS n
+                              FROM reference_stage WHERE card_number IS NOT NULL)
+                        QUALIFY row_number() OVER (PARTITION BY card_id ORDER BY n) = 1""",
+                    {"file": path.name, "loaded_at": datetime.now(), **hmac_pads(pii_key)},
+                )
     finally:
         conn.execute("DROP TABLE IF EXISTS reference_stage")
     rows = conn.execute("SELECT count(*) FROM raw.card_reference").fetchone()[0]

@@ -34,7 +34,7 @@ from mlplatform.ingestion.staging import (
     prepare_rows,
     stage_batch,
 )
-from mlplatform.warehouse.connection import insertion_order, read_sql, transaction
+from mlplatform.warehouse.connection import insertion_order, read_sql, transactions
 from mlplatform.warehouse.pii import hmac_pads
 
 # A range is loaded in batches of consecutive partitions of about this many bytes of landing
@@ -218,17 +218,19 @@ def _ingest_batch(
         conn.register("log_frame", log)
         params = {"days": days}
         try:
-            with transaction(conn):
-                conn.execute(
-                    "DELETE FROM raw.transactions WHERE list_contains($days, partition_date)",
-                    params,
-                )
-                conn.execute(
-                    "DELETE FROM raw.quarantine WHERE list_contains($days, partition_date)", params
-                )
-                conn.execute(read_sql("insert_raw_transactions"), {"ingested_at": now})
-                conn.execute("INSERT INTO raw.quarantine SELECT * FROM quarantine_frame")
-                conn.execute("INSERT INTO raw.ingestion_log SELECT * FROM log_frame")
+            for attempt in transactions(conn):
+                with attempt:
+                    conn.execute(
+                        "DELETE FROM raw.transactions WHERE list_contains($days, partition_date)",
+                        params,
+                    )
+                    conn.execute(
+                        "DELETE FROM raw.quarantine WHERE list_contains($days, partition_date)",
+                        params,
+                    )
+                    conn.execute(read_sql("insert_raw_transactions"), {"ingested_at": now})
+                    conn.execute("INSERT INTO raw.quarantine SELECT * FROM quarantine_frame")
+                    conn.execute("INSERT INTO raw.ingestion_log SELECT * FROM log_frame")
         finally:
             conn.unregister("quarantine_frame")
             conn.unregister("log_frame")

@@ -24,7 +24,7 @@ import numpy as np
 
 from mlplatform.features.declarations import KEY_COLUMNS, FeatureRegistry
 from mlplatform.settings import Settings
-from mlplatform.warehouse.connection import transaction
+from mlplatform.warehouse.connection import transactions
 
 SPLITS = ("train", "validation", "holdout")
 #: Rows of train the correlation screen looks at (a deterministic sample beyond this).
@@ -134,24 +134,25 @@ def build_master_table(
     staging = snapshot_dir / f".master_table.{datetime.now():%Y%m%d%H%M%S%f}.parquet"
     columns = ", ".join([*KEY_COLUMNS, "split", "target", *kept])
     try:
-        with transaction(conn):
-            conn.execute(
-                f"CREATE OR REPLACE TABLE ml.master_table AS SELECT {columns} "
-                "FROM master_candidates ORDER BY transaction_id"
-            )
-            conn.execute(
-                f"COPY (SELECT * FROM ml.master_table ORDER BY transaction_id) TO '{staging}' "
-                "(FORMAT parquet)"
-            )
-            version = hashlib.sha256(staging.read_bytes()).hexdigest()
-            conn.execute(
-                "CREATE OR REPLACE TABLE ml.feature_selection (dataset_version VARCHAR, "
-                "feature VARCHAR, kept BOOLEAN, reason VARCHAR, train_auc DOUBLE)"
-            )
-            conn.executemany(
-                "INSERT INTO ml.feature_selection VALUES (?, ?, ?, ?, ?)",
-                [[version, d.feature, d.kept, d.reason, d.train_auc] for d in selection],
-            )
+        for attempt in transactions(conn):
+            with attempt:
+                conn.execute(
+                    f"CREATE OR REPLACE TABLE ml.master_table AS SELECT {columns} "
+                    "FROM master_candidates ORDER BY transaction_id"
+                )
+                conn.execute(
+                    f"COPY (SELECT * FROM ml.master_table ORDER BY transaction_id) TO '{staging}' "
+                    "(FORMAT parquet)"
+                )
+                version = hashlib.sha256(staging.read_bytes()).hexdigest()
+                conn.execute(
+                    "CREATE OR REPLACE TABLE ml.feature_selection (dataset_version VARCHAR, "
+                    "feature VARCHAR, kept BOOLEAN, reason VARCHAR, train_auc DOUBLE)"
+                )
+                conn.executemany(
+                    "INSERT INTO ml.feature_selection VALUES (?, ?, ?, ?, ?)",
+                    [[version, d.feature, d.kept, d.reason, d.train_auc] for d in selection],
+                )
         snapshot = snapshot_path(snapshot_dir, version)
         shutil.move(staging, snapshot)
         _write_current(snapshot_dir, CurrentDataset(version, tuple(kept)))

@@ -29,7 +29,7 @@ from types import TracebackType
 
 import duckdb
 
-from mlplatform.warehouse.connection import read_sql, transaction
+from mlplatform.warehouse.connection import read_sql, transactions
 
 TABLE = "monitoring.compute_cost"
 _STATUS = Path("/proc/self/status")
@@ -106,14 +106,15 @@ def load_compute_cost(conn: duckdb.DuckDBPyConnection, folder: Path) -> int:
     files = sorted(folder.glob("*.json")) if folder.is_dir() else []
     if not files:
         return 0
-    with transaction(conn):
-        conn.execute(read_sql("stage_compute_cost"), [[str(f) for f in files]])
-        conn.execute(
-            f"DELETE FROM {TABLE} AS c USING cost_records AS r WHERE c.run_id = r.run_id "
-            "AND c.asset = r.asset AND c.partition IS NOT DISTINCT FROM r.partition"
-        )
-        conn.execute(f"INSERT INTO {TABLE} BY NAME SELECT * FROM cost_records")
-        conn.execute("DROP TABLE cost_records")
+    for attempt in transactions(conn):
+        with attempt:
+            conn.execute(read_sql("stage_compute_cost"), [[str(f) for f in files]])
+            conn.execute(
+                f"DELETE FROM {TABLE} AS c USING cost_records AS r WHERE c.run_id = r.run_id "
+                "AND c.asset = r.asset AND c.partition IS NOT DISTINCT FROM r.partition"
+            )
+            conn.execute(f"INSERT INTO {TABLE} BY NAME SELECT * FROM cost_records")
+            conn.execute("DROP TABLE cost_records")
     for path in files:
         path.unlink(missing_ok=True)
     return len(files)

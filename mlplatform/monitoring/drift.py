@@ -40,7 +40,7 @@ from mlplatform.monitoring.profile import (
     SCORE_PROFILE_TABLE,
     bin_sql,
 )
-from mlplatform.warehouse.connection import read_sql, transaction
+from mlplatform.warehouse.connection import read_sql, transactions
 
 TABLE = "monitoring.drift"
 PREDICTION = "prediction"
@@ -339,13 +339,14 @@ def store_drift(
     days = [day.partition_date for day in results]
     conn.register("drift_rows", frame)
     try:
-        with transaction(conn):
-            conn.execute(
-                f"DELETE FROM {TABLE} WHERE partition_date IN (SELECT unnest($days)) "
-                "AND list_contains($kinds, kind)",
-                {"days": days, "kinds": list(kinds)},
-            )
-            conn.execute(f"INSERT INTO {TABLE} BY NAME SELECT * FROM drift_rows")
+        for attempt in transactions(conn):
+            with attempt:
+                conn.execute(
+                    f"DELETE FROM {TABLE} WHERE partition_date IN (SELECT unnest($days)) "
+                    "AND list_contains($kinds, kind)",
+                    {"days": days, "kinds": list(kinds)},
+                )
+                conn.execute(f"INSERT INTO {TABLE} BY NAME SELECT * FROM drift_rows")
     finally:
         conn.unregister("drift_rows")
 

@@ -22,7 +22,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from mlplatform.warehouse.connection import read_sql, transaction
+from mlplatform.warehouse.connection import read_sql, transactions
 
 TABLE = "monitoring.performance"
 #: Stands for ``ml.targets`` before the first ``target_labels`` run: no row has matured.
@@ -170,9 +170,12 @@ def measure_performance(
     frame = pd.DataFrame([asdict(r) for r in results]).assign(computed_at=computed_at)
     conn.register("performance_rows", frame)
     try:
-        with transaction(conn):
-            conn.execute(f"DELETE FROM {TABLE} WHERE partition_date BETWEEN ? AND ?", [start, end])
-            conn.execute(f"INSERT INTO {TABLE} BY NAME SELECT * FROM performance_rows")
+        for attempt in transactions(conn):
+            with attempt:
+                conn.execute(
+                    f"DELETE FROM {TABLE} WHERE partition_date BETWEEN ? AND ?", [start, end]
+                )
+                conn.execute(f"INSERT INTO {TABLE} BY NAME SELECT * FROM performance_rows")
     finally:
         conn.unregister("performance_rows")
     return results

@@ -24,7 +24,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from mlplatform.warehouse.connection import transaction
+from mlplatform.warehouse.connection import transactions
 
 PROFILE_TABLE = "ml.training_reference_profile"
 SCORE_PROFILE_TABLE = "ml.champion_score_profile"
@@ -157,15 +157,18 @@ def build_reference_profile(
     """
     numeric = tuple(name for name, dtype in features.items() if dtype != "VARCHAR")
     categorical = tuple(name for name, dtype in features.items() if dtype == "VARCHAR")
-    with transaction(conn):
-        conn.execute(f"DELETE FROM {PROFILE_TABLE} WHERE dataset_version = ?", [dataset_version])
-        conn.execute(
-            f"""INSERT INTO {PROFILE_TABLE} BY NAME
-                SELECT $version AS dataset_version, *
-                FROM ({profile_sql(features, source, bins, sources)})
-                ORDER BY feature, bin, category""",
-            {"version": dataset_version},
-        )
+    for attempt in transactions(conn):
+        with attempt:
+            conn.execute(
+                f"DELETE FROM {PROFILE_TABLE} WHERE dataset_version = ?", [dataset_version]
+            )
+            conn.execute(
+                f"""INSERT INTO {PROFILE_TABLE} BY NAME
+                    SELECT $version AS dataset_version, *
+                    FROM ({profile_sql(features, source, bins, sources)})
+                    ORDER BY feature, bin, category""",
+                {"version": dataset_version},
+            )
     ((rows,),) = conn.execute(f"SELECT count(*) FROM {source}").fetchall()
     return ProfileResult(dataset_version, rows, numeric, categorical)
 
@@ -190,25 +193,26 @@ def record_model_profile(
     conn.register("holdout_scores", scores)
     conn.register("importances", importance)
     try:
-        with transaction(conn):
-            conn.execute(f"DELETE FROM {SCORE_PROFILE_TABLE} WHERE model_version = ?",
-                         [model_version])  # fmt: skip
-            conn.execute(
-                f"""INSERT INTO {SCORE_PROFILE_TABLE} BY NAME
-                    SELECT $model AS model_version, $dataset AS dataset_version,
-                           * EXCLUDE (feature, kind, category),
-                           count / sum(count) OVER () AS share
-                    FROM {numeric_profile_sql("score", "score", "holdout_scores", bins)}
-                    ORDER BY bin""",
-                {"model": model_version, "dataset": dataset_version},
-            )
-            conn.execute(f"DELETE FROM {IMPORTANCE_TABLE} WHERE model_version = ?",
-                         [model_version])  # fmt: skip
-            conn.execute(
-                f"INSERT INTO {IMPORTANCE_TABLE} BY NAME SELECT $model AS model_version, * "
-                "FROM importances",
-                {"model": model_version},
-            )
+        for attempt in transactions(conn):
+            with attempt:
+                conn.execute(f"DELETE FROM {SCORE_PROFILE_TABLE} WHERE model_version = ?",
+                             [model_version])  # fmt: skip
+                conn.execute(
+                    f"""INSERT INTO {SCORE_PROFILE_TABLE} BY NAME
+                        SELECT $model AS model_version, $dataset AS dataset_version,
+                               * EXCLUDE (feature, kind, category),
+                               count / sum(count) OVER () AS share
+                        FROM {numeric_profile_sql("score", "score", "holdout_scores", bins)}
+                        ORDER BY bin""",
+                    {"model": model_version, "dataset": dataset_version},
+                )
+                conn.execute(f"DELETE FROM {IMPORTANCE_TABLE} WHERE model_version = ?",
+                             [model_version])  # fmt: skip
+                conn.execute(
+                    f"INSERT INTO {IMPORTANCE_TABLE} BY NAME SELECT $model AS model_version, * "
+                    "FROM importances",
+                    {"model": model_version},
+                )
     finally:
         conn.unregister("holdout_scores")
         conn.unregister("importances")

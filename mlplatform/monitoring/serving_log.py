@@ -13,7 +13,7 @@ from pathlib import Path
 
 import duckdb
 
-from mlplatform.warehouse.connection import read_sql, transaction
+from mlplatform.warehouse.connection import read_sql, transactions
 
 TABLE = "monitoring.serving_log"
 
@@ -38,10 +38,11 @@ def load_serving_log(conn: duckdb.DuckDBPyConnection, folder: Path, day: date) -
     when the day has no file)."""
     path = log_file(folder, day)
     exists = path.is_file()
-    with transaction(conn):
-        conn.execute(f"DELETE FROM {TABLE} WHERE partition_date = ?", [day])
-        if exists:
-            conn.execute(read_sql("insert_serving_log"), {"path": str(path), "day": day})
+    for attempt in transactions(conn):
+        with attempt:
+            conn.execute(f"DELETE FROM {TABLE} WHERE partition_date = ?", [day])
+            if exists:
+                conn.execute(read_sql("insert_serving_log"), {"path": str(path), "day": day})
     by_role = dict(
         conn.execute(
             f"SELECT role, count(*) FROM {TABLE} WHERE partition_date = ? GROUP BY 1 ORDER BY 1",

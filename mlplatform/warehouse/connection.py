@@ -1,15 +1,20 @@
-"""Opening the DuckDB warehouse with its schema in place."""
+"""Opening the warehouse with its schema in place: a DuckDB file (one writer at a time) or a
+DuckLake (a catalog database plus Parquet files, written by several workers at once)."""
 
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
+from types import TracebackType
 
 import duckdb
+
+from mlplatform.settings import is_lake
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 # DuckDB's message when another process holds the file: 'Conflicting lock is held in
@@ -17,6 +22,12 @@ SQL_DIR = Path(__file__).resolve().parent / "sql"
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
 _FIRST_WAIT_SECONDS = 0.1
 _MAX_WAIT_SECONDS = 5.0
+#: The name a DuckLake warehouse is attached under (and made the default database).
+LAKE = "warehouse"
+#: DuckLake's message when a commit conflicts with another writer's (the transaction is gone).
+_CONFLICT = "Transaction conflict"
+_CONFLICT_ATTEMPTS = 10
+_CONFLICT_FIRST_WAIT_SECONDS = 0.05
 logger = logging.getLogger(__name__)
 
 
@@ -71,27 +82,51 @@ def sql_literal(text: str) -> str:
 
 
 def connect(
-    path: Path,
+    location: Path | str,
     *,
+    data_path: str | None = None,
     read_only: bool = False,
     memory_limit: str | None = None,
+    threads: int | None = None,
     lock_timeout_seconds: float = 0.0,
 ) -> duckdb.DuckDBPyConnection:
-    """A connection to the warehouse file; a writable one creates the schema if missing.
+    """A connection to the warehouse; a writable one creates the schema if missing.
 
-    ``memory_limit`` (e.g. ``"1GB"``) bounds DuckDB's memory; larger work spills to disk.
-    While another process holds the file, retries with backoff (0.1 s doubling to 5 s) for
-    up to ``lock_timeout_seconds``, then raises :class:`WarehouseLockedError` naming it.
+    ``location`` is a DuckDB file, or a DuckLake (``ducklake:<catalog>``, its tables' files in
+    ``data_path``), attached as ``warehouse`` and used by default, so the same SQL runs on
+    both. ``memory_limit`` (e.g. ``"1GB"``) bounds DuckDB's memory (larger work spills to
+    disk); ``threads`` its threads (default: one per core). While another process holds a
+    DuckDB file, retries with backoff (0.1 s doubling to 5 s) for up to
+    ``lock_timeout_seconds``, then raises :class:`WarehouseLockedError` naming it.
     """
-    config = {"memory_limit": memory_limit} if memory_limit else {}
+    config: dict[str, str | int] = {"memory_limit": memory_limit} if memory_limit else {}
+    if threads:
+        config["threads"] = threads
+    if is_lake(str(location)):
+        conn = _attach_lake(str(location), data_path, read_only=read_only, config=config)
+    else:
+        conn = _open_file(Path(location), read_only, config, lock_timeout_seconds)
+    if not read_only:
+        schema = read_sql("create_schema")
+        if is_lake(str(location)):  # Parquet files: compression is the writer's, not a column's
+            schema = re.sub(r"\s+USING COMPRESSION \w+", "", schema)
+        for attempt in transactions(conn):  # workers starting at once on a new lake conflict
+            with attempt:
+                conn.execute(schema)
+    conn.execute(read_sql("macros"))
+    return conn
+
+
+def _open_file(
+    path: Path, read_only: bool, config: dict[str, str | int], lock_timeout_seconds: float
+) -> duckdb.DuckDBPyConnection:
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     wait = _FIRST_WAIT_SECONDS
     while True:
         try:
-            conn = duckdb.connect(str(path), read_only=read_only, config=config)
-            break
+            return duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.IOException as error:
             holder = lock_holder(error)
             if holder is None:
@@ -110,10 +145,44 @@ def connect(
                 )
             time.sleep(min(wait, lock_timeout_seconds - waited))
             wait = min(wait * 2, _MAX_WAIT_SECONDS)
-    if not read_only:
-        conn.execute(read_sql("create_schema"))
-    conn.execute(read_sql("macros"))
+
+
+def _attach_lake(
+    location: str, data_path: str | None, *, read_only: bool, config: dict[str, str | int]
+) -> duckdb.DuckDBPyConnection:
+    if not data_path:
+        raise ValueError(
+            f"the DuckLake warehouse {redact(location)} needs a data path "
+            "(MLPLATFORM_WAREHOUSE_DATA_PATH): where its tables' files go"
+        )
+    conn = duckdb.connect(config=config)
+    catalog = location.removeprefix("ducklake:").split(":", 1)[0]
+    load_extensions(conn, "ducklake", *(["postgres_scanner"] if catalog == "postgres" else []))
+    options = f"DATA_PATH {sql_literal(data_path)}" + (", READ_ONLY" if read_only else "")
+    try:
+        conn.execute(f"ATTACH {sql_literal(location)} AS {LAKE} ({options})")
+    except duckdb.Error as error:
+        conn.close()
+        raise WarehouseUnavailableError(
+            f"could not open the DuckLake warehouse {redact(location)} (data path {data_path}): "
+            f"{error}. Check that its catalog database is running and reachable with these "
+            "credentials (MLPLATFORM_WAREHOUSE), then run again: nothing was written."
+        ) from error
+    conn.execute(f"USE {LAKE}")
     return conn
+
+
+class WarehouseUnavailableError(RuntimeError):
+    """A DuckLake warehouse's catalog could not be reached or opened."""
+
+
+class WarehouseConflictError(RuntimeError):
+    """A write kept conflicting with other writers' commits for every attempt allowed."""
+
+
+def redact(location: str) -> str:
+    """``location`` without its password (``password=...`` of a libpq string)."""
+    return re.sub(r"(password=)\S+", r"\1***", location)
 
 
 @contextmanager
@@ -126,6 +195,75 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+class _Attempt(AbstractContextManager[None]):
+    """One try of a transaction (see :func:`transactions`)."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+        self.conn = conn
+        self.committed = False
+        self.conflict: duckdb.TransactionException | None = None
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN TRANSACTION")
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if error is None:
+            try:
+                self.conn.execute("COMMIT")
+            except duckdb.TransactionException as conflict:
+                if _CONFLICT not in str(conflict):
+                    raise
+                self.conflict = conflict  # DuckLake has ended the transaction
+            else:
+                self.committed = True
+            return False
+        if isinstance(error, duckdb.TransactionException) and _CONFLICT in str(error):
+            self.conflict = error
+        with suppress(duckdb.TransactionException):  # a conflict ended the transaction already
+            self.conn.execute("ROLLBACK")
+        return self.conflict is not None
+
+
+def transactions(
+    conn: duckdb.DuckDBPyConnection, *, attempts: int = _CONFLICT_ATTEMPTS
+) -> Iterator[_Attempt]:
+    """A transaction for a block that can run again, retried while it conflicts::
+
+        for attempt in transactions(conn):
+            with attempt:
+                ...  # delete the partition, insert it again
+
+    The block commits when it ends and is rolled back if it raises. On a DuckLake, a commit
+    that conflicts with another worker's (both deleted from one table) leaves nothing written:
+    the block runs again after a backoff (0.05 s doubling, with jitter), up to ``attempts``
+    times, then :class:`WarehouseConflictError`. A DuckDB file has one writer: no conflicts.
+    Keep the block short: compute and stage outside it, delete and insert inside.
+    """
+    wait = _CONFLICT_FIRST_WAIT_SECONDS
+    for number in range(1, attempts + 1):
+        attempt = _Attempt(conn)
+        yield attempt
+        if attempt.committed:
+            return
+        if attempt.conflict is None:
+            raise RuntimeError("a transaction attempt ended without running its block")
+        if number == attempts:
+            raise WarehouseConflictError(
+                f"the warehouse write conflicted with other workers' commits {attempts} times "
+                f"in a row ({attempt.conflict}); nothing of it was written: run it again"
+            ) from attempt.conflict
+        logger.info(
+            "warehouse commit conflicted (%s): try %d of %d", attempt.conflict, number + 1, attempts
+        )
+        time.sleep(wait * random.uniform(0.5, 1.5))
+        wait = min(wait * 2, _MAX_WAIT_SECONDS)
 
 
 @contextmanager

@@ -9,7 +9,7 @@ import duckdb
 
 from mlplatform.contract import Contract
 from mlplatform.settings import Settings
-from mlplatform.warehouse.connection import read_sql, sql_literal, transaction
+from mlplatform.warehouse.connection import read_sql, sql_literal, transactions
 
 REVENGE_RULE = (
     "CASE WHEN is_discretionary AND has_history AND recent_daily <= {ratio} * baseline_daily "
@@ -88,8 +88,9 @@ def build_targets(
     as_of = (
         datetime.combine(last_day + timedelta(days=1), datetime.min.time()) if last_day else None
     )
-    with transaction(conn):
-        conn.execute(targets_sql(settings, contract), {"as_of": as_of or datetime.min})
+    for attempt in transactions(conn):
+        with attempt:
+            conn.execute(targets_sql(settings, contract), {"as_of": as_of or datetime.min})
     rows, matured, positives = conn.execute(
         "SELECT count(*), count(*) FILTER (WHERE matured), count(*) FILTER (WHERE target = 1) "
         "FROM ml.targets"
