@@ -79,7 +79,7 @@ def _run(stage: str, location: str, data_path: str, landing: Path, days: list[st
             stdout=subprocess.PIPE,
             text=True,
             cwd=REPO,
-        )  # fmt: skip
+        )
         for k in range(n)
     ]
     results = []
