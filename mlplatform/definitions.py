@@ -22,11 +22,13 @@ from mlplatform.automation.jobs import (
     reference_data_job,
     training_data_job,
     training_job,
+    warehouse_maintenance,
 )
 from mlplatform.automation.schedules import (
     daily_ingestion_schedule,
     landing_freshness_schedule,
     model_performance_schedule,
+    warehouse_maintenance_schedule,
 )
 from mlplatform.automation.sensors import landing_sensor, retraining_sensor
 from mlplatform.library_output import quiet_library_output
@@ -102,8 +104,14 @@ defs = dg.Definitions(
         batch_scoring_job,
         monitoring_job,
         model_performance_job,
+        *([warehouse_maintenance] if SETTINGS.warehouse_is_lake else []),
     ],
-    schedules=[daily_ingestion_schedule, landing_freshness_schedule, model_performance_schedule],
+    schedules=[
+        daily_ingestion_schedule,
+        landing_freshness_schedule,
+        model_performance_schedule,
+        *([warehouse_maintenance_schedule] if SETTINGS.warehouse_is_lake else []),
+    ],
     sensors=[landing_sensor, retraining_sensor],
     resources=build_resources(SETTINGS),
     executor=run_executor(SETTINGS),

@@ -103,6 +103,17 @@ class Settings(BaseSettings):
         description="A DuckLake warehouse's data files: a folder every worker mounts, or an "
         "object-store prefix (s3://bucket/prefix/).",
     )
+    warehouse_snapshot_days: int = Field(
+        default=7,
+        ge=1,
+        description="A DuckLake warehouse keeps its snapshots (time travel) this many days.",
+    )
+    warehouse_orphan_days: int = Field(
+        default=1,
+        ge=1,
+        description="A DuckLake data file no snapshot needs (or a killed worker left) is "
+        "deleted this many days after it was written.",
+    )
     warehouse_lock_timeout_seconds: float = Field(
         default=120.0,
         ge=0,

@@ -12,6 +12,9 @@ from mlplatform.assets.performance import model_performance
 from mlplatform.assets.scoring import predictions
 from mlplatform.assets.serving import online_feature_store
 from mlplatform.assets.training_data import master_table, target_labels, training_reference_profile
+from mlplatform.resources import WarehouseResource
+from mlplatform.settings import get_settings
+from mlplatform.warehouse.maintenance import checkpoint_lake
 
 daily_ingestion_job = dg.define_asset_job(
     "daily_ingestion",
@@ -97,3 +100,26 @@ model_performance_job = dg.define_asset_job(
     "its check `performance_within_margin`.",
     executor_def=dg.in_process_executor,  # two short steps in turn, both in the warehouse pool
 )
+
+
+@dg.op(
+    description="DuckLake's checkpoint of the warehouse: inlined rows flushed to Parquet, old "
+    "snapshots expired, small files merged, unneeded and orphaned files deleted."
+)
+def checkpoint_warehouse(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> None:
+    settings = get_settings()
+    with warehouse.connection() as conn:
+        counts = checkpoint_lake(
+            conn,
+            snapshot_days=settings.warehouse_snapshot_days,
+            orphan_days=settings.warehouse_orphan_days,
+        )
+    context.log.info(", ".join(f"{name} {count}" for name, count in counts.items()))
+
+
+@dg.job(
+    description="The DuckLake warehouse's daily upkeep (a DuckDB file needs none: it "
+    "checkpoints itself). Defined only where MLPLATFORM_WAREHOUSE is a DuckLake."
+)
+def warehouse_maintenance() -> None:
+    checkpoint_warehouse()

@@ -9,6 +9,7 @@ from mlplatform.automation.jobs import (
     daily_ingestion_job,
     landing_freshness_job,
     model_performance_job,
+    warehouse_maintenance,
 )
 from mlplatform.automation.sensors import warehouse_loads
 from mlplatform.ingestion import inspect_file, landing_due_at
@@ -87,3 +88,11 @@ def model_performance_schedule(
             f"partition {settings.start_date} (labels mature {maturity} after a transaction)"
         )
     return dg.RunRequest(partition_key=day.isoformat())
+
+
+warehouse_maintenance_schedule = dg.ScheduleDefinition(
+    job=warehouse_maintenance,
+    cron_schedule="30 4 * * *",
+    execution_timezone="UTC",
+    description="Each night after the daily runs, the DuckLake warehouse's checkpoint.",
+)
