@@ -267,6 +267,8 @@ def cast_value(value: Any, type_name: str) -> Any:
             return int(value.to_integral_value(rounding=ROUND_HALF_UP))
         return int(value)
     if name == "BOOLEAN":
+        if isinstance(value, str):  # the literals true and false are CAST('t'/'f' AS BOOLEAN)
+            return _boolean_text(value)
         return bool(value)
     if name == "VARCHAR":
         return _text(value)
@@ -281,6 +283,16 @@ def cast_value(value: Any, type_name: str) -> Any:
     if name == "TIMESTAMP" and isinstance(value, datetime):
         return value
     raise Unsupported(f"CAST AS {type_name}")
+
+
+def _boolean_text(value: str) -> bool:
+    """DuckDB's CAST of text to BOOLEAN (any case of its words; else NotPlain)."""
+    word = value.lower()
+    if word in ("t", "true", "1", "y", "yes"):
+        return True
+    if word in ("f", "false", "0", "n", "no"):
+        return False
+    raise NotPlain("text that is not one of DuckDB's boolean words")
 
 
 def _cast_decimal(value: Any, scale: int) -> Decimal | None:
@@ -342,14 +354,15 @@ class ExpressionCompiler:
                 return bound[name]
             return lambda row: row[name]
         if kind == "CONSTANT":
-            value = _constant(node["value"] if "value" in node else node["literal"])
+            value = _constant(node["value"])
             return lambda row: value
         if kind == "CAST":
-            child, type_name = self._node(node["child"], bound), _type_name(node["type_expr"])
-            if node.get("try_cast"):
+            child, cast_type = self._node(node["child"], bound), node["cast_type"]
+            type_name = cast_type["id"]
+            if node["try_cast"]:
                 return lambda row: _try_cast(child(row), type_name)
-            if type_name.upper() == "DECIMAL":
-                scale = int(node["type_expr"]["children"][1]["literal"]["text"])
+            if type_name == "DECIMAL":
+                scale = cast_type["type_info"]["scale"]
                 return lambda row: _cast_decimal(child(row), scale)
             return lambda row: cast_value(child(row), type_name)
         if kind == "PARAMETER":
@@ -399,7 +412,7 @@ class ExpressionCompiler:
 
             return membership
         if kind == "STRUCT_EXTRACT":
-            field = _constant(node["children"][1]["literal"])
+            field = _constant(node["children"][1]["value"])
             return lambda row: None if (v := children[0](row)) is None else v.get(field)
         raise Unsupported(kind)
 
@@ -421,12 +434,9 @@ class ExpressionCompiler:
     def _function(self, node: dict[str, Any], bound: dict[str, Compiled]) -> Compiled:
         name = node["function_name"]
         if name == "struct_pack":
-            fields = [(a["name"], self._node(a["expression"], bound)) for a in node["arguments"]]
+            fields = [(a["alias"], self._node(a, bound)) for a in node["children"]]
             return lambda row: {field: value(row) for field, value in fields}
-        arguments = [
-            self._node(a.get("expression", a), bound)
-            for a in node.get("children", node.get("arguments", []))
-        ]
+        arguments = [self._node(a, bound) for a in node["children"]]
         if node.get("is_operator") and name in _OPERATORS:
             if len(arguments) == 1 and name == "-":
                 (child,) = arguments
@@ -462,26 +472,26 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
 
 
-def _type_name(node: dict[str, Any]) -> str:
-    if "type_name" in node:
-        return node["type_name"]
-    return node.get("id", "UNKNOWN")
-
-
 def _constant(value: dict[str, Any]) -> Any:
-    """A parsed constant as a Python value (numbers with a point are exact decimals)."""
-    kind = value.get("kind") or value.get("type", {}).get("id")
-    text = value.get("text", value.get("value"))
-    if kind in ("NULL_LITERAL", "NULL") or value.get("is_null"):
+    """A parsed constant (``{'type': {'id': ...}, 'is_null': ..., 'value': ...}``) as a
+    Python value (numbers with a point are exact decimals)."""
+    if value["is_null"]:
         return None
+    kind, raw = value["type"]["id"], value["value"]
     if kind in ("INTEGER", "BIGINT", "HUGEINT"):
-        return int(text)
-    if kind in ("NUMERIC", "DECIMAL"):
-        return Decimal(str(text))
-    if kind in ("STRING", "VARCHAR"):
-        return str(text)
+        return _integer(raw)
+    if kind == "DECIMAL":  # the unscaled integer: 1.5 is 15 at scale 1 (exact, any width)
+        return Decimal(f"{_integer(raw)}E-{value['type']['type_info']['scale']}")
+    if kind == "VARCHAR":
+        return str(raw)
     if kind in ("DOUBLE", "FLOAT"):
-        return float(text)
-    if kind == "BOOLEAN":
-        return str(text).lower() in ("true", "1")
+        return float(raw)
     raise Unsupported(f"constant {value}")
+
+
+def _integer(raw: int | dict[str, int]) -> int:
+    """An integer constant: 128-bit ones (HUGEINT, wide decimals) come as upper and lower
+    64-bit halves."""
+    if isinstance(raw, dict):
+        return raw["upper"] * 2**64 + raw["lower"]
+    return int(raw)
