@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import dagster as dg
-import duckdb
 from rich.console import Console
 from rich.table import Table
 
 from mlplatform.assets.partitions import consecutive_ranges, partition_range_tags
 from mlplatform.resources import WarehouseResource
 from mlplatform.settings import Settings, get_settings
+from mlplatform.warehouse.connection import table_exists
 
 #: The runs' console log shows errors only: the story prints each step's outcome itself (a
 #: rejected challenger is a WARNING in the run's log, and in the story a decision with its why).
@@ -165,16 +165,6 @@ def landing_days(settings: Settings) -> list[date]:
     return sorted({d for p in settings.landing_dir.glob("*.csv") if (d := partition_date_of(p))})
 
 
-def _table_exists(conn: duckdb.DuckDBPyConnection, qualified: str) -> bool:
-    schema, table = qualified.split(".")
-    return bool(
-        conn.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-            [schema, table],
-        ).fetchone()[0]
-    )
-
-
 def failed_checks(instance: dg.DagsterInstance) -> list[str]:
     """The monitoring checks (those the retraining sensor watches) whose latest evaluation
     failed: after a day's run, that day's verdicts."""
@@ -209,7 +199,7 @@ def print_day(
                    WHERE partition_date = ? AND kind <> 'prediction' ORDER BY psi DESC""",
                 [day],
             ).fetchall()
-            if _table_exists(conn, "monitoring.drift")
+            if table_exists(conn, "monitoring.drift")
             else []
         )
     if not rows:

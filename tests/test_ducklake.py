@@ -161,6 +161,7 @@ def test_a_worker_killed_mid_commit_leaves_the_previous_state(
     days = _days(landing)
     location, data_path = _lake(postgres, tmp_path)
     load_warehouse(landing, location, data_path=data_path)
+    _build_features(location, data_path, days)
     before = _tables(location, data_path)
     # The day's file is replaced by one with a row less: a completed reload would change it.
     day_file = landing / f"transactions_{days[-1]}.csv"

@@ -17,7 +17,8 @@ def table_metadata(
     schema, name = table.split(".")
     columns = conn.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        "WHERE table_schema = ? AND table_name = ? AND table_catalog = current_database() "
+        "ORDER BY ordinal_position",
         [schema, name],
     ).fetchall()
     rows = conn.execute(f"SELECT count(*) FROM {table} {where}", params).fetchone()[0]

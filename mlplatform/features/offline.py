@@ -23,7 +23,13 @@ from mlplatform.features.declarations import (
     Feature,
     FeatureRegistry,
 )
-from mlplatform.warehouse.connection import insertion_order, read_sql, sql_literal, transactions
+from mlplatform.warehouse.connection import (
+    insertion_order,
+    read_sql,
+    sql_literal,
+    table_ddl_for,
+    transactions,
+)
 
 TABLE = "features.card_features"
 
@@ -218,14 +224,15 @@ def _ensure_table(conn: duckdb.DuckDBPyConnection, registry: FeatureRegistry) ->
         row[0]
         for row in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'features' "
-            "AND table_name = 'card_features' ORDER BY ordinal_position"
+            "AND table_name = 'card_features' AND table_catalog = current_database() "
+            "ORDER BY ordinal_position"
         ).fetchall()
     ]
     wanted = [*KEY_COLUMNS, *(f.name for f in registry.enabled)]
     if existing == wanted:
         return False
     conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
-    conn.execute(table_ddl(registry))
+    conn.execute(table_ddl_for(conn, table_ddl(registry)))
     return bool(existing)
 
 

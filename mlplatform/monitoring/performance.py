@@ -22,7 +22,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from mlplatform.warehouse.connection import read_sql, transactions
+from mlplatform.warehouse.connection import read_sql, table_exists, transactions
 
 TABLE = "monitoring.performance"
 #: Stands for ``ml.targets`` before the first ``target_labels`` run: no row has matured.
@@ -141,9 +141,7 @@ def measure_performance(
     """Compute and write (replacing them) the rows of the days ``start``..``end`` of
     ``monitoring.performance``, one per day; ``holdout_metrics`` gives a model version's
     holdout metrics (empty when unknown)."""
-    has_targets = conn.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'ml' AND table_name = 'targets'"
-    ).fetchone()[0]
+    has_targets = table_exists(conn, "ml.targets")
     sql = read_sql("matured_predictions").format(
         targets="ml.targets" if has_targets else _NO_TARGETS
     )

@@ -71,6 +71,31 @@ def lock_holder(error: duckdb.IOException) -> str | None:
     return f"PID {pid} ({command or match['program']})"
 
 
+def on_lake(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``conn``'s warehouse is a DuckLake."""
+    return conn.execute(
+        "SELECT type = 'ducklake' FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()[0]
+
+
+def table_ddl_for(conn: duckdb.DuckDBPyConnection, ddl: str) -> str:
+    """``ddl`` as the warehouse of ``conn`` takes it: on a DuckLake (Parquet files, compressed
+    by the writer) without the columns' ``USING COMPRESSION``."""
+    return re.sub(r"\s+USING COMPRESSION \w+", "", ddl) if on_lake(conn) else ddl
+
+
+def table_exists(conn: duckdb.DuckDBPyConnection, qualified: str) -> bool:
+    """Whether the warehouse of ``conn`` has the table ``schema.name``."""
+    schema, name = qualified.split(".")
+    return bool(
+        conn.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = ? AND table_name = ?",
+            [schema, name],
+        ).fetchone()[0]
+    )
+
+
 def read_sql(name: str) -> str:
     """The text of ``warehouse/sql/<name>.sql``."""
     return (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
@@ -107,9 +132,7 @@ def connect(
     else:
         conn = _open_file(Path(location), read_only, config, lock_timeout_seconds)
     if not read_only:
-        schema = read_sql("create_schema")
-        if is_lake(str(location)):  # Parquet files: compression is the writer's, not a column's
-            schema = re.sub(r"\s+USING COMPRESSION \w+", "", schema)
+        schema = table_ddl_for(conn, read_sql("create_schema"))
         for attempt in transactions(conn):  # workers starting at once on a new lake conflict
             with attempt:
                 conn.execute(schema)
@@ -155,6 +178,8 @@ def _attach_lake(
             f"the DuckLake warehouse {redact(location)} needs a data path "
             "(MLPLATFORM_WAREHOUSE_DATA_PATH): where its tables' files go"
         )
+    from mlplatform.warehouse.extensions import load_extensions  # it imports this module
+
     conn = duckdb.connect(config=config)
     catalog = location.removeprefix("ducklake:").split(":", 1)[0]
     load_extensions(conn, "ducklake", *(["postgres_scanner"] if catalog == "postgres" else []))
@@ -163,11 +188,13 @@ def _attach_lake(
         conn.execute(f"ATTACH {sql_literal(location)} AS {LAKE} ({options})")
     except duckdb.Error as error:
         conn.close()
+        # DuckDB's message repeats the connection string: the cause is not chained (its
+        # password would be printed with the traceback), its text is given redacted.
         raise WarehouseUnavailableError(
             f"could not open the DuckLake warehouse {redact(location)} (data path {data_path}): "
-            f"{error}. Check that its catalog database is running and reachable with these "
-            "credentials (MLPLATFORM_WAREHOUSE), then run again: nothing was written."
-        ) from error
+            f"{redact(str(error))}. Check that its catalog database is running and reachable "
+            "with these credentials (MLPLATFORM_WAREHOUSE), then run again: nothing was written."
+        ) from None
     conn.execute(f"USE {LAKE}")
     return conn
 
@@ -182,7 +209,7 @@ class WarehouseConflictError(RuntimeError):
 
 def redact(location: str) -> str:
     """``location`` without its password (``password=...`` of a libpq string)."""
-    return re.sub(r"(password=)\S+", r"\1***", location)
+    return re.sub(r"(password=)[^\s\"']+", r"\1***", location)
 
 
 @contextmanager

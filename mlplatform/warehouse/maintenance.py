@@ -29,12 +29,9 @@ def checkpoint_lake(
 
 
 def _counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    snapshots = conn.execute(
-        f"SELECT count(*) FROM ducklake_snapshots({sql_literal(LAKE)})"
-    ).fetchone()[0]
-    files = conn.execute(
-        f"""SELECT count(*) FROM duckdb_tables() t,
-                   LATERAL ducklake_list_files({sql_literal(LAKE)}, t.table_name, schema => t.schema_name)
-            WHERE t.database_name = {sql_literal(LAKE)}"""
-    ).fetchone()[0]
+    """Snapshots and data files in the lake's catalog."""
+    snapshots, files = conn.execute(
+        f"""SELECT (SELECT count(*) FROM ducklake_snapshots({sql_literal(LAKE)})),
+                   (SELECT count(*) FROM __ducklake_metadata_{LAKE}.ducklake_data_file)"""
+    ).fetchone()
     return {"snapshots": snapshots, "data_files": files}
