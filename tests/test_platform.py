@@ -329,6 +329,14 @@ def test_compose_runs_every_role_from_the_image_with_what_each_role_reads() -> N
     assert store.rsplit("/", 1)[1] == "mlflow"
     assert "CREATE DATABASE mlflow" in (PLATFORM / "postgres-init.sql").read_text()
     assert compose["x-platform-env"]["MLPLATFORM_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    # The warehouse is a DuckLake whose catalog is the init script's `lake` database on the
+    # compose Postgres, its files on the data volume.
+    platform_env = compose["x-platform-env"]
+    warehouse = platform_env["MLPLATFORM_WAREHOUSE"]
+    assert warehouse.startswith("ducklake:postgres:dbname=lake host=postgres port=5432 ")
+    assert "CREATE DATABASE lake OWNER mlplatform" in (PLATFORM / "postgres-init.sql").read_text()
+    data_path = Path(platform_env["MLPLATFORM_WAREHOUSE_DATA_PATH"])
+    assert data_path.is_relative_to(platform_env["MLPLATFORM_HOME"])
     assert "mlflow:5000" in mlflow["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
 
 
