@@ -546,6 +546,22 @@ def trained_platform(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -
 
 
 @pytest.fixture(autouse=True)
+def sigterm_not_ignored() -> None:
+    """Each test starts with SIGTERM's default action, as a process does.
+
+    Dagster's ``capture_interrupts()`` (every ``materialize`` on the main thread) leaves
+    SIGTERM with SIGINT's handler, and an xdist worker ignores SIGINT: from then on SIGTERM
+    was ignored, also by every process the worker started (an ignored signal stays ignored
+    through exec). A session fixture that runs Dagster (the shared trained platform) left it
+    so for every later test of the worker; Dagster's compute-log ``tail`` and its watcher then
+    ignored ``terminate()``, and each step of a run in a thread waited twice Dagster's 30 s
+    for them (test_warehouse_lock's run: 61 s in every full run, 2 s alone; 88 s alone with
+    SIGTERM ignored beforehand)."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.fixture(autouse=True)
 def no_dagster_instance_left_current() -> Iterator[None]:
     """A test leaves Dagster's current definitions-state storage as it found it.
 
