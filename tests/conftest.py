@@ -55,6 +55,7 @@ LONGEST_FIRST = (
     "test_bring_your_own_data.py",
     "test_models.py",
     "test_platform.py",
+    "test_ducklake.py",
     "test_drift.py",  # between two modules that wait for the shared trained platform
     "test_monitoring_assets.py",
     "test_image.py",

@@ -20,6 +20,8 @@ from mlplatform.warehouse.connection import WarehouseUnavailableError, connect
 from tests.conftest import REPO, load_warehouse, simulate_landing, wait_until
 from tests.postgres import Postgres
 
+pytestmark = pytest.mark.e2e  # separate processes on a Postgres catalog: about 90 s
+
 #: Every table the ingestion, curation and feature stages write, with the columns that hold
 #: the time of the write (they differ between any two runs) left out, and its key.
 TABLES = {
