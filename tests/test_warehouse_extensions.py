@@ -51,16 +51,17 @@ def test_ducklake_holds_a_table_after_loading_from_the_wheel(tmp_path: Path):
     assert snapshots and all(s[0].tzinfo is not None for s in snapshots)
 
 
-def test_postgres_scanner_loads_from_the_wheel(tmp_path: Path):
+@pytest.mark.parametrize("name", ["postgres_scanner", "postgres"])
+def test_postgres_scanner_loads_from_the_wheel(tmp_path: Path, name: str):
     conn = _connect(tmp_path / "extensions")
-    load_extensions(conn, "postgres_scanner")
+    load_extensions(conn, name)
     assert _installed(conn)["postgres_scanner"][:2] == [True, "CUSTOM_PATH"]
     assert conn.execute(
         "SELECT count(*) FROM duckdb_functions() WHERE function_name = 'postgres_query'"
     ).fetchone()[0]
 
 
-def test_an_installed_extension_is_loaded_without_installing_again(tmp_path: Path):
+def test_an_installed_extension_is_loaded_without_being_written_again(tmp_path: Path):
     load_extensions(_connect(tmp_path / "extensions"), "ducklake", "postgres_scanner")
     (installed,) = (tmp_path / "extensions").rglob("ducklake.duckdb_extension")
     written = installed.stat().st_mtime_ns

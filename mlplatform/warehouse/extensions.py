@@ -48,13 +48,16 @@ def extension_file(name: str) -> Path:
 
 
 def load_extensions(conn: duckdb.DuckDBPyConnection, *names: str) -> None:
-    """Load each extension ``names`` into ``conn``, installing it first from its wheel into
-    the connection's ``extension_directory`` when it is not installed there yet."""
-    for name in names:
-        (installed,) = conn.execute(
-            "SELECT installed FROM duckdb_extensions() WHERE extension_name = $name",
-            {"name": name},
-        ).fetchone() or (False,)
+    """Load each extension ``names`` (its name or an alias: ``postgres`` is
+    ``postgres_scanner``) into ``conn``, installing it first from its wheel into the
+    connection's ``extension_directory`` when it is not installed there yet."""
+    for alias in names:
+        known = conn.execute(
+            "SELECT extension_name, installed FROM duckdb_extensions() "
+            "WHERE extension_name = $name OR list_contains(aliases, $name)",
+            {"name": alias},
+        ).fetchone()
+        name, installed = known or (alias, False)  # an extension DuckDB does not list yet
         if not installed:
             conn.execute(f"INSTALL {sql_literal(str(extension_file(name)))}")
         conn.execute(f"LOAD {name}")
