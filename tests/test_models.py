@@ -308,6 +308,31 @@ def test_worse_challenger_is_rejected_then_manual_promotion_and_rollback(
 
 
 @pytest.mark.parametrize("family", ["lightgbm", "logistic_regression"])
+def test_a_model_scores_its_feature_matrix_as_it_scores_the_frame(family: str) -> None:
+    """Batch scoring hands the model a float64 matrix (category codes among the train
+    levels); LightGBM reads it as it is, other families get the frame back from it."""
+    rng = np.random.default_rng(5)
+    rows = 3000
+    frame = pd.DataFrame({
+        "card_id": [f"card{i}" for i in range(rows)],
+        "amount": rng.gamma(2.0, 30.0, rows),
+        "ratio": np.where(rng.random(rows) < 0.1, np.nan, rng.normal(size=rows)),
+        "category": rng.choice(["food", "travel", "misc", None], rows),
+    })  # fmt: skip
+    frame["target"] = (rng.random(rows) < 0.05 + 0.3 * (frame["category"] == "travel")).astype(int)
+    half = rows // 2
+    inputs = model_inputs(
+        frame.iloc[:half], frame.iloc[half:].reset_index(drop=True), ["amount", "ratio", "category"]
+    )
+    plan = TrainingPlan(iterations=1, folds=2, search_max_rows=rows)
+    model = train_candidate(family, inputs, plan, lambda y, p: 0.5).model
+    scored = frame.copy()
+    scored.loc[:9, "category"] = "a category train never saw"
+    matrix = model.spec.matrix(scored)
+    np.testing.assert_array_equal(model.score_matrix(matrix), model.predict_proba(scored)[:, 1])
+
+
+@pytest.mark.parametrize("family", ["lightgbm", "logistic_regression"])
 def test_learning_curve_train_score_is_the_models_average_precision_on_its_fit_rows(
     family: str,
 ) -> None:

@@ -7,6 +7,7 @@ model files plays the new champion and the challenger. Tests that move an alias 
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -17,6 +18,7 @@ import duckdb
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from conftest import (
     START,
@@ -37,7 +39,7 @@ from mlplatform.definitions import build_resources
 from mlplatform.features.declarations import feature_registry
 from mlplatform.features.offline import build_card_features
 from mlplatform.ml.registry import CHAMPION, alias_version, configure
-from mlplatform.serving.batch import feature_frame
+from mlplatform.serving.batch import KEYS, feature_batches, feature_matrix, score_partitions
 from mlplatform.serving.model import CHALLENGER, load_version
 from mlplatform.settings import DEFAULT_CONTRACT, Settings, get_settings
 from mlplatform.warehouse.connection import connect
@@ -147,21 +149,65 @@ def test_a_day_scored_again_after_a_new_champion_records_the_new_version(
     assert versions == {pd.Timestamp(d): ["2" if d == last else "1"] for d in days}
 
 
-def test_feature_frame_reads_the_models_columns_of_the_days(platform: Platform) -> None:
+def test_feature_batches_hold_the_keys_and_the_matrix_the_model_reads(platform: Platform) -> None:
     handle = load_version(platform.settings.tracking_uri, platform.settings.model_name, "1")
     first, last = platform.scored_days
     with duckdb.connect(str(platform.settings.warehouse_path), read_only=True) as conn:
-        frame = feature_frame(conn, handle.model.spec, first, last)
-        expected = conn.execute(
-            "SELECT count(*) FROM features.card_features WHERE partition_date BETWEEN ? AND ?",
-            [first, last],
-        ).fetchone()[0]
-    assert list(frame.columns) == ["row_key", *handle.feature_names]
-    spec = handle.model.spec
-    assert all(frame[name].dtype == "float64" for name in spec.numeric)
-    for name, levels in spec.categorical.items():  # unseen levels would be missing
-        assert list(frame[name].cat.categories) == list(levels)
-    assert len(frame) == expected and frame.row_key.is_unique
+        batches = list(feature_batches(conn, handle.model.spec, first, last, rows=500))
+        days = conn.sql(
+            "FROM features.card_features WHERE partition_date BETWEEN $first AND $last",
+            params={"first": first, "last": last},
+        )
+        keys, rows = days.select(*KEYS).to_arrow_table(), days.df()
+    assert [b.num_rows for b in batches[:-1]] == [500] * (len(batches) - 1)
+    assert pa.Table.from_batches(batches).select(list(KEYS)).equals(keys)
+    matrix = np.vstack([feature_matrix(b) for b in batches])
+    np.testing.assert_array_equal(matrix, handle.model.spec.matrix(rows))
+    np.testing.assert_array_equal(handle.score_matrix(matrix), handle.score(rows))
+
+
+def test_a_range_scored_in_chunks_equals_it_scored_in_one(
+    platform: Platform, tmp_path: Path
+) -> None:
+    handle = load_version(platform.settings.tracking_uri, platform.settings.model_name, "1")
+    first, last = platform.scored_days
+    tables = {}
+    for chunk_rows in (10**9, 300):
+        shutil.copy(platform.settings.warehouse_path, tmp_path / f"{chunk_rows}.duckdb")
+        with connect(tmp_path / f"{chunk_rows}.duckdb") as conn:
+            result = score_partitions(conn, handle, first, last, chunk_rows=chunk_rows)
+            tables[chunk_rows] = conn.execute(
+                "SELECT * EXCLUDE (scored_at) FROM ml.predictions ORDER BY transaction_id"
+            ).df()
+        assert result.rows > 300 * 3
+    pd.testing.assert_frame_equal(tables[300], tables[10**9], check_exact=True)
+
+
+def test_a_write_that_fails_mid_range_leaves_the_days_as_they_were(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """The last chunk's insert breaks a NOT NULL rule of ml.predictions (a feature row without
+    a card id, appended to the table, so read last) after earlier chunks were inserted: the
+    whole range is rolled back, and the days keep the predictions they had."""
+    handle = load_version(platform.settings.tracking_uri, platform.settings.model_name, "1")
+    first, last = platform.scored_days
+    path = tmp_path / "warehouse.duckdb"
+    shutil.copy(platform.settings.warehouse_path, path)
+    query = "SELECT * FROM ml.predictions ORDER BY transaction_id"
+    with connect(path) as conn:
+        score_partitions(conn, handle, first, last)
+        before = conn.execute(query).df()
+        conn.execute("ALTER TABLE features.card_features ALTER COLUMN card_id DROP NOT NULL")
+        conn.execute(
+            "INSERT INTO features.card_features SELECT * REPLACE "
+            "(transaction_id || '-nocard' AS transaction_id, NULL AS card_id) "
+            "FROM features.card_features WHERE partition_date = ? LIMIT 1",
+            [last],
+        )
+        with pytest.raises(duckdb.ConstraintException, match="card_id"):
+            score_partitions(conn, handle, first, last, chunk_rows=300)
+        pd.testing.assert_frame_equal(conn.execute(query).df(), before, check_exact=True)
+    assert before.partition_date.nunique() == (last - first).days + 1
 
 
 def test_challenger_command_sets_and_clears_the_alias_and_refuses_bad_versions(

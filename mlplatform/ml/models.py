@@ -103,6 +103,15 @@ class FeatureSpec:
                             for v in data[name]]  # fmt: skip
         return matrix
 
+    def frame_of_matrix(self, matrix: np.ndarray) -> pd.DataFrame:
+        """:meth:`frame` of the rows that :meth:`matrix` laid out as ``matrix``: numbers as
+        they are, category codes back to categoricals over the train levels (NaN: missing)."""
+        columns: dict[str, Any] = {name: matrix[:, j] for j, name in enumerate(self.numeric)}
+        for j, (name, levels) in enumerate(self.categorical.items(), start=len(self.numeric)):
+            codes = np.nan_to_num(matrix[:, j], nan=-1).astype(int)
+            columns[name] = pd.Categorical.from_codes(codes, categories=list(levels))
+        return pd.DataFrame(columns)
+
     def _require(self, data: pd.DataFrame) -> None:
         missing = [name for name in self.names if name not in data.columns]
         if missing:
@@ -189,6 +198,16 @@ class ScoringModel:
         if isinstance(self.estimator, lgb.Booster) and len(data) <= SMALL_BATCH:
             return self.estimator.predict(self.spec.matrix(data), num_threads=1)
         return estimator_score(self.estimator, self.spec.frame(data))
+
+    def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """Calibrated probability of the positive class, one per row of ``matrix`` (float64
+        ``(n, features)`` as :meth:`FeatureSpec.matrix` lays them out): a LightGBM booster
+        reads it as it is, other estimators get the model frame back."""
+        if isinstance(self.estimator, lgb.Booster):
+            raw = self.estimator.predict(matrix, num_threads=THREADS)
+        else:
+            raw = estimator_score(self.estimator, self.spec.frame_of_matrix(matrix))
+        return self.calibrator.transform(raw)
 
     def predict_proba(self, data: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities, shape ``(n, 2)``: column 1 is the positive class."""

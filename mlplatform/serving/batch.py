@@ -1,23 +1,24 @@
 """Batch scoring: ``ml.predictions``, the model's score of every feature row of a range of days.
 
-The model's feature columns are read with DuckDB straight into a DataFrame (numbers as
-float64 and categories as categoricals of the train levels, converted by DuckDB; each row's
-``rowid`` instead of its string keys), scored in one call
-of :meth:`~mlplatform.serving.model.ModelHandle.score`, and the scores go back as an Arrow
-table of two numeric columns that DuckDB joins to the keys by rowid: no per-row Python and no
-per-row string crosses between DuckDB and Python, so the path costs little more than the
-model's own predict (``bench/batch_scoring.py``).
+DuckDB streams the rows as Arrow in chunks of :data:`CHUNK_ROWS`: the keys, and the model's
+inputs as DOUBLE columns laid out as :meth:`~mlplatform.ml.models.FeatureSpec.matrix` has them
+(categories as their code among the train levels, missing as NaN), so the model gets a float64
+matrix and no pandas frame is built. The keys and scores go back as Arrow; while a chunk is
+scored, a writer thread inserts the previous one (DuckDB and LightGBM release the GIL). The
+rows are read on a cursor of their own; every insert runs in the one transaction that first
+deleted the days. No per-row Python, no Python string (``bench/batch_scoring.py``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 import duckdb
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from mlplatform.features.declarations import sql_literal
@@ -28,6 +29,13 @@ from mlplatform.warehouse.connection import read_sql, transaction
 
 TABLE = "ml.predictions"
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
+#: The keys of a feature row, which its prediction row carries.
+KEYS = ("transaction_id", "card_id", "partition_date")
+#: Rows read, scored and written at a time: the read streams, so memory holds a chunk, not
+#: the range, and a chunk's insert runs while the next is scored. A demo day (~6-8k rows) is
+#: one chunk: chunks of 1-4k rows cost more in per-call overheads than the overlap saved on
+#: the 2-core machine (``bench/README.md``).
+CHUNK_ROWS = 16384
 
 
 @dataclass(frozen=True)
@@ -50,52 +58,86 @@ class BatchScoringResult:
         return self.positives / self.rows if self.rows else 0.0
 
 
-def feature_frame(
-    conn: duckdb.DuckDBPyConnection, spec: FeatureSpec, start: date, end: date
-) -> pd.DataFrame:
-    """``row_key`` (the rowid) and the model's features of ``features.card_features`` for the
-    days ``start``..``end`` (inclusive), typed as the model frame wants them: numbers float64,
-    categories pandas categoricals over the train levels (unseen levels missing). DuckDB does
-    the conversions, so :meth:`FeatureSpec.frame` finds nothing left to convert."""
-    columns = [f"CAST({name} AS DOUBLE) AS {name}" for name in spec.numeric]
+def feature_batches(
+    conn: duckdb.DuckDBPyConnection,
+    spec: FeatureSpec,
+    start: date,
+    end: date,
+    rows: int = CHUNK_ROWS,
+) -> Iterator[pa.RecordBatch]:
+    """The :data:`KEYS` and the model's inputs of ``features.card_features`` for the days
+    ``start``..``end`` (inclusive), ``rows`` rows at a time (streamed, not held at once).
+    The inputs are DOUBLE without nulls, as :meth:`FeatureSpec.matrix` has them: numbers as
+    they are (booleans 0/1), categories as their code among the train levels; missing and
+    unseen levels NaN. DuckDB does the conversions; :func:`feature_matrix` stacks them."""
+    inputs = [f"CAST({name} AS DOUBLE)" for name in spec.numeric]
     for name, levels in spec.categorical.items():
-        enum = f"ENUM({', '.join(map(sql_literal, levels))})" if levels else "VARCHAR"
-        columns.append(f"TRY_CAST({name} AS {enum}) AS {name}")
-    return conn.execute(
-        f"SELECT rowid AS row_key, {', '.join(columns)} FROM {FEATURES_TABLE} "
+        enum = f"ENUM({', '.join(map(sql_literal, levels))})"
+        inputs.append(
+            f"CAST(enum_code(TRY_CAST({name} AS {enum})) AS DOUBLE)" if levels else "NULL"
+        )
+    columns = [
+        *KEYS,
+        *(
+            f"coalesce({value}, 'NaN'::DOUBLE) AS {name}"
+            for name, value in zip(spec.names, inputs, strict=True)
+        ),
+    ]
+    query = conn.sql(
+        f"SELECT {', '.join(columns)} FROM {FEATURES_TABLE} "
         "WHERE partition_date BETWEEN $start AND $end",
-        {"start": start, "end": end},
-    ).df()
+        params={"start": start, "end": end},
+    )
+    yield from query.to_arrow_reader(rows)
+
+
+def feature_matrix(batch: pa.RecordBatch) -> np.ndarray:
+    """The model's inputs of a batch of :func:`feature_batches`: float64 ``(rows, features)``."""
+    inputs = batch.columns[len(KEYS) :]
+    return np.column_stack([column.to_numpy() for column in inputs])
 
 
 def score_partitions(
-    conn: duckdb.DuckDBPyConnection, handle: ModelHandle, start: date, end: date
+    conn: duckdb.DuckDBPyConnection,
+    handle: ModelHandle,
+    start: date,
+    end: date,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> BatchScoringResult:
     """Replace the partitions ``start``..``end`` (inclusive) of ``ml.predictions`` with the
-    scores of ``handle`` on their feature rows: read, delete and insert in one transaction."""
+    scores of ``handle`` on their feature rows, in one transaction (delete, then the insert of
+    every chunk of ``chunk_rows`` rows): on any error, the days keep the rows they had."""
     began = time.perf_counter()
     days = {"start": start, "end": end}
-    with transaction(conn):  # the rowids stay those of the rows read
-        features = feature_frame(conn, handle.model.spec, start, end)
-        scores = handle.score(features)
-        conn.execute(f"DELETE FROM {TABLE} WHERE partition_date BETWEEN $start AND $end", days)
-        # An Arrow table of the two numeric columns: DuckDB reads it without a copy.
-        scored = pa.table({"row_key": features["row_key"].to_numpy(), "score": scores})
-        conn.register("scored", scored)
-        try:
-            conn.execute(
-                read_sql("insert_predictions"),
-                {
-                    **days,
-                    "threshold": handle.threshold,
-                    "model_name": handle.model_name,
-                    "model_version": handle.version,
-                    "dataset_version": handle.dataset_version,
-                    "scored_at": datetime.now(UTC).replace(tzinfo=None),
-                },
-            )
-        finally:
-            conn.unregister("scored")
+    insert = read_sql("insert_predictions")
+    constants = {
+        "threshold": handle.threshold,
+        "model_name": handle.model_name,
+        "model_version": handle.version,
+        "dataset_version": handle.dataset_version,
+        "scored_at": datetime.now(UTC).replace(tzinfo=None),
+    }
+
+    def write(keys: pa.RecordBatch, scores: np.ndarray) -> None:
+        conn.register("scored", pa.Table.from_batches([keys]).append_column("score", [scores]))
+        conn.execute(insert, constants)
+
+    chunks: list[np.ndarray] = []
+    try:
+        with conn.cursor() as reader, transaction(conn), ThreadPoolExecutor(1) as writer:
+            conn.execute(f"DELETE FROM {TABLE} WHERE partition_date BETWEEN $start AND $end", days)
+            written: Future[None] | None = None
+            for batch in feature_batches(reader, handle.model.spec, start, end, chunk_rows):
+                scores = handle.score_matrix(feature_matrix(batch))
+                if written is not None:
+                    written.result()  # one insert at a time on the connection; raises its error
+                written = writer.submit(write, batch.select(KEYS), scores)
+                chunks.append(scores)
+            if written is not None:
+                written.result()
+    finally:  # not inside the transaction: an aborted one refuses it
+        conn.unregister("scored")
+    scores = np.concatenate(chunks) if chunks else np.empty(0)
     quantiles = np.quantile(scores, list(QUANTILES.values())) if len(scores) else []
     return BatchScoringResult(
         start=start,

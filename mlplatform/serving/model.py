@@ -48,6 +48,11 @@ class ModelHandle:
         """Calibrated probability of the positive class, one per row of ``features``."""
         return self.model.predict_proba(features)[:, 1]
 
+    def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """:meth:`score` of rows laid out as :meth:`~mlplatform.ml.models.FeatureSpec.matrix`
+        does (float64 ``(n, features)``, category codes among the train levels)."""
+        return self.model.score_matrix(matrix)
+
     def describe(self) -> dict[str, object]:
         """What a person (or ``GET /v1/model``) wants to know about the model."""
         return {

@@ -1,16 +1,13 @@
--- ml.predictions rows of the days $start..$end: the keys of each feature row joined (by its
--- rowid, `row_key`) to its score in `scored` (registered by serving/batch.py), with the
--- decision at the model's threshold.
+-- ml.predictions rows of one chunk of scored feature rows: their keys and score in `scored`
+-- (an Arrow table registered by serving/batch.py), with the decision at the model's threshold.
 INSERT INTO ml.predictions
-SELECT f.transaction_id,
-       f.card_id,
-       f.partition_date,
-       s.score,
-       s.score >= $threshold AS decision,
+SELECT transaction_id,
+       card_id,
+       partition_date,
+       score,
+       score >= $threshold AS decision,
        $model_name AS model_name,
        $model_version AS model_version,
        $dataset_version AS dataset_version,
        $scored_at AS scored_at
-FROM features.card_features AS f
-JOIN scored AS s ON f.rowid = s.row_key
-WHERE f.partition_date BETWEEN $start AND $end
+FROM scored
