@@ -25,7 +25,7 @@ from mlplatform.features.declarations import sql_literal
 from mlplatform.features.offline import TABLE as FEATURES_TABLE
 from mlplatform.ml.models import FeatureSpec
 from mlplatform.serving.model import ModelHandle
-from mlplatform.warehouse.connection import read_sql, transaction
+from mlplatform.warehouse.connection import read_sql, transactions
 
 TABLE = "ml.predictions"
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
@@ -122,19 +122,22 @@ def score_partitions(
         conn.register("scored", pa.Table.from_batches([keys]).append_column("score", [scores]))
         conn.execute(insert, constants)
 
-    chunks: list[np.ndarray] = []
     try:
-        with conn.cursor() as reader, transaction(conn), ThreadPoolExecutor(1) as writer:
-            conn.execute(f"DELETE FROM {TABLE} WHERE partition_date BETWEEN $start AND $end", days)
-            written: Future[None] | None = None
-            for batch in feature_batches(reader, handle.model.spec, start, end, chunk_rows):
-                scores = handle.score_matrix(feature_matrix(batch))
+        for attempt in transactions(conn):  # a DuckLake commit that conflicts runs again
+            chunks: list[np.ndarray] = []
+            with conn.cursor() as reader, attempt, ThreadPoolExecutor(1) as writer:
+                conn.execute(
+                    f"DELETE FROM {TABLE} WHERE partition_date BETWEEN $start AND $end", days
+                )
+                written: Future[None] | None = None
+                for batch in feature_batches(reader, handle.model.spec, start, end, chunk_rows):
+                    scores = handle.score_matrix(feature_matrix(batch))
+                    if written is not None:
+                        written.result()  # one insert at a time on the connection; its error
+                    written = writer.submit(write, batch.select(KEYS), scores)
+                    chunks.append(scores)
                 if written is not None:
-                    written.result()  # one insert at a time on the connection; raises its error
-                written = writer.submit(write, batch.select(KEYS), scores)
-                chunks.append(scores)
-            if written is not None:
-                written.result()
+                    written.result()
     finally:  # not inside the transaction: an aborted one refuses it
         conn.unregister("scored")
     scores = np.concatenate(chunks) if chunks else np.empty(0)
