@@ -279,7 +279,9 @@ def test_shadow_challenger_is_logged_for_every_transaction_and_never_returned(
     assert {x["transaction_id"]: x["score"] for x in by_role["champion"]} == returned
     day = transactions[0]["event_time"][:10]
     assert {x["partition_date"] for x in lines} == {day}
-    assert (platform.settings.serving_dir / f"predictions-{day}.jsonl").exists()
+    # The server process's own file of the day (one file per process and day).
+    (path,) = platform.settings.serving_dir.glob(f"predictions-{day}.*.jsonl")
+    assert path.name.endswith(f"-{server.process.pid}.jsonl")
     card_ids = {
         card_pseudonym(t["card_number"], platform.settings.pseudonym_key) for t in transactions
     }

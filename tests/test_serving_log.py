@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import subprocess
+import sys
+from datetime import date, datetime
 
 import dagster as dg
 import duckdb
+import pytest
 
 from mlplatform.assets.serving import serving_log
 from mlplatform.definitions import build_resources
 from mlplatform.settings import get_settings
-from tests.conftest import PlatformHome
+from tests.conftest import REPO, PlatformHome
 
 
 def _line(request: str, transaction: str, role: str, returned: bool, score: float, **extra):
@@ -85,3 +88,66 @@ def test_a_day_without_a_log_file_has_no_rows_and_says_so(
     assert metadata["dagster/row_count"].value == 0
     assert metadata["days_without_a_file"].value == "2025-01-03"
     assert metadata["files"].value == "(none)"
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from mlplatform.serving.prediction_log import PredictionLog
+from tests.test_serving_log import _line
+
+log = PredictionLog(Path(sys.argv[1]))
+name = sys.argv[2]
+sys.stdin.readline()  # every writer starts at once
+for batch in range(50):
+    log.append([_line(f"{name}-{batch}-{i}", f"{name}-{batch}-{i}", "champion", True, 0.5)
+                for i in range(10)])
+"""
+
+
+def test_processes_logging_at_once_each_write_files_of_their_own_and_every_line_loads_once(
+    platform_home: PlatformHome, instance: dg.DagsterInstance
+) -> None:
+    folder = platform_home.home / "serving"
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(folder), f"w{n}"], cwd=REPO,
+                         stdin=subprocess.PIPE, text=True)
+        for n in range(4)
+    ]  # fmt: skip
+    for writer in writers:
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+    assert [writer.wait(timeout=120) for writer in writers] == [0] * 4
+
+    files = sorted(folder.glob("predictions-2025-01-02*.jsonl"))
+    assert len(files) == 4  # one per process
+    result = _materialize(instance, "2025-01-02")
+    assert result.success and _materialize(instance, "2025-01-02").success
+    rows = _rows(platform_home)
+    assert len(rows) == 4 * 500 and len({row[0] for row in rows}) == 4 * 500
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["files"].value == ", ".join(f.name for f in files)
+    assert metadata["unreadable_lines"].value == 0
+
+
+def test_a_line_a_killed_process_cut_short_is_ended_skipped_and_counted(
+    platform_home: PlatformHome, instance: dg.DagsterInstance, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mlplatform.serving.prediction_log import PredictionLog, log_path
+
+    folder = platform_home.home / "serving"
+    log = PredictionLog(folder)
+    # A process with this pid was killed mid-line (a restarted container gets the same pid).
+    whole = json.dumps(_line("r1", "t1", "champion", True, 0.9))
+    log_path(folder, date(2025, 1, 2)).write_text(whole + "\n" + whole[:40])
+    log.append([_line("r2", "t2", "champion", True, 0.8)])
+
+    lines = log_path(folder, date(2025, 1, 2)).read_text().splitlines()
+    assert lines[1] == whole[:40] and json.loads(lines[2])["request_id"] == "r2"
+    with caplog.at_level("WARNING"):
+        events = list(log.answered_events(None))
+    assert len(events) == 2 and "is not a JSON line; skipped" in caplog.text
+    result = _materialize(instance, "2025-01-02")
+    assert sorted(row[0] for row in _rows(platform_home)) == ["r1", "r2"]
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["unreadable_lines"].value == 1

@@ -65,7 +65,8 @@ def online_feature_store(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     description="`monitoring.serving_log`: the REST service's prediction log of the day "
-    "(`serving/predictions-YYYY-MM-DD.jsonl` under the data home; one row per scored "
+    "(`serving/predictions-YYYY-MM-DD.<host>-<pid>.jsonl` under the data home, a file per "
+    "service process; one row per scored "
     "transaction per model, with its role, score, decision and latency split), replaced per "
     "day. A day without a file has no rows.",
 )
@@ -78,9 +79,16 @@ def serving_log(
     days = [date.fromisoformat(key) for key in context.partition_keys]
     with warehouse.connection() as conn:
         results = [load_serving_log(conn, folder, day) for day in days]
-    missing = [str(r.partition_date) for r in results if r.file is None]
+    missing = [str(r.partition_date) for r in results if not r.files]
     if missing:
         context.log.info("no prediction log for %s in %s", ", ".join(missing), folder)
+    unreadable = sum(r.unreadable_lines for r in results)
+    if unreadable:
+        context.log.warning(
+            "%d line(s) of the prediction log are not JSON (cut short when a service process "
+            "was killed mid-write): not loaded",
+            unreadable,
+        )
     roles: dict[str, int] = {}
     for result in results:
         for role, rows in result.rows_by_role.items():
@@ -89,8 +97,9 @@ def serving_log(
         metadata={
             "dagster/row_count": sum(r.rows for r in results),
             "days": f"{start} .. {end}",
-            "files": ", ".join(r.file.name for r in results if r.file) or "(none)",
+            "files": ", ".join(f.name for r in results for f in r.files) or "(none)",
             "days_without_a_file": ", ".join(missing) or "(none)",
+            "unreadable_lines": unreadable,
             **{f"rows_{role}": rows for role, rows in sorted(roles.items())},
             "folder": dg.MetadataValue.path(str(folder)),
         }

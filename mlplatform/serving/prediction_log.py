@@ -1,15 +1,21 @@
 """The REST service's prediction log: one JSON line per scored transaction and model.
 
-Files ``predictions-YYYY-MM-DD.jsonl`` in the serving folder, named by the transaction's
-event day (a day's file holds that day's transactions, whenever they were scored). The
-``serving_log`` asset loads them into ``monitoring.serving_log``; the service reads them back
-at startup to rebuild its fresh online state. No card number: the card is its pseudonym.
+Files ``predictions-YYYY-MM-DD.<host>-<pid>.jsonl`` in the serving folder, named by the
+transaction's event day (a day's files hold that day's transactions, whenever they were
+scored) and by the process that wrote them: every service process (replicas sharing the
+folder, workers) appends to files of its own, so no two writers share a file and no line is
+torn or interleaved. A line a killed process left cut short is ended before the next line is
+appended (a restarted process may get the same pid). The ``serving_log`` asset loads every
+file of a day into ``monitoring.serving_log``; the service reads them back at startup to
+rebuild its fresh online state. No card number: the card is its pseudonym.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
@@ -29,8 +35,14 @@ logger = logging.getLogger(__name__)
 
 
 def log_path(folder: Path, day: date) -> Path:
-    """The file of transactions whose event day is ``day``."""
-    return folder / f"predictions-{day.isoformat()}.jsonl"
+    """This process's file of transactions whose event day is ``day``."""
+    return folder / f"predictions-{day.isoformat()}.{socket.gethostname()}-{os.getpid()}.jsonl"
+
+
+def day_files(folder: Path, day: date) -> list[Path]:
+    """Every process's file of ``day`` (and the single file of logs written before files
+    were per process), in name order."""
+    return sorted(folder.glob(f"predictions-{day.isoformat()}*.jsonl"))
 
 
 def _iso_date(value: object) -> str:
@@ -47,6 +59,7 @@ class PredictionLog:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._ended: set[Path] = set()  # files whose last line this process has checked
 
     def append(self, lines: Sequence[Mapping[str, Any]]) -> None:
         """Append ``lines`` (each with every field of :data:`FIELDS`) to their day files."""
@@ -57,14 +70,19 @@ class PredictionLog:
             by_day.setdefault(str(line["partition_date"]), []).append(text + "\n")
         with self._lock:
             for day, texts in sorted(by_day.items()):
-                with log_path(self.folder, date.fromisoformat(day)).open("a") as handle:
+                path = log_path(self.folder, date.fromisoformat(day))
+                with path.open("a") as handle:
+                    if path not in self._ended:
+                        if not _ends_a_line(path):
+                            handle.write("\n")
+                        self._ended.add(path)
                     handle.writelines(texts)
 
     def answered_events(self, after: datetime | None) -> Iterator[dict[str, Any]]:
         """The ``event`` of each returned line (champion or canary) whose event time is
-        after ``after`` (all when None), in file order: what fresh state must hold."""
+        after ``after`` (all when None), file by file: what fresh state must hold."""
         for path in sorted(self.folder.glob("predictions-*.jsonl")):
-            day = date.fromisoformat(path.stem.removeprefix("predictions-"))
+            day = date.fromisoformat(path.name.removeprefix("predictions-")[:10])
             if after is not None and day < after.date():
                 continue
             with path.open() as handle:
@@ -78,3 +96,12 @@ class PredictionLog:
                         continue
                     if after is None or datetime.fromisoformat(line["event_time"]) > after:
                         yield line["event"]
+
+
+def _ends_a_line(path: Path) -> bool:
+    """Whether ``path`` is empty or ends with a newline (not a line a crash cut short)."""
+    with path.open("rb") as handle:
+        if handle.seek(0, os.SEEK_END) == 0:
+            return True
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"

@@ -1,5 +1,6 @@
--- monitoring.serving_log rows of the day $day from one prediction-log file ($path: JSON Lines
--- written by `mlplatform serve`, one object per scored transaction per model). The `event`
+-- monitoring.serving_log rows of the day $day from its prediction-log files ($paths: JSON Lines
+-- written by `mlplatform serve`, a file per process, one object per scored transaction per
+-- model). The `event`
 -- object (the request's feature inputs) is not read; lines of another day are not loaded.
 INSERT INTO monitoring.serving_log
 SELECT request_id,
@@ -18,8 +19,9 @@ SELECT request_id,
        features_ms,
        model_ms
 FROM read_json(
-    $path,
+    $paths,
     format = 'newline_delimited',
+    ignore_errors = true,  -- a line a killed process cut short: counted by the loader
     columns = {
         request_id: 'VARCHAR', logged_at: 'TIMESTAMPTZ', event_time: 'TIMESTAMP',
         partition_date: 'DATE', card_id: 'VARCHAR', transaction_id: 'VARCHAR',
