@@ -6,7 +6,7 @@ writes its share of the days, one partition (one transaction) at a time, as the 
 do; on DuckLake the workers run at once (no pool), a conflicting commit retried. Features run
 after every day is curated (a day's features read the days before it). Usage:
 
-    python bench/scale.py [--cards 10000] [--days 31] [--workers 1 2]
+    python bench/scale.py [--cards 10500] [--days 31] [--workers 1 2]
 
 Prints the wall time and rows/s of each configuration, its ratio to the file and to one
 DuckLake worker, and the commit conflicts the workers retried, in one run.
@@ -99,7 +99,7 @@ def _free_port() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cards", type=int, default=10_000)
+    parser.add_argument("--cards", type=int, default=10_500)  # >= 1M rows
     parser.add_argument("--days", type=int, default=31)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()

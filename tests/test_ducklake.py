@@ -50,7 +50,9 @@ day = date.fromisoformat(day)
 contract = load_contract(DEFAULT_CONTRACT)
 with connect(location, data_path=data_path, threads=1) as conn:
     print("connected", flush=True)
-    if stage == "load":
+    if stage == "open":  # the catalog and the schema made, nothing else
+        pass
+    elif stage == "load":
         ingest_partition(
             conn, files=sorted(Path(landing).glob(f"transactions_{day}*.csv")),
             partition_date=day, contract=contract, pii_key=b"test-pii-key", max_amount=1e5,
@@ -140,10 +142,13 @@ def test_partitions_written_at_once_by_separate_processes_each_land_exactly_once
     load_warehouse(landing, file)
     _build_features(file, None, days)
     location, data_path = _lake(postgres, tmp_path)
-    load_warehouse(landing, location, data_path=data_path, reference_only=True)
 
-    # Four processes start at once on a new lake (schema creation conflicts too), each one day:
-    # every delete-and-insert conflicts with the others' at commit and is retried.
+    # Four processes open a new lake at once: its catalog tables and the warehouse's schema
+    # are created once, the others' attempts conflict and are retried.
+    _all_succeed([_worker("open", location, data_path, landing, day) for day in days])
+    load_warehouse(landing, location, data_path=data_path, reference_only=True)
+    # Four processes each write a day at once: every delete-and-insert conflicts with the
+    # others' at commit and is retried.
     _all_succeed([_worker("load", location, data_path, landing, day) for day in days])
     _all_succeed([_worker("features", location, data_path, landing, day) for day in days])
 

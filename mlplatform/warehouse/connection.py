@@ -180,23 +180,40 @@ def _attach_lake(
         )
     from mlplatform.warehouse.extensions import load_extensions  # it imports this module
 
-    conn = duckdb.connect(config=config)
     catalog = location.removeprefix("ducklake:").split(":", 1)[0]
-    load_extensions(conn, "ducklake", *(["postgres_scanner"] if catalog == "postgres" else []))
     options = f"DATA_PATH {sql_literal(data_path)}" + (", READ_ONLY" if read_only else "")
-    try:
-        conn.execute(f"ATTACH {sql_literal(location)} AS {LAKE} ({options})")
-    except duckdb.Error as error:
-        conn.close()
-        # DuckDB's message repeats the connection string: the cause is not chained (its
-        # password would be printed with the traceback), its text is given redacted.
-        raise WarehouseUnavailableError(
-            f"could not open the DuckLake warehouse {redact(location)} (data path {data_path}): "
-            f"{redact(str(error))}. Check that its catalog database is running and reachable "
-            "with these credentials (MLPLATFORM_WAREHOUSE), then run again: nothing was written."
-        ) from None
+    wait = _CONFLICT_FIRST_WAIT_SECONDS
+    for number in range(1, _CONFLICT_ATTEMPTS + 1):
+        conn = duckdb.connect(config=config)
+        load_extensions(conn, "ducklake", *(["postgres_scanner"] if catalog == "postgres" else []))
+        try:
+            conn.execute(f"ATTACH {sql_literal(location)} AS {LAKE} ({options})")
+            break
+        except duckdb.Error as error:
+            conn.close()
+            if _initialized_meanwhile(error) and number < _CONFLICT_ATTEMPTS:
+                time.sleep(wait * random.uniform(0.5, 1.5))  # then it finds the catalog made
+                wait = min(wait * 2, _MAX_WAIT_SECONDS)
+                continue
+            # DuckDB's message repeats the connection string: the cause is not chained (its
+            # password would be printed with the traceback), its text is given redacted.
+            raise WarehouseUnavailableError(
+                f"could not open the DuckLake warehouse {redact(location)} (data path "
+                f"{data_path}): {redact(str(error))}. Check that its catalog database is running "
+                "and reachable with these credentials (MLPLATFORM_WAREHOUSE), then run again: "
+                "nothing was written."
+            ) from None
     conn.execute(f"USE {LAKE}")
     return conn
+
+
+def _initialized_meanwhile(error: duckdb.Error) -> bool:
+    """Whether ATTACH failed because another worker was creating the new lake's catalog
+    tables at the same moment (Postgres refuses the second ``CREATE TABLE``)."""
+    text = str(error)
+    return "Failed to initialize DuckLake" in text and (
+        "already exists" in text or "duplicate key" in text
+    )
 
 
 class WarehouseUnavailableError(RuntimeError):
