@@ -135,8 +135,9 @@ def _replacement_figures(features: Any, transactions: list[dict], store: Path) -
         loaded = features.load_store()
         with lock:
             locked = time.perf_counter()
-            features.swap(loaded)
+            retired = features.swap(loaded)
             held = time.perf_counter() - locked
+        retired.close()
     else:  # the whole refresh under the lock
         with lock:
             locked = time.perf_counter()

@@ -201,3 +201,13 @@ def test_bytes_of_another_layout_or_format_are_refused(conn, compiled) -> None:
         CardState.from_bytes(b"JSON" + data[4:], layout)
     with pytest.raises(StateFormatError, match="shorter"):
         CardState.from_bytes(data[:5], layout)
+
+
+def test_a_resent_transaction_is_the_new_event_not_history_too(conn, compiled) -> None:
+    history = [_event(f"h{i}", NOW - timedelta(hours=5 * i), 4.0 + i) for i in range(1, 40)]
+    new = _event("again", NOW - timedelta(hours=1), 250.0)
+    state = _state(conn, compiled, [*history, new])  # already recorded once
+    held = len(state.cards["card-a"])
+    online, offline = _from_state(conn, compiled, state, new), _from_sql(history, new)
+    assert all(_same(online[f], offline[f]) for f in online)
+    assert len(state.cards["card-a"]) == held  # the held state is left as it was

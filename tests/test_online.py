@@ -275,7 +275,8 @@ def test_a_store_replaced_mid_replay_is_read_beside_the_requests_and_keeps_parit
     request.join()
     assert waited == [True] and replaced is not None
     with lock:
-        source.swap(replaced)
+        retired = source.swap(replaced)
+    retired.close()
     for transaction in day[half + 5 :]:
         with lock:
             score(transaction)

@@ -217,6 +217,24 @@ class CardState:
                 return event
         return None
 
+    def without(self, hashes: set[int]) -> CardState:
+        """A copy without the events of ``hashes``: the tiles that hold none are shared."""
+        copy = CardState(self.layout)
+        copy.days, copy.tiles, copy._stale = list(self.days), list(self.tiles), self._stale
+        copy._prefix = {i: (list(s), list(c)) for i, (s, c) in self._prefix.items()}
+        for at in reversed(range(len(copy.tiles))):
+            tile = copy.tiles[at]
+            if hashes.isdisjoint(tile.hashes):
+                continue
+            kept = [e for e in tile.events if e[HASH] not in hashes]
+            if kept:
+                copy.tiles[at] = _Tile(kept)
+                copy._summarise(at)
+            else:
+                del copy.days[at], copy.tiles[at]
+                copy._stale = min(copy._stale, at)
+        return copy
+
     def fold(self, spec: int, lower: int, upper: int, key: tuple) -> Any:
         """The partial ``spec`` over the events from ``lower`` to ``upper`` microseconds
         (both included) whose key columns equal ``key``; None when none has a value."""
@@ -310,18 +328,24 @@ class CardState:
 
     def _summarise(self, at: int) -> None:
         """Recompute the partials of tile ``at`` (the prefix sums from it on are stale)."""
-        tile = self.tiles[at]
-        partials = []
+        events = self.tiles[at].events
+        partials: list[Any] = []
         for spec in self.layout.specs:
-            if not spec.keys:
-                partials.append(fold(spec, tile.events, ()))
+            column, keys, add = spec.column, spec.keys, spec.function == "sum"
+            if not keys:
+                partials.append(fold(spec, events, ()))
                 continue
-            groups: dict[tuple, list[tuple]] = {}
-            for event in tile.events:
-                groups.setdefault(tuple(event[c] for c in spec.keys), []).append(event)
-            partials.append({k: fold(spec, members, k) for k, members in groups.items()})
-        tile.partials = partials
-        # Tile ``at`` changed: the prefix sums of index at + 1 and later are stale.
+            groups: dict[tuple, Any] = {}
+            for event in events:
+                value = event[column]
+                if value is not None:
+                    key = tuple(event[c] for c in keys)
+                    held = groups.get(key)
+                    groups[key] = (
+                        value if held is None else held + value if add else max(held, value)
+                    )
+            partials.append(groups)
+        self.tiles[at].partials = partials
         self._stale = min(self._stale, at)
 
     def _prune(self) -> None:

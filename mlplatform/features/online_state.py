@@ -497,8 +497,7 @@ class FeatureState:
             card = self.cards.get(card_id)
             resent = {e[HASH] for e in new if card is not None and card.holds(e[HASH])}
             if resent:  # the request's version of a held transaction, not both
-                kept = (e for e in card.events() if e[HASH] not in resent)
-                card = CardState.of(self.layout, kept)
+                card = card.without(resent)
             held[card_id] = card
         rows = []
         for position, (record, event) in enumerate(zip(records, events, strict=True)):

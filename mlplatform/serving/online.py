@@ -104,6 +104,20 @@ class LoadedStore:
     seconds: float
 
 
+class RetiredStore:
+    """A store and state that :meth:`OnlineFeatures.swap` replaced, held until
+    :meth:`close` so that they are let go outside the request lock."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection | None, state: FeatureState) -> None:
+        self._conn: duckdb.DuckDBPyConnection | None = conn
+        self._state: FeatureState | None = state
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = self._state = None
+
+
 #: The contract of online input: every canonical column under its own name.
 ONLINE_CONTRACT = Contract(name="online", columns={c: c for c in CANONICAL_COLUMNS})
 #: Event times this far past the clock are refused (a clock a little ahead is not an error).
@@ -179,7 +193,7 @@ class OnlineFeatures:
         loaded = self.load_store()
         if loaded is None:
             return False
-        self.swap(loaded)
+        self.swap(loaded).close()
         return True
 
     def load_store(self) -> LoadedStore | None:
@@ -251,19 +265,20 @@ class OnlineFeatures:
             seconds=time.perf_counter() - started,
         )
 
-    def swap(self, loaded: LoadedStore) -> None:
+    def swap(self, loaded: LoadedStore) -> RetiredStore:
         """Serve from a store read by :meth:`load_store`: its state replaces the serving one,
         with the transactions scored since its load began added. The caller holds its
-        request lock (if any) for this only: a few assignments, and those transactions."""
+        request lock (if any) for this only: a few assignments, and those transactions.
+        Returns the replaced store, to be closed after the lock is released (freeing a
+        state of every card takes a while)."""
         with self._fresh_lock:
             later = self._fresh[loaded.journal_at :]
             self._fresh = list(loaded.fresh)
-        old = self._store
+        retired = RetiredStore(self._store, self.state)
         self._store, self._opened, self.info = loaded.conn, loaded.fingerprint, loaded.info
         self.state, self._loaded, self._reference = loaded.state, loaded.loaded, loaded.reference
         self._add(later)
-        if old is not None:
-            old.close()
+        return retired
 
     def close(self) -> None:
         if self._store is not None:

@@ -156,8 +156,9 @@ class Service:
         if loaded is not None:
             with self._lock:
                 began = time.perf_counter()
-                self.features.swap(loaded)
+                retired = self.features.swap(loaded)
                 held = (time.perf_counter() - began) * 1000
+            retired.close()  # the old state is freed outside the lock
             logger.info(
                 "online store reopened: %s (read in %.0f ms beside the serving state; the "
                 "swap held the request lock %.2f ms)", loaded.info, loaded.seconds * 1000, held,
