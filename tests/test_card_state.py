@@ -23,7 +23,12 @@ from mlplatform.contract import load_contract
 from mlplatform.features.card_state import DAY_US, CardState, StateFormatError, StateLayout
 from mlplatform.features.declarations import INPUT_COLUMNS, feature_registry
 from mlplatform.features.offline import online_features
-from mlplatform.features.online_state import CompiledFeatures, FeatureState, as_records
+from mlplatform.features.online_state import (
+    CompiledFeatures,
+    FeatureState,
+    as_records,
+    events_table_ddl,
+)
 from mlplatform.settings import DEFAULT_CONTRACT, Settings
 from mlplatform.warehouse.connection import read_sql
 
@@ -211,3 +216,27 @@ def test_a_resent_transaction_is_the_new_event_not_history_too(conn, compiled) -
     online, offline = _from_state(conn, compiled, state, new), _from_sql(history, new)
     assert all(_same(online[f], offline[f]) for f in online)
     assert len(state.cards["card-a"]) == held  # the held state is left as it was
+
+
+def test_a_past_transaction_on_a_state_read_with_later_events_keeps_parity(conn, compiled) -> None:
+    """As ``load_champion()`` scores a past day over a warehouse: the state is read from a
+    table holding months after it, which a state that is read must keep (cards and merchant
+    daily partials alike)."""
+    history = [
+        _event(f"w{d}-{k}", NOW - timedelta(days=d, hours=5 * k), 3.0 + d, label=(d + k) % 2)
+        for d in range(0, 200, 2)
+        for k in range(2)
+    ]
+    conn.execute(events_table_ddl("warehouse_events"))
+    conn.executemany(
+        f"INSERT INTO warehouse_events VALUES ({', '.join('?' for _ in INPUT_COLUMNS)})",
+        [[row[c] for c in INPUT_COLUMNS] for row in history],
+    )
+    state = FeatureState(compiled)
+    state.load(conn, "warehouse_events")
+    state.load_partials(conn, "warehouse_events")
+    for days_before in (120, 45):
+        past = _event(f"past-{days_before}", NOW - timedelta(days=days_before, minutes=7), 9.0)
+        online, offline = _from_state(conn, compiled, state, past), _from_sql(history, past)
+        assert all(_same(online[f], offline[f]) for f in online), days_before
+        assert online["merchant_labelled_count_30d"] > 0

@@ -14,8 +14,9 @@ Why the events stay: a frame's start ``T - span`` falls anywhere in a day, and a
 on it passes every event of the window; answering it to the microsecond (the offline SQL
 does) needs each event's time and contribution until it leaves the longest window. So the
 state holds the events of the longest framed lookback before its newest event (plus a day
-for late transactions, :data:`LATE_SLACK_US`) and drops whole tiles older than that: its
-size is bounded by the windows (the events they can hold), not by the card's history.
+for late transactions, :data:`LATE_SLACK_US`) and, as events are added, drops whole tiles
+older than that: its size is bounded by the windows (the events they can hold), not by the
+card's history.
 
 The state is a value: :meth:`CardState.to_bytes` writes its events in a small versioned
 columnar format (no pickle; the layout's fingerprint is checked on read, so a state written
@@ -148,7 +149,10 @@ class CardState:
 
     @classmethod
     def of(cls, layout: StateLayout, events: Iterable[tuple]) -> CardState:
-        """A card's state from its events in (time, id hash) order (older ones dropped)."""
+        """A card's state from its events in (time, id hash) order, all of them: a store
+        holds the windows' days only, and a warehouse read instead (ad-hoc scoring) all of a
+        card's history, so that a past transaction is answered exactly. Adding events
+        (:meth:`add`) drops the days the windows no longer reach."""
         state = cls(layout)
         day_events: list[tuple] = []
         day = None
@@ -161,7 +165,6 @@ class CardState:
             day_events.append(event)
         if day_events:
             state._append_tile(day, day_events)
-        state._prune()
         return state
 
     def __len__(self) -> int:

@@ -460,16 +460,15 @@ class FeatureState:
         return len(records)
 
     def load_partials(self, conn: duckdb.DuckDBPyConnection, source: str) -> None:
-        """Set the daily partials (per key and day) from the events of ``source``."""
+        """Set the daily partials (per key and day) from the events of ``source`` (all of
+        them, as :meth:`CardState.of` keeps a card's: adding events drops the days no daily
+        window reaches any more)."""
         if not self._daily:
             return
         width = len(self._partial_keys)
         for row in conn.execute(self.compiled.partials_sql(source)).fetchall():
             days = self.partials.setdefault(tuple(row[:width]), {})
             days[row[width]] = list(row[width + 1 :])
-        newest = max((max(days) for days in self.partials.values()), default=None)
-        if newest is not None:
-            self._advance(newest)
 
     def add(self, records: Iterable[tuple]) -> None:
         """Add new events (a transaction id its card already holds is replaced)."""
