@@ -22,6 +22,7 @@ So a feature is still declared once; parity with the offline table is tested to 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -457,6 +458,9 @@ class FeatureState:
                 for event in events:
                     held.add(event)
             start = end
+            # Let a waiting thread run between cards: a store loaded beside the requests
+            # would otherwise hold the interpreter for its switch interval (5 ms) at a time.
+            time.sleep(0)
         return len(records)
 
     def load_partials(self, conn: duckdb.DuckDBPyConnection, source: str) -> None:
