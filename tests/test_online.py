@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -127,7 +128,7 @@ def test_preloading_the_store_changes_no_feature(platform: Platform):
     eager = OnlineFeatures(platform.store, platform.registry, KEY, preload=True)
     with duckdb.connect(str(platform.store), read_only=True) as conn:
         events = conn.execute("SELECT count(*) FROM curated.transactions").fetchone()[0]
-    assert sum(len(card.records) for card in eager.state.cards.values()) == events
+    assert sum(len(card) for card in eager.state.cards.values()) == events
     assert lazy.state.cards == {}
     day = _transactions(platform.last_day)[:40]
     pd.testing.assert_frame_equal(lazy.compute(day).frame, eager.compute(day).frame)
@@ -225,6 +226,67 @@ def test_a_replaced_store_drops_the_fresh_events_it_now_holds(platform: Platform
     after = source.compute([{**first, "transaction_id": "probe"}]).frame.iloc[0]
     # the first purchase is counted once (now from the store), not twice (store and fresh)
     assert after.card_txn_count_1h == before.card_txn_count_1h >= 2
+
+
+def test_a_store_replaced_mid_replay_is_read_beside_the_requests_and_keeps_parity(
+    platform: Platform, tmp_path
+):
+    """The store of the evening before, then the store of noon (the day's first half): read
+    while a request holds the lock the service's requests take (scoring five transactions
+    meanwhile), swapped in, and every feature of the day still equals the offline table's."""
+    day = _transactions(platform.last_day)
+    half = len(day) // 2
+    store = tmp_path / "store.duckdb"
+    store.write_bytes(platform.store.read_bytes())
+    source = OnlineFeatures(store, platform.registry, KEY, preload=True)
+    lock, frames = threading.Lock(), []
+
+    def score(transaction: dict) -> None:
+        batch = source.compute([transaction])
+        source.record(batch)
+        frames.append(batch.frame)
+
+    for transaction in day[:half]:
+        with lock:
+            score(transaction)
+    noon = tmp_path / "noon.duckdb"
+    noon.write_bytes(platform.warehouse.read_bytes())
+    with duckdb.connect(str(noon)) as conn:
+        conn.execute(
+            "DELETE FROM curated.transactions WHERE event_time > ?",
+            [pd.Timestamp(day[half - 1]["event_time"]).to_pydatetime()],
+        )
+    noon.replace(store)
+
+    loading, loaded, waited = threading.Event(), threading.Event(), []
+
+    def a_request_during_the_load() -> None:
+        with lock:
+            loading.set()
+            for transaction in day[half : half + 5]:
+                score(transaction)
+            waited.append(loaded.wait(timeout=300))  # the lock is held until the load ends
+
+    request = threading.Thread(target=a_request_during_the_load)
+    request.start()
+    assert loading.wait(timeout=60)
+    replaced = source.load_store()  # no lock: the request above holds it throughout
+    loaded.set()
+    request.join()
+    assert waited == [True] and replaced is not None
+    with lock:
+        retired = source.swap(replaced)
+    retired.close()
+    for transaction in day[half + 5 :]:
+        with lock:
+            score(transaction)
+
+    online = pd.DataFrame([row for frame in frames for row in frame.to_dict("records")])
+    assert len(online) == len(day)
+    _assert_same_features(
+        online, _offline(platform, list(online.transaction_id)), platform.registry
+    )
+    assert not source.refresh()  # the same file: nothing to read again
 
 
 def test_each_route_to_duckdb_is_taken_only_where_stated_and_logged_without_the_value(

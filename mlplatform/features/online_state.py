@@ -6,10 +6,12 @@ compile to two parts:
 
 1. The declared aggregations (:class:`~mlplatform.features.declarations.Aggregation`:
    ``sum`` of ``amount_exact`` over the card's 30 days, the ``previous`` event, a daily
-   window's ``count`` of labels ...) are evaluated in Python over each card's events held in
-   memory (:class:`FeatureState`), exactly: decimals as scaled integers, the per-event inputs
-   from the offline SQL itself (:func:`~mlplatform.features.offline.event_columns`), frames
-   with the SQL's bounds (same-microsecond peers included, the sequence ordered by time and
+   window's ``count`` of labels ...) are evaluated in Python over each card's state
+   (:class:`~mlplatform.features.card_state.CardState`: its events of the windows in day
+   tiles with partial aggregates) and the merchants' daily partials (:class:`FeatureState`),
+   exactly: decimals as scaled integers, the per-event inputs from the offline SQL itself
+   (:func:`~mlplatform.features.offline.event_columns`), frames with the SQL's bounds
+   (same-microsecond peers included, the sequence ordered by time and
    ``hash(transaction_id)``).
 2. Every declared expression is then evaluated on those values, from the same SQL text as
    offline (:meth:`CompiledFeatures.features`, or DuckDB: :meth:`CompiledFeatures.projection_sql`).
@@ -19,8 +21,8 @@ So a feature is still declared once; parity with the offline table is tested to 
 
 from __future__ import annotations
 
-import bisect
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -29,11 +31,22 @@ from typing import Any
 
 import duckdb
 
+from mlplatform.features.card_state import (
+    DAY_US,
+    HASH,
+    TIME,
+    CardState,
+    StateLayout,
+    TileSpec,
+    fold,
+    merge,
+)
 from mlplatform.features.declarations import (
     INPUT_COLUMNS,
     KEY_COLUMNS,
     Feature,
     FeatureRegistry,
+    UnsupportedAggregation,
     Window,
 )
 from mlplatform.features.offline import event_columns
@@ -43,6 +56,11 @@ from mlplatform.warehouse.sql_expressions import ExpressionCompiler, Unsupported
 _DECIMAL = re.compile(r"DECIMAL\((\d+),(\d+)\)")
 # The columns of an event record before its arguments (see FeatureState).
 _HEAD = ("event_us", "transaction_hash", "transaction_id", "card_id", "category", "merchant")
+# The record columns a card's state keeps (the rest are the card's, or follow from the time):
+# time, id hash, the second partition keys, then the arguments (after ``event_day``).
+_KEPT_HEAD = ("event_us", "transaction_hash", "category", "merchant")
+_KIND_OF_TYPE = {"TIMESTAMP": "int", "INTEGER": "int", "BIGINT": "int", "DOUBLE": "float",
+                 "VARCHAR": "str"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -54,6 +72,22 @@ class Aggregate:
     argument: str
     window: Window
     sql_type: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a card's state answers one framed aggregate: the event column of its argument
+    (``width`` columns for a struct), the second partition keys (event columns), the
+    frame's bounds before the transaction (microseconds; span None: the sequence) and the
+    tile partial it reads (``sum``/``max``)."""
+
+    function: str
+    column: int
+    width: int
+    keys: tuple[int, ...]
+    span_us: int | None
+    end_us: int
+    spec: int | None
 
 
 @dataclass(frozen=True)
@@ -118,6 +152,9 @@ class CompiledFeatures:
             if sql_type == "TIMESTAMP"
         }
         self.windows = tuple(dict.fromkeys(a.window for a in self.aggregates))
+        self.layout, self.plans = _state_layout(
+            self, dict(zip(self.arguments, argument_types, strict=True))
+        )
         #: The features compiled to Python, or None with ``unsupported`` saying why (then
         #: every request's features are projected by DuckDB: a fallback that is logged and
         #: counted, see :class:`~mlplatform.serving.online.OnlineFeatures`).
@@ -318,49 +355,83 @@ def _struct_fields(sql_type: str) -> dict[str, str]:
     return dict(part.strip().split(" ", 1) for part in inner.split(","))
 
 
-class _Card:
-    """One card's event records, ordered by (event time in microseconds, id hash)."""
+def _state_layout(
+    compiled: CompiledFeatures, argument_types: Mapping[str, str]
+) -> tuple[StateLayout, tuple[Plan, ...]]:
+    """The events a card's state keeps (:data:`_KEPT_HEAD`, then the arguments: a column per
+    struct field), the partials its tiles keep and how each framed aggregate reads them."""
+    columns, kinds = list(_KEPT_HEAD), ["int", "uint", "str", "str"]
+    at: dict[str, int] = {}
+    for argument in compiled.arguments:
+        at[argument] = len(columns)
+        fields = compiled.struct_fields.get(argument)
+        typed = fields.items() if fields else [(None, argument_types[argument])]
+        for field, sql_type in typed:
+            kind = "int" if sql_type.startswith("DECIMAL") else _KIND_OF_TYPE.get(sql_type)
+            if kind is None:
+                raise UnsupportedAggregation(
+                    f"{argument}: a card's state holds no {sql_type} (supported: DECIMAL, "
+                    f"{', '.join(_KIND_OF_TYPE)})"
+                )
+            columns.append(argument if field is None else f"{argument}__{field}")
+            kinds.append(kind)
+    specs: list[TileSpec] = []
+    plans = []
+    for aggregate in compiled.aggregates:
+        window = aggregate.window
+        if lacking := [c for c in window.partition_by[1:] if c not in columns]:
+            raise UnsupportedAggregation(
+                f"{aggregate.name}: a card's state keys windows by {', '.join(_KEPT_HEAD[2:])}"
+                f", not {', '.join(lacking)}"
+            )
+        keys = tuple(columns.index(c) for c in window.partition_by[1:])
+        column = at[aggregate.argument]
+        spec = None
+        if aggregate.function in ("sum", "max"):
+            tile = TileSpec(aggregate.function, column, keys)
+            if tile not in specs:
+                specs.append(tile)
+            spec = specs.index(tile)
+        span = None if window.span is None else _us(window.span + window.end)
+        width = len(compiled.struct_fields.get(aggregate.argument, ())) or 1
+        plans.append(Plan(aggregate.function, column, width, keys, span, _us(window.end), spec))
+    lookback = max((p.span_us for p in plans if p.span_us is not None), default=0)
+    return StateLayout(tuple(columns), tuple(kinds), tuple(specs), lookback), tuple(plans)
 
-    __slots__ = ("keys", "records", "times")
 
-    def __init__(self) -> None:
-        self.keys: list[tuple[int, int]] = []
-        self.times: list[int] = []
-        self.records: list[tuple] = []
-
-    def insert(self, record: tuple) -> None:
-        key = (record[0], record[1])
-        at = bisect.bisect_right(self.keys, key)
-        self.keys.insert(at, key)
-        self.times.insert(at, record[0])
-        self.records.insert(at, record)
-
-    def remove(self, transaction_id: str) -> None:
-        for at, record in enumerate(self.records):
-            if record[2] == transaction_id:
-                del self.keys[at], self.times[at], self.records[at]
-                return
+def _us(span: timedelta) -> int:
+    return span // timedelta(microseconds=1)
 
 
 class FeatureState:
-    """Every card's recent events and the daily partials of the keyed windows, in memory.
+    """Every card's state (:class:`~mlplatform.features.card_state.CardState`) and the
+    daily partials of the keyed windows (per key and day), in memory.
 
     Records are tuples of the columns of :meth:`CompiledFeatures.records_sql`: event time
     (microseconds), id hash, transaction id, card, category, merchant, event day, then the
-    aggregates' arguments.
+    aggregates' arguments; a card's state keeps them as events (:meth:`event`). An event is
+    identified by its id hash within its card.
     """
 
     def __init__(self, compiled: CompiledFeatures) -> None:
         self.compiled = compiled
-        self.cards: dict[str, _Card] = {}
-        self.card_of: dict[str, str] = {}
+        self.layout = compiled.layout
+        self.cards: dict[str, CardState] = {}
         self.partials: dict[tuple, dict[int, list[Any]]] = {}
-        self._argument = compiled.slots()
-        self._columns = {
-            **{c: i for i, c in enumerate(_HEAD)},
-            "event_day": len(_HEAD),
-            **self._argument,
-        }
+        self._column = {c: i for i, c in enumerate(self.layout.columns)}
+        self._partial_keys = [self._column[c] for c in self._partition_columns()]
+        self._partial_arguments = [self._column[p.argument] for p in self._daily]
+        #: Days of daily partials kept before the newest event's day (the daily windows'
+        #: longest reach, and a day for late transactions).
+        self._partial_days = 1 + max(
+            ((p.feature.over.span + p.feature.over.end).days + 1 for p in self._daily), default=0
+        )
+        self._newest_day: int | None = None
+
+    @staticmethod
+    def event(record: tuple) -> tuple:
+        """The event a card's state keeps of a record (no id, card or day)."""
+        return (record[0], record[1], record[4], record[5], *record[len(_HEAD) + 1 :])
 
     def load(
         self,
@@ -374,83 +445,72 @@ class FeatureState:
         records = self.compiled.fetch_records(
             conn, source, params, " ORDER BY card_id, event_us, transaction_hash"
         )
-        for record in records:
-            card = self.cards.get(record[3])
-            if card is None:
-                card = self.cards[record[3]] = _Card()
-            card.keys.append((record[0], record[1]))
-            card.times.append(record[0])
-            card.records.append(record)
-            self.card_of[record[2]] = record[3]
+        start = 0
+        for end in range(1, len(records) + 1):
+            if end < len(records) and records[end][3] == records[start][3]:
+                continue
+            card_id = records[start][3]
+            events = [self.event(r) for r in records[start:end]]
+            held = self.cards.get(card_id)
+            if held is None:
+                self.cards[card_id] = CardState.of(self.layout, events)
+            else:
+                for event in events:
+                    held.add(event)
+            start = end
+            # Let a waiting thread run between cards: a store loaded beside the requests
+            # would otherwise hold the interpreter for its switch interval (5 ms) at a time.
+            time.sleep(0)
         return len(records)
 
     def load_partials(self, conn: duckdb.DuckDBPyConnection, source: str) -> None:
-        """Set the daily partials (per key and day) from the events of ``source``."""
-        if not self.compiled.daily:
+        """Set the daily partials (per key and day) from the events of ``source`` (all of
+        them, as :meth:`CardState.of` keeps a card's: adding events drops the days no daily
+        window reaches any more)."""
+        if not self._daily:
             return
-        width = len(self._partition_columns())
+        width = len(self._partial_keys)
         for row in conn.execute(self.compiled.partials_sql(source)).fetchall():
             days = self.partials.setdefault(tuple(row[:width]), {})
             days[row[width]] = list(row[width + 1 :])
 
     def add(self, records: Iterable[tuple]) -> None:
-        """Add new events (a transaction id already held is replaced)."""
+        """Add new events (a transaction id its card already holds is replaced)."""
         for record in records:
-            self.remove([record[2]])
+            event = self.event(record)
             card = self.cards.get(record[3])
             if card is None:
-                card = self.cards[record[3]] = _Card()
-            card.insert(record)
-            self.card_of[record[2]] = record[3]
-            for days in self._partial_days(record):
-                values = days.setdefault(record[len(_HEAD)], [_zero(p) for p in self._daily])
-                for i, partial in enumerate(self._daily):
-                    argument = record[self._argument[partial.argument]]
-                    values[i] = _accumulate(partial, values[i], argument)
-
-    def remove(self, transaction_ids: Iterable[str]) -> None:
-        """Forget events by transaction id (and their part in the daily partials)."""
-        for transaction_id in transaction_ids:
-            card_id = self.card_of.pop(transaction_id, None)
-            if card_id is None:
-                continue
-            card = self.cards[card_id]
-            record = next(r for r in card.records if r[2] == transaction_id)
-            card.remove(transaction_id)
-            for days in self._partial_days(record):
-                values = days.get(record[len(_HEAD)])
-                if values is not None:
-                    for i, partial in enumerate(self._daily):
-                        argument = record[self._argument[partial.argument]]
-                        values[i] = _retract(partial, values[i], argument)
+                card = self.cards[record[3]] = CardState(self.layout)
+            replaced = card.add(event)
+            if replaced is not None:
+                self._count_daily(replaced, -1)
+            self._count_daily(event, +1)
 
     def aggregates(self, records: Sequence[tuple]) -> list[list[Any]]:
         """The aggregate values of each new event of ``records`` (request order), over the
         held events plus all of ``records`` (an id held already is the new event's, not
         history). Each row: the record's position, then the values in the order of
         :meth:`CompiledFeatures.projection_sql`."""
-        new_ids = {r[2] for r in records}
-        by_card: dict[str, _Card] = {}
-        for record in records:
-            card = by_card.get(record[3])
-            if card is None:
-                card = by_card[record[3]] = _Card()
-                held = self.cards.get(record[3])
-                if held is not None:
-                    kept = [i for i, r in enumerate(held.records) if r[2] not in new_ids]
-                    card.keys = [held.keys[i] for i in kept]
-                    card.times = [held.times[i] for i in kept]
-                    card.records = [held.records[i] for i in kept]
-            card.insert(record)
+        events = [self.event(r) for r in records]
+        request: dict[str, list[tuple]] = {}
+        for record, event in zip(records, events, strict=True):
+            request.setdefault(record[3], []).append(event)
+        held: dict[str, CardState | None] = {}
+        for card_id, new in request.items():
+            card = self.cards.get(card_id)
+            resent = {e[HASH] for e in new if card is not None and card.holds(e[HASH])}
+            if resent:  # the request's version of a held transaction, not both
+                card = card.without(resent)
+            held[card_id] = card
         rows = []
-        for position, record in enumerate(records):
-            card = by_card[record[3]]
-            frames = {w: self._frame(card, record, w) for w in self.compiled.windows}
+        for position, (record, event) in enumerate(zip(records, events, strict=True)):
+            card, new = held[record[3]], request[record[3]]
             rows.append(
                 [position]
-                + [self._evaluate(a, frames[a.window]) for a in self.compiled.aggregates]
-                + [self._daily_value(i, p, record) for i, p in enumerate(self._daily)]
-            )
+                + [self._value(p, a.argument, card, new, event)
+                   for p, a in zip(self.compiled.plans, self.compiled.aggregates, strict=True)]
+                + [self._daily_value(i, p, event) for i, p in enumerate(self._daily)]
+            )  # fmt: skip
         return rows
 
     @property
@@ -460,62 +520,89 @@ class FeatureState:
     def _partition_columns(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(k for p in self._daily for k in p.feature.over.partition_by))
 
-    def _partial_days(self, record: tuple) -> list[dict[int, list[Any]]]:
-        """The daily partials of the record's key (none when no daily window is on)."""
-        if not self._daily:
-            return []
-        key = tuple(record[self._columns[c]] for c in self._partition_columns())
-        return [self.partials.setdefault(key, {})]
+    def _value(
+        self, plan: Plan, argument: str, card: CardState | None, new: list[tuple], event: tuple
+    ) -> Any:
+        """One framed aggregate of ``event`` over the card's state and the request's events
+        ``new`` of the card (``event`` among them)."""
+        key = tuple(event[c] for c in plan.keys)
+        mine = [e for e in new if all(e[c] == k for c, k in zip(plan.keys, key, strict=True))]
+        order = (event[TIME], event[HASH])
+        if plan.span_us is None:  # the sequence: the event before this one
+            found = [e for e in mine if (e[TIME], e[HASH]) < order]
+            if card is not None and (before := card.before(event, plan.keys, key)) is not None:
+                found.append(before)
+            chosen = max(found, key=_order, default=None)
+            return self._held_value(plan, argument, chosen)
+        lower, upper = event[TIME] - plan.span_us, event[TIME] - plan.end_us
+        mine = [e for e in mine if lower <= e[TIME] <= upper]
+        if plan.spec is None:  # first_value: the frame's earliest event
+            if card is not None and (first := card.first(lower, upper, plan.keys, key)):
+                mine.append(first)
+            return self._held_value(plan, argument, min(mine, key=_order, default=None))
+        spec = self.layout.specs[plan.spec]
+        total = fold(spec, mine, key)
+        if card is not None:
+            total = merge(spec.function, card.fold(plan.spec, lower, upper, key), total)
+        return _unscaled(self.compiled, argument, total)
 
-    def _frame(self, card: _Card, record: tuple, window: Window) -> list[tuple]:
-        """The records in ``window``'s frame of ``record`` (for a sequence: the previous)."""
-        extra = [self._columns[c] for c in window.partition_by[1:]]
-        if window.span is None:
-            at = bisect.bisect_left(card.keys, (record[0], record[1]))
-            for previous in reversed(card.records[:at]):
-                if all(previous[i] == record[i] for i in extra):
-                    return [previous]
-            return []
-        lower = record[0] - (window.span + window.end) // timedelta(microseconds=1)
-        upper = record[0] - window.end // timedelta(microseconds=1)
-        members = card.records[
-            bisect.bisect_left(card.times, lower) : bisect.bisect_right(card.times, upper)
-        ]
-        if extra:
-            members = [m for m in members if all(m[i] == record[i] for i in extra)]
-        return members
-
-    def _evaluate(self, aggregate: Aggregate, members: list[tuple]) -> Any:
-        column = self._argument[aggregate.argument]
-        if aggregate.function in ("first_value", "lag"):
-            if not members:
-                return None
-            fields = self.compiled.struct_fields.get(aggregate.argument)
-            if fields is not None:
-                values = members[0][column : column + len(fields)]
-                return {
-                    f: _decoded(v, t == "TIMESTAMP")
-                    for (f, t), v in zip(fields.items(), values, strict=True)
-                }
-            return _unscaled(self.compiled, aggregate.argument, members[0][column])
-        values = [m[column] for m in members if m[column] is not None]
-        if not values:
+    def _held_value(self, plan: Plan, argument: str, event: tuple | None) -> Any:
+        """The argument of a chosen event as the aggregate's value (a struct as a dict)."""
+        if event is None:
             return None
-        total = sum(values) if aggregate.function == "sum" else max(values)
-        return _unscaled(self.compiled, aggregate.argument, total)
+        fields = self.compiled.struct_fields.get(argument)
+        if fields is None:
+            return _unscaled(self.compiled, argument, event[plan.column])
+        values = event[plan.column : plan.column + plan.width]
+        return {
+            f: _decoded(v, t == "TIMESTAMP")
+            for (f, t), v in zip(fields.items(), values, strict=True)
+        }
 
-    def _daily_value(self, index: int, partial: DailyPartial, record: tuple) -> int:
+    def _count_daily(self, event: tuple, sign: int) -> None:
+        """Count an event in (sign 1) or out of (-1) its key's daily partials."""
+        if not self._daily:
+            return
+        day = event[TIME] // DAY_US
+        key = tuple(event[c] for c in self._partial_keys)
+        days = self.partials.setdefault(key, {})
+        values = days.setdefault(day, [_zero(p) for p in self._daily])
+        for i, (partial, column) in enumerate(
+            zip(self._daily, self._partial_arguments, strict=True)
+        ):
+            values[i] = _accumulate(partial, values[i], event[column], sign)
+        if sign > 0:
+            self._advance(day)
+
+    def _advance(self, day: int) -> None:
+        """Note the newest event day; drop the daily partials no window reaches any more."""
+        if self._newest_day is not None and day <= self._newest_day:
+            return
+        self._newest_day = day
+        oldest = day - self._partial_days
+        for key, days in list(self.partials.items()):
+            for old in [d for d in days if d < oldest]:
+                del days[old]
+            if not days:
+                del self.partials[key]
+
+    def _daily_value(self, index: int, partial: DailyPartial, event: tuple) -> int:
         window = partial.feature.over
-        key = tuple(record[self._columns[c]] for c in window.partition_by)
+        key = tuple(event[self._column[c]] for c in window.partition_by)
         days = self.partials.get(key, {})
-        first = record[len(_HEAD)] - (window.span + window.end).days
-        last = record[len(_HEAD)] - window.end.days - 1
+        day = event[TIME] // DAY_US
+        first = day - (window.span + window.end).days
+        last = day - window.end.days - 1
         total = 0
-        for day in range(first, last + 1):
-            values = days.get(day)
+        for d in range(first, last + 1):
+            values = days.get(d)
             if values is not None and values[index] is not None:
                 total += values[index]
         return total
+
+
+def _order(event: tuple) -> tuple[int, int]:
+    return event[TIME], event[HASH]
 
 
 def _unscaled(compiled: CompiledFeatures, argument: str, value: Any) -> Any:
@@ -547,18 +634,13 @@ def _zero(partial: DailyPartial) -> int | None:
     return 0 if partial.function == "count" else None
 
 
-def _accumulate(partial: DailyPartial, total: Any, value: Any) -> Any:
+def _accumulate(partial: DailyPartial, total: Any, value: Any, sign: int) -> Any:
+    """A daily partial with ``value`` counted in (``sign`` 1) or out (-1)."""
     if partial.function == "count":
-        return total + (value is not None)
+        return total + sign * (value is not None)
     if value is None:
         return total
-    return value if total is None else total + value
-
-
-def _retract(partial: DailyPartial, total: Any, value: Any) -> Any:
-    if partial.function == "count":
-        return total - (value is not None)
-    return total if value is None or total is None else total - value
+    return sign * value if total is None else total + sign * value
 
 
 def events_table_ddl(name: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,37 @@ class StoreInfo:
         return ((now or datetime.now()) - self.modified_at).total_seconds() / 3600
 
 
+@dataclass(frozen=True)
+class LoadedStore:
+    """A replaced store read beside the serving state (:meth:`OnlineFeatures.load_store`),
+    to be swapped in by :meth:`OnlineFeatures.swap`. ``fresh`` are the transactions scored
+    before the load began that the new store lacks (``journal_at`` of them were seen)."""
+
+    fingerprint: tuple[int, int]
+    conn: duckdb.DuckDBPyConnection = field(repr=False)
+    state: FeatureState = field(repr=False)
+    loaded: frozenset[str] = field(repr=False)
+    fresh: list[tuple] = field(repr=False)
+    journal_at: int
+    reference: dict[str, tuple[Any, Any]] = field(repr=False)
+    info: StoreInfo
+    seconds: float
+
+
+class RetiredStore:
+    """A store and state that :meth:`OnlineFeatures.swap` replaced, held until
+    :meth:`close` so that they are let go outside the request lock."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection | None, state: FeatureState) -> None:
+        self._conn: duckdb.DuckDBPyConnection | None = conn
+        self._state: FeatureState | None = state
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = self._state = None
+
+
 #: The contract of online input: every canonical column under its own name.
 ONLINE_CONTRACT = Contract(name="online", columns={c: c for c in CANONICAL_COLUMNS})
 #: Event times this far past the clock are refused (a clock a little ahead is not an error).
@@ -104,10 +136,13 @@ class OnlineFeatures:
     (:class:`~mlplatform.warehouse.row_program.RowProgram`); False runs ingestion's SQL
     files in DuckDB for every request (the reference the compiled rows are tested against).
 
-    The store is attached read-only for the service's life (reattached when the file is
-    replaced); each card's events are read once, when the card is first seen, into
-    :class:`~mlplatform.features.online_state.FeatureState`, which also holds the
-    transactions scored since (``record``). Not thread-safe: one caller at a time.
+    The store is attached read-only (on a connection of its own, replaced with the file);
+    each card's events are read once, when the card is first seen (or at the load, with
+    ``preload``), into :class:`~mlplatform.features.online_state.FeatureState`, which also
+    holds the transactions scored since (``record``). A replaced store is read beside the
+    serving state (:meth:`load_store`, which a thread may run while requests are served)
+    and swapped in (:meth:`swap`, short: the caller holds its request lock for it only).
+    Otherwise not thread-safe: one caller at a time.
     """
 
     def __init__(
@@ -131,6 +166,8 @@ class OnlineFeatures:
         self._mem.execute(read_sql("create_schema"))
         self._mem.execute(read_sql("macros"))
         self.compiled = CompiledFeatures(registry, self._mem)
+        # The connection a store load writes the reference table with (from its own thread).
+        self._loader = self._mem.cursor()
         self.state = FeatureState(self.compiled)
         self._program, self._no_program = (
             _row_program(self._mem, self.compiled, pii_key, max_amount)
@@ -138,9 +175,13 @@ class OnlineFeatures:
             else (None, ROWS_NOT_COMPILED)
         )
         self._reference: dict[str, tuple[Any, Any]] = {}
-        self._loaded: set[str] = set()
+        self._loaded: frozenset[str] | set[str] = set()
         self._preload = preload
-        self._fresh: dict[str, tuple] = {}
+        #: The transactions scored since the store was written, in order (a journal: a
+        #: load reads up to its end; the swap adds what came after).
+        self._fresh: list[tuple] = []
+        self._fresh_lock = threading.Lock()
+        self._store: duckdb.DuckDBPyConnection | None = None
         self._opened: tuple[int, int] | None = None
         self.info: StoreInfo | None = None
         self.refresh()
@@ -149,47 +190,100 @@ class OnlineFeatures:
         """Reattach the store when its file was replaced; True if it was (re)attached.
 
         Fresh transactions the new store holds are dropped; the others stay counted."""
+        loaded = self.load_store()
+        if loaded is None:
+            return False
+        self.swap(loaded).close()
+        return True
+
+    def load_store(self) -> LoadedStore | None:
+        """Read the store file, when it was replaced since it was attached (else None),
+        into a new state beside the serving one: the card reference data, the daily
+        partials, every card (``preload``) or the cards of the fresh transactions, and the
+        fresh transactions the new store lacks. Requests may be served meanwhile; the
+        reference table of DuckDB's route for the rows is replaced here (its own
+        transaction), the rest by :meth:`swap`."""
+        started = time.perf_counter()
         stat = os.stat(self.store_path)
         fingerprint = (stat.st_ino, stat.st_mtime_ns)
         if fingerprint == self._opened:
-            return False
-        mem = self._mem
-        mem.execute("DETACH DATABASE IF EXISTS store")
-        mem.execute(f"ATTACH {sql_literal(str(self.store_path))} AS store (READ_ONLY)")
-        with transaction(mem):
-            mem.execute("DELETE FROM raw.card_reference")
-            mem.execute("INSERT INTO raw.card_reference SELECT * FROM store.raw.card_reference")
-        self._reference = {
-            card: (limit, band)
-            for card, limit, band in mem.execute(
-                "SELECT card_id, credit_limit, income_band FROM raw.card_reference"
-            ).fetchall()
-        }
-        last, events = mem.execute(
-            "SELECT max(event_time), count(*) FROM store.curated.transactions"
-        ).fetchone()
-        held = {
-            row[0]
-            for row in mem.execute(
-                "SELECT transaction_id FROM store.curated.transactions "
-                "WHERE list_contains($ids, transaction_id)",
-                {"ids": list(self._fresh)},
-            ).fetchall()
-        }
-        fresh = [r for i, r in self._fresh.items() if i not in held]
-        self.state = FeatureState(self.compiled)
-        self.state.load_partials(mem, "store.curated.transactions")
-        self._loaded, self._fresh = set(), {}
-        if self._preload:
-            self.preload()
-        self._add(fresh)
-        self._opened = fingerprint
-        self.info = StoreInfo(
-            self.store_path, datetime.fromtimestamp(stat.st_mtime), last, int(events)
+            return None
+        # A database of its own: DuckDB caches open files by path, so a second connection to
+        # the path would reach the old store while it is attached.
+        conn = duckdb.connect()
+        try:
+            conn.execute(f"ATTACH {sql_literal(str(self.store_path))} AS store (READ_ONLY)")
+            reference = conn.sql("SELECT * FROM store.raw.card_reference").to_arrow_table()
+            last, events = conn.execute(
+                "SELECT max(event_time), count(*) FROM store.curated.transactions"
+            ).fetchone()
+            with self._fresh_lock:
+                journal_at = len(self._fresh)
+                scored = self._fresh[:journal_at]
+            held = _held_ids(conn, [r[2] for r in scored])
+            fresh = [r for r in scored if r[2] not in held]
+            state = FeatureState(self.compiled)
+            state.load_partials(conn, "store.curated.transactions")
+            if self._preload:
+                state.load(conn, "store.curated.transactions")
+            loaded = set(state.cards)
+            missing = sorted({r[3] for r in fresh} - loaded)
+            _read_cards(state, conn, missing)
+            state.add(fresh)
+            loader = self._loader
+            loader.register("next_card_reference", reference)
+            try:
+                with transaction(loader):
+                    loader.execute("DELETE FROM raw.card_reference")
+                    loader.execute(
+                        "INSERT INTO raw.card_reference SELECT * FROM next_card_reference"
+                    )
+            finally:
+                loader.unregister("next_card_reference")
+        except BaseException:
+            conn.close()
+            raise
+        return LoadedStore(
+            fingerprint=fingerprint,
+            conn=conn,
+            state=state,
+            loaded=frozenset(loaded | set(missing)),
+            fresh=fresh,
+            journal_at=journal_at,
+            reference={
+                card: (limit, band)
+                for card, limit, band in zip(
+                    reference["card_id"].to_pylist(),
+                    reference["credit_limit"].to_pylist(),
+                    reference["income_band"].to_pylist(),
+                    strict=True,
+                )
+            },
+            info=StoreInfo(
+                self.store_path, datetime.fromtimestamp(stat.st_mtime), last, int(events)
+            ),
+            seconds=time.perf_counter() - started,
         )
-        return True
+
+    def swap(self, loaded: LoadedStore) -> RetiredStore:
+        """Serve from a store read by :meth:`load_store`: its state replaces the serving one,
+        with the transactions scored since its load began added. The caller holds its
+        request lock (if any) for this only: a few assignments, and those transactions.
+        Returns the replaced store, to be closed after the lock is released (freeing a
+        state of every card takes a while)."""
+        with self._fresh_lock:
+            later = self._fresh[loaded.journal_at :]
+            self._fresh = list(loaded.fresh)
+        retired = RetiredStore(self._store, self.state)
+        self._store, self._opened, self.info = loaded.conn, loaded.fingerprint, loaded.info
+        self.state, self._loaded, self._reference = loaded.state, loaded.loaded, loaded.reference
+        self._add(later)
+        return retired
 
     def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+        self._loader.close()
         self._mem.close()
 
     def compute(self, transactions: Sequence[Mapping[str, Any]]) -> FeatureBatch:
@@ -280,14 +374,7 @@ class OnlineFeatures:
         """Rebuild fresh state from logged ``events`` (curated feature inputs, in order);
         returns how many were not already in the store."""
         records = as_records(self._mem, self.compiled, events)
-        held = {
-            row[0]
-            for row in self._mem.execute(
-                "SELECT transaction_id FROM store.curated.transactions "
-                "WHERE list_contains($ids, transaction_id)",
-                {"ids": [r[2] for r in records]},
-            ).fetchall()
-        }
+        held = _held_ids(self._store, [r[2] for r in records])
         fresh = [r for r in records if r[2] not in held]
         self._add(fresh)
         return len(fresh)
@@ -295,34 +382,27 @@ class OnlineFeatures:
     def _add(self, records: Sequence[tuple]) -> None:
         self._load_cards({r[3] for r in records})
         self.state.add(records)
-        self._fresh.update((r[2], r) for r in records)
+        with self._fresh_lock:
+            self._fresh.extend(records)
 
     def preload(self) -> int:
         """Read every card's events from the store now (instead of at a card's first
         request: a few ms each); how many events were read."""
         distinct = "SELECT DISTINCT card_id FROM store.curated.transactions"
-        cards = {row[0] for row in self._mem.execute(distinct).fetchall()}
-        if self._loaded:
-            before = sum(len(c.records) for c in self.state.cards.values())
-            self._load_cards(cards)
-            return sum(len(c.records) for c in self.state.cards.values()) - before
-        events = self.state.load(self._mem, "store.curated.transactions")
-        self._loaded = cards
-        self.state.add(r for r in self._fresh.values() if r[3] in cards)
-        return events
+        cards = {row[0] for row in self._store.execute(distinct).fetchall()}
+        before = sum(len(c) for c in self.state.cards.values())
+        self._load_cards(cards)
+        return sum(len(c) for c in self.state.cards.values()) - before
 
     def _load_cards(self, cards: set[str]) -> None:
         """Read the store's events of cards seen for the first time (and their fresh ones)."""
         missing = sorted(cards - self._loaded)
         if not missing:
             return
-        self.state.load(
-            self._mem,
-            "store.curated.transactions WHERE list_contains($cards, card_id)",
-            {"cards": missing},
-        )
-        self._loaded.update(missing)
-        self.state.add(r for r in self._fresh.values() if r[3] in set(missing))
+        _read_cards(self.state, self._store, missing)
+        self._loaded = self._loaded | set(missing)
+        wanted = set(missing)
+        self.state.add(r for r in self._fresh if r[3] in wanted)
 
     def _curate(self, transactions: Sequence[Mapping[str, Any]]) -> None:
         """The request as curated rows in ``online_rows`` (row_idx, input columns), through
@@ -381,6 +461,28 @@ class OnlineFeatures:
         ]  # fmt: skip
         if repeated:
             raise InvalidTransactions(repeated)
+
+
+def _held_ids(store: duckdb.DuckDBPyConnection, ids: list[str]) -> set[str]:
+    """Which of ``ids`` the store (attached as ``store``) holds."""
+    return {
+        row[0]
+        for row in store.execute(
+            "SELECT transaction_id FROM store.curated.transactions "
+            "WHERE list_contains($ids, transaction_id)",
+            {"ids": ids},
+        ).fetchall()
+    }
+
+
+def _read_cards(state: FeatureState, store: duckdb.DuckDBPyConnection, cards: list[str]) -> None:
+    """Add the store's events of ``cards`` to ``state``."""
+    if cards:
+        state.load(
+            store,
+            "store.curated.transactions WHERE list_contains($cards, card_id)",
+            {"cards": cards},
+        )
 
 
 def _text(value: Any) -> str:

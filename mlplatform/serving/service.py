@@ -150,9 +150,19 @@ class Service:
         """Reopen a replaced store; load, smoke-score and swap in models the aliases moved
         to. A model that fails leaves the old one serving and its error in health."""
         errors = []
-        with self._lock:
-            if self.features.refresh():
-                logger.info("online store reopened: %s", self.features.info)
+        # Read beside the serving state, without the lock: requests go on meanwhile and wait
+        # for the swap only.
+        loaded = self.features.load_store()
+        if loaded is not None:
+            with self._lock:
+                began = time.perf_counter()
+                retired = self.features.swap(loaded)
+                held = (time.perf_counter() - began) * 1000
+            retired.close()  # the old state is freed outside the lock
+            logger.info(
+                "online store reopened: %s (read in %.0f ms beside the serving state; the "
+                "swap held the request lock %.2f ms)", loaded.info, loaded.seconds * 1000, held,
+            )  # fmt: skip
         current = self.models
         client = configure(self.config.tracking_uri)
         champion = current.champion
