@@ -130,9 +130,10 @@ detail AS NOT MATERIALIZED (
         previous = f"windows_{number}"
         if blocks:  # collapsed rows only serve their own partition's window
             previous = f"(SELECT * FROM windows_{number} WHERE row_key IS NOT NULL)"
+    framed_join = ""
     if framed:
         names = ", ".join(f.name for fs in framed.values() for f in fs)
-        joins.append(f"JOIN (SELECT row_key, {names} FROM {previous}) USING (row_key)")
+        framed_join = f"JOIN (SELECT row_key, {names} FROM {previous}) USING (row_key)"
     for number, (keys, features) in enumerate(daily.items()):
         key_list = ", ".join((*keys, "event_day"))
         partials = ", ".join(f"{f.aggregation.sql()} AS {f.name}" for f in features)
@@ -145,6 +146,11 @@ detail AS NOT MATERIALIZED (
 daily_windows_{number} AS (SELECT {key_list}, {totals} FROM daily_{number})"""
         )
         joins.append(f"LEFT JOIN daily_windows_{number} USING ({key_list})")
+    # The small daily results join the kept rows first, the framed windows' results last:
+    # written the other way round, DuckDB 1.5 (which estimates the range filters at 20% of
+    # the rows) builds the daily join's hash table from the wide joined rows instead.
+    if framed_join:
+        joins.append(framed_join)
     outputs = ",\n    ".join(
         f.name if f.over else f"{f.expression()} AS {f.name}" for f in registry.enabled
     )
