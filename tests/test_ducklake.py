@@ -273,3 +273,44 @@ def test_a_path_in_mlplatform_warehouse_is_the_duckdb_file(
         assert conn.execute("SELECT count(*) FROM raw.transactions").fetchone() == (0,)
     assert warehouse.exists and elsewhere.exists()
     assert not (tmp_path / "home" / "warehouse.duckdb").exists()
+
+
+MAINTAIN = """
+import dagster as dg
+from mlplatform.definitions import defs
+
+job = defs.resolve_job_def("warehouse_maintenance")
+with dg.DagsterInstance.ephemeral() as instance:
+    result = job.execute_in_process(instance=instance)
+    assert result.success
+    logged = [e.message for e in instance.all_logs(result.run_id)]
+    (message,) = [m for m in logged if "snapshots_before" in m]
+    print(message)
+"""
+
+
+def test_the_lakes_maintenance_job_checkpoints_it_and_keeps_its_tables(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    landing = tmp_path / "landing"
+    simulate_landing(landing, days=2, cards=40)
+    location, data_path = _lake(postgres, tmp_path)
+    load_warehouse(landing, location, data_path=data_path)
+    _build_features(location, data_path, _days(landing))
+    before = _tables(location, data_path)
+    env = {
+        **os.environ,
+        "MLPLATFORM_HOME": str(tmp_path / "home"),
+        "MLPLATFORM_WAREHOUSE": location,
+        "MLPLATFORM_WAREHOUSE_DATA_PATH": data_path,
+    }
+
+    done = subprocess.run(
+        [sys.executable, "-c", MAINTAIN], env=env, cwd=REPO, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = dict(item.rsplit(" ", 1) for item in done.stdout.strip().split(", "))
+    assert int(counts["snapshots_before"]) > 0 and int(counts["data_files_after"]) > 0
+    _assert_same_tables(_tables(location, data_path), before)
