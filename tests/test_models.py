@@ -307,18 +307,25 @@ def test_worse_challenger_is_rejected_then_manual_promotion_and_rollback(
     assert all(actor.startswith("cli:") for actor in manual.actor)
 
 
+def _small_frame(
+    rng: np.random.Generator, rows: int, cards: int, categories: list[str | None]
+) -> pd.DataFrame:
+    """Rows of ``cards`` cards: a gamma amount, a ratio with 10% missing, a category."""
+    return pd.DataFrame({
+        "card_id": [f"card{i % cards}" for i in range(rows)],
+        "amount": rng.gamma(2.0, 30.0, rows),
+        "ratio": np.where(rng.random(rows) < 0.1, np.nan, rng.normal(size=rows)),
+        "category": rng.choice(categories, rows),
+    })  # fmt: skip
+
+
 @pytest.mark.parametrize("family", ["lightgbm", "logistic_regression"])
 def test_a_model_scores_its_feature_matrix_as_it_scores_the_frame(family: str) -> None:
     """Batch scoring hands the model a float64 matrix (category codes among the train
     levels); LightGBM reads it as it is, other families get the frame back from it."""
     rng = np.random.default_rng(5)
     rows = 3000
-    frame = pd.DataFrame({
-        "card_id": [f"card{i}" for i in range(rows)],
-        "amount": rng.gamma(2.0, 30.0, rows),
-        "ratio": np.where(rng.random(rows) < 0.1, np.nan, rng.normal(size=rows)),
-        "category": rng.choice(["food", "travel", "misc", None], rows),
-    })  # fmt: skip
+    frame = _small_frame(rng, rows, cards=rows, categories=["food", "travel", "misc", None])
     frame["target"] = (rng.random(rows) < 0.05 + 0.3 * (frame["category"] == "travel")).astype(int)
     half = rows // 2
     inputs = model_inputs(
@@ -340,12 +347,7 @@ def test_learning_curve_train_score_is_the_models_average_precision_on_its_fit_r
     must be what scoring the fit rows gives, as it is for the other families."""
     rng = np.random.default_rng(3)
     rows = 6000
-    frame = pd.DataFrame({
-        "card_id": [f"card{i % 300}" for i in range(rows)],
-        "amount": rng.gamma(2.0, 30.0, rows),
-        "ratio": np.where(rng.random(rows) < 0.1, np.nan, rng.normal(size=rows)),
-        "category": rng.choice(["food", "travel", "misc"], rows),
-    })  # fmt: skip
+    frame = _small_frame(rng, rows, cards=300, categories=["food", "travel", "misc"])
     logit = -4 + frame["amount"] / 40 + (frame["category"] == "travel")
     frame["target"] = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
     is_train = frame["card_id"].str[4:].astype(int) < 200
