@@ -465,26 +465,31 @@ def sql(
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (MLPLATFORM_SERVE_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (MLPLATFORM_SERVE_PORT).")] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes (one: see below).")] = 1,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes (more than one: a Redis online state).")
+    ] = 1,
 ) -> None:
     """Serve the champion over REST (FastAPI + uvicorn), with online features.
 
-    One worker process only: the fresh online state (the transactions scored since the store
-    was written) lives in the process, so a card's answer must not depend on which worker
-    took it. Without an API key (MLPLATFORM_API_KEYS, MLPLATFORM_API_KEYS_FILE) it only binds
-    to 127.0.0.1. It refuses to start before the first champion and the online store exist.
+    With MLPLATFORM_ONLINE_STATE=memory (the default) one worker process: the fresh online
+    state (the transactions scored since the store was written) lives in the process, so a
+    card's answer must not depend on which worker took it. With a Redis URL there, any number
+    of workers (and replicas) share it. Without an API key (MLPLATFORM_API_KEYS,
+    MLPLATFORM_API_KEYS_FILE) it only binds to 127.0.0.1. It refuses to start before the
+    first champion and the online store exist.
     """
-    import logging
 
     from mlplatform.serving.config import ServiceConfig
 
     settings = get_settings()
     host, port = host or settings.serve_host, port or settings.serve_port
-    if workers != 1:
+    if workers != 1 and settings.online_state == "memory":
         _refuse(
-            f"--workers {workers}: the service runs one worker process. Its fresh online "
-            "state (transactions scored since the store was written) lives in that process, "
-            "and a card's answer must not depend on which worker took it."
+            f"--workers {workers}: with MLPLATFORM_ONLINE_STATE=memory the service runs one "
+            "worker process. Its fresh online state (transactions scored since the store was "
+            "written) lives in that process, and a card's answer must not depend on which "
+            "worker took it. Set MLPLATFORM_ONLINE_STATE=redis://HOST:PORT/DB to share it "
+            "between workers."
         )
     config = ServiceConfig.from_settings(settings)
     if not config.api_keys and host != "127.0.0.1":
@@ -499,16 +504,24 @@ def serve(
         )
     import uvicorn
 
-    from mlplatform.serving.app import create_app
-    from mlplatform.serving.model import NoModelError
+    from mlplatform.ml.registry import CHAMPION
+    from mlplatform.serving.app import app_from_settings, create_app, log_to_stderr
+    from mlplatform.serving.model import NoModelError, aliased
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    log_to_stderr()
     try:
-        service = create_app(config)
+        if workers == 1:
+            service = create_app(config)
+        else:  # each worker process makes its own service
+            aliased(config.tracking_uri, config.model_name, CHAMPION)
     except NoModelError as error:
         _refuse(f"{error}; the service starts once a champion exists.")
     # Our own access log (in the app) names the route, never the query string.
-    uvicorn.run(service, host=host, port=port, workers=1, access_log=False)
+    if workers == 1:
+        uvicorn.run(service, host=host, port=port, workers=1, access_log=False)
+    else:
+        target = f"{app_from_settings.__module__}:{app_from_settings.__name__}"
+        uvicorn.run(target, factory=True, host=host, port=port, workers=workers, access_log=False)
 
 
 def _refuse(message: str) -> NoReturn:

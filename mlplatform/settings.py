@@ -279,6 +279,13 @@ class Settings(BaseSettings):
         description="The `challenger` alias: off; shadow (scored and logged, never returned); "
         "canary (answers `canary_share` of the cards).",
     )
+    online_state: str = Field(
+        default="memory",
+        pattern=r"^(memory|rediss?://.+|unix://.+)$",
+        description="Where the service keeps the fresh online state (each card's history "
+        "and the transactions scored since the store): `memory` (one process) or a Redis URL "
+        "(`redis://host:port/db`), shared by `serve --workers N` and replicas.",
+    )
     canary_share: float = Field(
         default=0.1, ge=0, le=1, description="Share of cards a canary challenger answers."
     )

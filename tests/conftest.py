@@ -25,6 +25,7 @@ import pytest
 
 from mlplatform.datagen import SimulationConfig, SimulationSummary, simulate
 from tests.postgres import Postgres, postgres_cluster
+from tests.redis_server import RedisServer, redis_server
 
 START = date(2025, 1, 1)
 #: Environment of a small trained platform (test_models, test_scoring, test_serving).
@@ -424,6 +425,13 @@ def postgres() -> Iterator[Postgres]:
     """A throwaway PostgreSQL cluster for this worker's tests (tests/postgres.py); each test
     creates the databases it needs."""
     with postgres_cluster(free_port) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_service() -> Iterator[RedisServer]:
+    """A Redis server of this test's own (tests/redis_server.py), empty, without persistence."""
+    with redis_server(free_port) as server:
         yield server
 
 

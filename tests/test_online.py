@@ -20,6 +20,7 @@ import duckdb
 import pandas as pd
 import pytest
 from conftest import START, load_warehouse
+from redis_server import RedisServer
 
 from mlplatform.contract import load_contract
 from mlplatform.datagen import SimulationConfig, simulate
@@ -323,3 +324,106 @@ def test_each_route_to_duckdb_is_taken_only_where_stated_and_logged_without_the_
     assert len(logged) == 5, logged  # one line per fallback, none for Python's route
     assert "1 transaction(s): rows on DuckDB's route (city: text with spaces or" in logged[0]
     assert not any("Espa" in line or "Ingen" in line for line in logged)  # never the value
+
+
+def _no_log(since: object) -> list[dict]:
+    return []
+
+
+def test_two_processes_sharing_redis_replay_a_day_with_exactly_its_offline_features(
+    platform: Platform, redis_service: RedisServer
+):
+    """Two feature sources sharing one Redis (as two service processes do), taking the day's
+    transactions alternately: each sees the other's, and every feature equals the offline
+    table's, as with one process."""
+    url = redis_service.url
+    first = OnlineFeatures(platform.store, platform.registry, KEY, online_state=url)
+    second = OnlineFeatures(platform.store, platform.registry, KEY, online_state=url)
+    published = first.sync_shared(_no_log)
+    with duckdb.connect(str(platform.store), read_only=True) as conn:
+        cards = conn.execute("SELECT count(DISTINCT card_id) FROM curated.transactions")
+        assert published is not None and published.cards == cards.fetchone()[0]
+    assert second.sync_shared(_no_log) is None  # this store is in Redis already
+    frames = []
+    for i, transaction in enumerate(_transactions(platform.last_day)):
+        source = (first, second)[i % 2]
+        batch = source.compute([transaction])
+        assert source.record(batch)
+        frames.append(batch.frame)
+    online = pd.DataFrame([row for frame in frames for row in frame.to_dict("records")])
+    assert len(online) == len(platform.last_day) > 100
+    _assert_same_features(
+        online, _offline(platform, list(online.transaction_id)), platform.registry
+    )
+
+
+def test_a_card_changed_since_its_read_is_not_written_and_counted_once_when_computed_again(
+    platform: Platform, redis_service: RedisServer
+):
+    url = redis_service.url
+    a = OnlineFeatures(platform.store, platform.registry, KEY, online_state=url)
+    b = OnlineFeatures(platform.store, platform.registry, KEY, online_state=url)
+    a.sync_shared(_no_log)
+    first = _transactions(platform.last_day.head(1))[0]
+    later = str(pd.Timestamp(first["event_time"]) + pd.Timedelta(minutes=20))
+    second = {**first, "transaction_id": "second", "event_time": later}
+    read_by_a, read_by_b = a.compute([first]), b.compute([second])  # at the same moment
+    assert a.record(read_by_a)
+    assert not b.record(read_by_b)  # its read is stale: nothing of it written
+    again = b.compute([second])
+    assert b.record(again)
+    assert again.frame.card_txn_count_1h[0] == read_by_b.frame.card_txn_count_1h[0] + 1
+    probe = {**first, "transaction_id": "probe", "event_time": later}
+    memory = OnlineFeatures(platform.store, platform.registry, KEY)
+    for transaction in (first, second):
+        memory.record(memory.compute([transaction]))
+    pd.testing.assert_frame_equal(a.compute([probe]).frame, memory.compute([probe]).frame)
+
+
+def test_a_store_published_while_requests_go_on_keeps_every_scored_transaction_once(
+    platform: Platform, redis_service: RedisServer, tmp_path: Path
+):
+    """The evening store, then the day's warehouse as the next store, published while another
+    process scores: the transactions the new store holds are not carried, the others are
+    (those scored before the publish and those scored during it), and the old version's keys
+    are deleted."""
+    url = redis_service.url
+    store = tmp_path / "store.duckdb"
+    store.write_bytes(platform.store.read_bytes())
+    publisher = OnlineFeatures(store, platform.registry, KEY, online_state=url)
+    scorer = OnlineFeatures(platform.store, platform.registry, KEY, online_state=url)
+    memory = OnlineFeatures(platform.warehouse, platform.registry, KEY)
+    old = publisher.sync_shared(_no_log)
+    day = _transactions(platform.last_day)
+    end = pd.Timestamp(day[-1]["event_time"])
+    # Purchases after the day's last one: no store holds them.
+    extra = [
+        {**t, "transaction_id": f"after-{i}", "event_time": str(end + pd.Timedelta(minutes=i + 1))}
+        for i, t in enumerate(day[:30])
+    ]
+    for transaction in [*day[:20], *extra[:10]]:
+        assert scorer.record(scorer.compute([transaction]))
+    for transaction in extra:
+        memory.record(memory.compute([transaction]))
+
+    def score_during_the_publish() -> None:
+        for transaction in extra[10:]:
+            batch = scorer.compute([transaction])
+            while not scorer.record(batch):
+                batch = scorer.compute([transaction])
+
+    thread = threading.Thread(target=score_during_the_publish)
+    (tmp_path / "next.duckdb").write_bytes(platform.warehouse.read_bytes())
+    (tmp_path / "next.duckdb").replace(store)
+    assert publisher.refresh()
+    thread.start()
+    new = publisher.sync_shared(_no_log)
+    thread.join()
+    assert old is not None and new is not None and new.version != old.version
+    assert 10 <= new.carried <= 30  # the extra ones scored before it, and some during it
+    shared = publisher.shared
+    assert shared.redis.keys(shared.key(old.version, "*")) == []
+    assert shared.redis.get(shared.key(new.version, "meta")) is not None
+    probes = [{**t, "transaction_id": f"probe-{i}"} for i, t in enumerate(extra)]
+    for probe in probes:  # every extra purchase counted once: as one process counts them
+        pd.testing.assert_frame_equal(scorer.compute([probe]).frame, memory.compute([probe]).frame)

@@ -236,7 +236,7 @@ def test_api_scores_equal_the_model_on_features_computed_in_process(
     assert [p["transaction_id"] for p in predictions] == [t["transaction_id"] for t in transactions]
     *durations, route = answer.headers["Server-Timing"].split(", ")
     timing = dict(part.split(";dur=") for part in durations)
-    assert set(timing) == {"validation", "features", "model"}
+    assert set(timing) == {"validation", "state", "features", "model", "log"}
     assert all(float(ms) >= 0 for ms in timing.values())
     assert route == 'route;desc="python"'  # rules, curation and features all in Python
     # In process: the same store, with the fresh state of what the server answered before.
@@ -487,6 +487,7 @@ def test_serve_refuses_more_workers_an_open_bind_without_keys_and_no_champion(
 
     workers = serve("--workers", "2")
     assert workers.returncode != 0 and "one worker process" in workers.stdout
+    assert "MLPLATFORM_ONLINE_STATE=redis://" in workers.stdout
     open_bind = serve("--host", "0.0.0.0", MLPLATFORM_API_KEYS="", MLPLATFORM_API_KEYS_FILE="")
     assert open_bind.returncode != 0
     assert "no API key configured" in open_bind.stdout and "0.0.0.0" in open_bind.stdout

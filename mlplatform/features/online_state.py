@@ -477,14 +477,29 @@ class FeatureState:
     def add(self, records: Iterable[tuple]) -> None:
         """Add new events (a transaction id its card already holds is replaced)."""
         for record in records:
-            event = self.event(record)
-            card = self.cards.get(record[3])
-            if card is None:
-                card = self.cards[record[3]] = CardState(self.layout)
-            replaced = card.add(event)
-            if replaced is not None:
-                self._count_daily(replaced, -1)
-            self._count_daily(event, +1)
+            self.add_event(record[3], self.event(record))
+
+    def add_event(self, card_id: str, event: tuple) -> None:
+        """Add one event (as :meth:`event` makes it) of ``card_id``."""
+        card = self.cards.get(card_id)
+        if card is None:
+            card = self.cards[card_id] = CardState(self.layout)
+        replaced = card.add(event)
+        if replaced is not None:
+            self._count_daily(replaced, -1)
+        self._count_daily(event, +1)
+
+    def daily_key(self, event: tuple) -> tuple:
+        """The key of the daily partials an event counts in (e.g. its merchant)."""
+        return tuple(event[c] for c in self._partial_keys)
+
+    def daily_keys(self, event: tuple) -> set[tuple]:
+        """The keys of the daily partials an event counts in and its features read."""
+        if not self._daily:
+            return set()
+        return {self.daily_key(event)} | {
+            tuple(event[self._column[c]] for c in p.feature.over.partition_by) for p in self._daily
+        }
 
     def aggregates(self, records: Sequence[tuple]) -> list[list[Any]]:
         """The aggregate values of each new event of ``records`` (request order), over the
@@ -564,8 +579,7 @@ class FeatureState:
         if not self._daily:
             return
         day = event[TIME] // DAY_US
-        key = tuple(event[c] for c in self._partial_keys)
-        days = self.partials.setdefault(key, {})
+        days = self.partials.setdefault(self.daily_key(event), {})
         values = days.setdefault(day, [_zero(p) for p in self._daily])
         for i, (partial, column) in enumerate(
             zip(self._daily, self._partial_arguments, strict=True)

@@ -28,6 +28,8 @@ from mlplatform.serving.config import ServiceConfig
 from mlplatform.serving.metrics import ServiceMetrics
 from mlplatform.serving.online import InvalidTransactions, RowError
 from mlplatform.serving.service import Role, Scored, Service, UnprocessableTransactions
+from mlplatform.serving.shared_state import StateUnavailable
+from mlplatform.settings import get_settings
 from mlplatform.warehouse.pii import mask_card_like_digits
 
 logger = logging.getLogger(__name__)
@@ -87,11 +89,17 @@ class ErrorResponse(BaseModel):
 
 class Health(BaseModel):
     live: bool
-    ready: bool = Field(description="A model is loaded and the store is young enough.")
+    ready: bool = Field(
+        description="A model is loaded, the store is young enough and the online state serves."
+    )
     model_loaded: bool
     model_version: str | None
     store_age_hours: float | None
     max_store_age_hours: float
+    online_state: str = Field(description="`memory` or the Redis URL (no password).")
+    online_state_error: str | None = Field(
+        description="Why the shared online state cannot serve now (not ready)."
+    )
     last_reload_error: str | None
 
 
@@ -250,7 +258,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         "/v1/predict",
         response_model=PredictResponse,
         dependencies=[Authorized],
-        responses={**errors, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+        responses={**errors, **{s: {"model": ErrorResponse} for s in (413, 422, 503)}},
     )
     def predict(
         body: PredictRequest, request: Request, response: Response, service: ServiceDep
@@ -265,6 +273,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
             scored = service.predict(transactions, request.state.request_id)
         except InvalidTransactions as error:
             raise ApiError(422, [_row_error(e) for e in error.errors]) from error
+        except StateUnavailable as error:
+            logger.warning("request %s: %s", request.state.request_id, error)
+            unavailable = ErrorItem(rule="online_state_unavailable", detail=str(error))
+            raise ApiError(503, [unavailable], {"Retry-After": "1"}) from error
         except UnprocessableTransactions as error:
             message = mask_card_like_digits(str(error.__cause__))[:500]
             logger.warning("request %s: %s: %s", request.state.request_id, error, message)
@@ -273,9 +285,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
         _observe(metrics, scored)
         route = "; ".join(f"{stage} on duckdb: {why}" for stage, why in scored.fallbacks)
         response.headers["Server-Timing"] = (
-            f"validation;dur={scored.validation_ms:.3f}, features;dur={scored.features_ms:.3f}, "
-            f"model;dur={scored.model_ms:.3f}, "
-            f"route;desc={json.dumps(route or 'python')}"
+            f"validation;dur={scored.validation_ms:.3f}, state;dur={scored.state_ms:.3f}, "
+            f"features;dur={scored.features_ms:.3f}, model;dur={scored.model_ms:.3f}, "
+            f"log;dur={scored.log_ms:.3f}, route;desc={json.dumps(route or 'python')}"
         )
         return PredictResponse(
             predictions=[Prediction(**answer.__dict__) for answer in scored.answers]
@@ -315,11 +327,25 @@ def create_app(config: ServiceConfig) -> FastAPI:
     return app
 
 
+def log_to_stderr() -> None:
+    """The service's log format (INFO and up, to stderr)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+
+
+def app_from_settings() -> FastAPI:
+    """The service of the settings: each worker process of ``mlplatform serve --workers N``
+    makes its own (uvicorn's app factory)."""
+    log_to_stderr()
+    return create_app(ServiceConfig.from_settings(get_settings()))
+
+
 def _observe(metrics: ServiceMetrics, scored: Scored) -> None:
     for stage, ms in (
         ("validation", scored.validation_ms),
+        ("state", scored.state_ms),
         ("features", scored.features_ms),
         ("model", scored.model_ms),
+        ("log", scored.log_ms),
     ):
         metrics.stage.labels(stage).observe(ms / 1000)
     for answer in scored.answers:

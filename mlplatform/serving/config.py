@@ -34,6 +34,7 @@ class ServiceConfig:
     reload_seconds: float = 10.0
     challenger_mode: ChallengerMode = "off"
     canary_share: float = 0.1
+    online_state: str = "memory"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceConfig:
@@ -56,4 +57,5 @@ class ServiceConfig:
             reload_seconds=settings.reload_seconds,
             challenger_mode=settings.challenger_mode,
             canary_share=settings.canary_share,
+            online_state=settings.online_state,
         )

@@ -71,14 +71,18 @@ def load_model(tracking_uri: str, model_name: str, alias: str) -> ModelHandle:
 
     Raises :class:`NoModelError` when the alias is not set.
     """
-    client = configure(tracking_uri)
-    version = alias_version(client, model_name, alias)
+    return load_version(tracking_uri, model_name, aliased(tracking_uri, model_name, alias))
+
+
+def aliased(tracking_uri: str, model_name: str, alias: str) -> str:
+    """The version ``alias`` points at; raises :class:`NoModelError` when it is not set."""
+    version = alias_version(configure(tracking_uri), model_name, alias)
     if version is None:
         raise NoModelError(
             f"no {alias} for {model_name!r} in {tracking_uri}: "
             "materialize champion_model (the `training` job) first"
         )
-    return load_version(tracking_uri, model_name, version)
+    return version
 
 
 def load_version(tracking_uri: str, model_name: str, version: str) -> ModelHandle:

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,6 +28,7 @@ from mlplatform.contract import CANONICAL_COLUMNS, Contract
 from mlplatform.features.declarations import INPUT_COLUMNS, FeatureRegistry
 from mlplatform.features.online_state import CompiledFeatures, FeatureState, as_records
 from mlplatform.ingestion.row_rules import pseudonyms_sql, typed_columns, violation
+from mlplatform.serving.shared_state import Pending, Published, RedisState
 from mlplatform.warehouse.connection import read_sql, sql_literal, transaction
 from mlplatform.warehouse.pii import hmac_pads, mask_card_like_digits
 from mlplatform.warehouse.row_program import RowProgram, request_text
@@ -72,6 +73,10 @@ class FeatureBatch:
     #: The stages that took DuckDB's route instead of Python's, with why: (stage, reason),
     #: stage ``rows`` (rules and curation) or ``features`` (the projection). Empty: Python's.
     fallbacks: tuple[tuple[str, str], ...] = ()
+    #: Reading the cards' state (in memory, or from Redis: then ``pending`` is the read,
+    #: committed by :meth:`OnlineFeatures.record`).
+    state_ms: float = 0.0
+    pending: Pending | None = field(repr=False, default=None)
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,8 @@ class StoreInfo:
     modified_at: datetime
     last_event_time: datetime | None
     events: int
+    #: What tells this store from another one on any machine that mounts it.
+    identity: dict[str, Any] = field(repr=False, default_factory=dict)
 
     def age_hours(self, now: datetime | None = None) -> float:
         return ((now or datetime.now()) - self.modified_at).total_seconds() / 3600
@@ -143,6 +150,12 @@ class OnlineFeatures:
     serving state (:meth:`load_store`, which a thread may run while requests are served)
     and swapped in (:meth:`swap`, short: the caller holds its request lock for it only).
     Otherwise not thread-safe: one caller at a time.
+
+    ``online_state`` ``memory`` keeps that state in this process; a Redis URL keeps every
+    card's state in Redis instead (:class:`~mlplatform.serving.shared_state.RedisState`),
+    shared by every process that serves: :meth:`sync_shared` publishes the store there, a
+    request reads its cards there and :meth:`record` commits its events (False: a card
+    changed meanwhile, compute again).
     """
 
     def __init__(
@@ -154,6 +167,7 @@ class OnlineFeatures:
         max_amount: float = 100_000.0,
         compiled_rows: bool = True,
         preload: bool = False,
+        online_state: str = "memory",
     ) -> None:
         self.store_path = Path(store_path)
         self.registry = registry
@@ -166,6 +180,7 @@ class OnlineFeatures:
         self._mem.execute(read_sql("create_schema"))
         self._mem.execute(read_sql("macros"))
         self.compiled = CompiledFeatures(registry, self._mem)
+        self.shared = None if online_state == "memory" else RedisState(online_state, self.compiled)
         # The connection a store load writes the reference table with (from its own thread).
         self._loader = self._mem.cursor()
         self.state = FeatureState(self.compiled)
@@ -223,9 +238,10 @@ class OnlineFeatures:
             held = _held_ids(conn, [r[2] for r in scored])
             fresh = [r for r in scored if r[2] not in held]
             state = FeatureState(self.compiled)
-            state.load_partials(conn, "store.curated.transactions")
-            if self._preload:
-                state.load(conn, "store.curated.transactions")
+            if self.shared is None:  # else the cards' state is in Redis
+                state.load_partials(conn, "store.curated.transactions")
+                if self._preload:
+                    state.load(conn, "store.curated.transactions")
             loaded = set(state.cards)
             missing = sorted({r[3] for r in fresh} - loaded)
             _read_cards(state, conn, missing)
@@ -260,7 +276,11 @@ class OnlineFeatures:
                 )
             },
             info=StoreInfo(
-                self.store_path, datetime.fromtimestamp(stat.st_mtime), last, int(events)
+                self.store_path,
+                datetime.fromtimestamp(stat.st_mtime),
+                last,
+                int(events),
+                _identity(stat, int(events), last),
             ),
             seconds=time.perf_counter() - started,
         )
@@ -301,15 +321,27 @@ class OnlineFeatures:
         else:
             records, rows = curated
         validated = time.perf_counter()
-        self._load_cards({r[3] for r in records})
-        values = self.state.aggregates(records)
-        features = self.compiled.features(rows, values)
-        if features is None:  # the projection in DuckDB (its rows are in online_rows)
-            fallbacks.append(("features", f"not compiled: {self.compiled.unsupported}"))
-            sql = self.compiled.projection_sql("online_rows", values)
-            frame = self._mem.execute(sql).df().drop(columns="row_idx")
+        pending = None
+        if self.shared is None:
+            self._load_cards({r[3] for r in records})
+            state = self.state
         else:
-            frame = pd.DataFrame(features)
+            pending = self.shared.read(records)
+            state = pending.state
+        read = time.perf_counter()
+        try:
+            values = state.aggregates(records)
+            features = self.compiled.features(rows, values)
+            if features is None:  # the projection in DuckDB (its rows are in online_rows)
+                fallbacks.append(("features", f"not compiled: {self.compiled.unsupported}"))
+                sql = self.compiled.projection_sql("online_rows", values)
+                frame = self._mem.execute(sql).df().drop(columns="row_idx")
+            else:
+                frame = pd.DataFrame(features)
+        except BaseException:
+            if pending is not None:
+                self.shared.release(pending)
+            raise
         done = time.perf_counter()
         for stage, reason in fallbacks:
             logger.info(
@@ -320,9 +352,11 @@ class OnlineFeatures:
             frame,
             [{c: _json(v) for c, v in row.items()} for row in rows],
             (validated - started) * 1000,
-            (done - validated) * 1000,
+            (done - read) * 1000,
             records,
             tuple(fallbacks),
+            (read - validated) * 1000,
+            pending,
         )
 
     def _compiled_rows(
@@ -366,9 +400,39 @@ class OnlineFeatures:
         ]
         return records, rows
 
-    def record(self, batch: FeatureBatch) -> None:
-        """Count the scored transactions of ``batch`` in later transactions' windows."""
-        self._add(batch.records)
+    def record(self, batch: FeatureBatch) -> bool:
+        """Count the scored transactions of ``batch`` in later transactions' windows. False
+        (nothing counted) when the shared state of its cards changed since :meth:`compute`
+        read it: compute the batch again."""
+        if batch.pending is None:
+            self._add(batch.records)
+            return True
+        return self.shared.commit(batch.pending, batch.records)
+
+    def discard(self, batch: FeatureBatch) -> None:
+        """Give up ``batch`` without counting it (scoring it failed)."""
+        if batch.pending is not None:
+            self.shared.release(batch.pending)
+
+    def sync_shared(
+        self, logged: Callable[[datetime | None], Iterable[Mapping[str, Any]]]
+    ) -> Published | None:
+        """Publish this process's store to the shared state when Redis holds an older
+        store's state or none (then with the ``logged`` events newer than the store: the
+        prediction log's); None when there was nothing to do or another process does it."""
+        assert self.shared is not None and self.info is not None
+        with self.shared.publishing(self.info.identity) as publisher:
+            if publisher is None:
+                return None
+            state = FeatureState(self.compiled)
+            state.load_partials(self._store, "store.curated.transactions")
+            state.load(self._store, "store.curated.transactions")
+            restored = (
+                as_records(self._mem, self.compiled, logged(self.info.last_event_time))
+                if publisher.empty
+                else []
+            )
+            return publisher.publish(state, restored, lambda ids: _held_ids(self._store, ids))
 
     def restore(self, events: Iterable[Mapping[str, Any]]) -> int:
         """Rebuild fresh state from logged ``events`` (curated feature inputs, in order);
@@ -461,6 +525,16 @@ class OnlineFeatures:
         ]  # fmt: skip
         if repeated:
             raise InvalidTransactions(repeated)
+
+
+def _identity(stat: os.stat_result, events: int, last: datetime | None) -> dict[str, Any]:
+    """A store file's identity (see :attr:`StoreInfo.identity`)."""
+    return {
+        "modified_ns": stat.st_mtime_ns,
+        "size": stat.st_size,
+        "events": events,
+        "last_event_time": None if last is None else last.isoformat(),
+    }
 
 
 def _held_ids(store: duckdb.DuckDBPyConnection, ids: list[str]) -> set[str]:

@@ -24,12 +24,15 @@ import pandas as pd
 from mlplatform.ml.registry import CHAMPION, alias_version, configure
 from mlplatform.serving.config import ServiceConfig
 from mlplatform.serving.model import CHALLENGER, ModelHandle, load_model, load_version
-from mlplatform.serving.online import InvalidTransactions, OnlineFeatures
+from mlplatform.serving.online import FeatureBatch, InvalidTransactions, OnlineFeatures
 from mlplatform.serving.prediction_log import PredictionLog
+from mlplatform.serving.shared_state import StateUnavailable
 
 logger = logging.getLogger(__name__)
 
 Role = Literal["champion", "canary", "shadow"]
+#: Times a request is computed again when its cards' shared state changed meanwhile.
+COMMIT_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class Scored:
     model_ms: float
     #: The stages that took DuckDB's route, with why (see FeatureBatch.fallbacks).
     fallbacks: tuple[tuple[str, str], ...] = ()
+    state_ms: float = 0.0  # reading (and committing) the cards' state
+    log_ms: float = 0.0
 
 
 class UnprocessableTransactions(ValueError):
@@ -99,10 +104,12 @@ class Service:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         champion = smoke_scored(load_model(config.tracking_uri, config.model_name, CHAMPION), None)
-        # Every card read when the store is (re)attached: no request waits for its card.
+        # In memory, every card read when the store is (re)attached: no request waits for its
+        # card. In Redis, the cards' state is published there (by one process).
+        shared = config.online_state != "memory"
         self.features = OnlineFeatures(
             config.store_path, config.registry, config.pii_key,
-            max_amount=config.max_amount, preload=True,
+            max_amount=config.max_amount, preload=not shared, online_state=config.online_state,
         )  # fmt: skip
         try:
             challenger = self._challenger(None)
@@ -110,12 +117,16 @@ class Service:
             challenger, self.last_reload_error = None, f"challenger failed to load: {error}"
         self.models = Models(champion, challenger)
         assert self.features.info is not None
-        since = self.features.info.last_event_time
-        restored = self.features.restore(self.log.answered_events(since))
-        logger.info(
-            "serving %s version %s; %d logged transactions newer than the store restored",
-            config.model_name, champion.version, restored,
-        )  # fmt: skip
+        logger.info("serving %s version %s", config.model_name, champion.version)
+        if not shared:
+            since = self.features.info.last_event_time
+            restored = self.features.restore(self.log.answered_events(since))
+            logger.info("%d logged transactions newer than the store restored", restored)
+            return
+        try:
+            self._sync_shared()
+        except StateUnavailable as error:  # not ready until Redis is back (health says why)
+            logger.warning("online state: %s", error)
 
     def _challenger(self, current: ModelHandle | None) -> ModelHandle | None:
         """The challenger the registry names now (``current`` when unchanged)."""
@@ -163,6 +174,11 @@ class Service:
                 "online store reopened: %s (read in %.0f ms beside the serving state; the "
                 "swap held the request lock %.2f ms)", loaded.info, loaded.seconds * 1000, held,
             )  # fmt: skip
+        if self.features.shared is not None:
+            try:
+                self._sync_shared()
+            except StateUnavailable as error:
+                errors.append(f"online state: {error}")
         current = self.models
         client = configure(self.config.tracking_uri)
         champion = current.champion
@@ -188,87 +204,133 @@ class Service:
             )  # fmt: skip
         self.last_reload_error = "; ".join(errors) or None
 
+    def _sync_shared(self) -> None:
+        """Publish the store to the shared state when Redis lacks it (see
+        :meth:`~mlplatform.serving.online.OnlineFeatures.sync_shared`)."""
+        published = self.features.sync_shared(self.log.answered_events)
+        if published is not None:
+            logger.info(
+                "online state version %s published to %s: %d cards, %d scored transactions "
+                "carried, %d bytes in %.2f s", published.version, self.features.shared.url,
+                published.cards, published.carried, published.bytes, published.seconds,
+            )  # fmt: skip
+
     def predict(self, transactions: Sequence[Mapping[str, Any]], request_id: str) -> Scored:
         """Answers for ``transactions`` (canonical columns) in their order, logged per model
         that scored them under ``request_id``.
 
-        Raises :class:`~mlplatform.serving.online.InvalidTransactions`.
+        Raises :class:`~mlplatform.serving.online.InvalidTransactions`, and
+        :class:`~mlplatform.serving.shared_state.StateUnavailable` when the shared state
+        cannot be used.
         """
         models = self.models  # this request's models, whatever a reload swaps in meanwhile
-        mode = self.config.challenger_mode
-        challenger = models.challenger if mode != "off" else None
         with self._lock:
-            try:
-                batch = self.features.compute(transactions)
-            except InvalidTransactions:
-                raise
-            except (ValueError, TypeError, KeyError, ArithmeticError, duckdb.Error) as error:
-                raise UnprocessableTransactions(
-                    f"the transactions could not be scored ({type(error).__name__})"
-                ) from error
-            frame = batch.frame
-            canary = np.zeros(len(frame), dtype=bool)
-            if challenger is not None and mode == "canary":
-                share = self.config.canary_share
-                canary = np.array([canary_bucket(card) < share for card in frame["card_id"]])
-            runs: list[tuple[ModelHandle, Role, np.ndarray, bool]] = [
-                (models.champion, "champion", ~canary, True)
-            ]
-            if challenger is not None and mode == "canary":
-                runs.append((challenger, "canary", canary, True))
-            elif challenger is not None:
-                runs.append((challenger, "shadow", np.ones(len(frame), dtype=bool), False))
-            rows = frame[["event_time", "partition_date", "card_id", "transaction_id"]]
-            answers: list[Answer | None] = [None] * len(frame)
-            lines = []
-            model_ms = 0.0
-            logged_at = datetime.now(UTC).isoformat()
-            for handle, role, mask, returned in runs:
-                if not mask.any():
-                    continue
-                started = time.perf_counter()
-                run_scores = handle.score(frame[mask])
-                elapsed = (time.perf_counter() - started) * 1000
-                model_ms += elapsed
-                for i, score in zip(np.flatnonzero(mask), run_scores, strict=True):
-                    row = rows.iloc[i]
-                    decision = bool(score >= handle.threshold)
-                    transaction_id = str(row["transaction_id"])
-                    if returned:
-                        answers[i] = Answer(
-                            transaction_id, float(score), decision, handle.version, role
-                        )
-                    lines.append({
-                        "request_id": request_id, "logged_at": logged_at,
-                        "event_time": pd.Timestamp(row["event_time"]).isoformat(sep=" "),
-                        "partition_date": pd.Timestamp(row["partition_date"]).date().isoformat(),
-                        "card_id": row["card_id"], "transaction_id": transaction_id,
-                        "model_name": handle.model_name, "model_version": handle.version,
-                        "role": role, "returned": returned, "score": float(score),
-                        "decision": decision, "validation_ms": batch.validation_ms,
-                        "features_ms": batch.features_ms, "model_ms": elapsed,
-                        "event": batch.events[i],
-                    })  # fmt: skip
-            self.features.record(batch)
+            for _ in range(COMMIT_ATTEMPTS):
+                batch = self._compute(transactions)
+                try:
+                    answers, lines, model_ms = self._score(batch, models, request_id)
+                except BaseException:
+                    self.features.discard(batch)
+                    raise
+                committed = time.perf_counter()
+                if self.features.record(batch):
+                    break
+            else:
+                raise StateUnavailable(
+                    f"the cards' online state changed under this request {COMMIT_ATTEMPTS} "
+                    "times in a row; retry"
+                )
+            logged = time.perf_counter()
             self.log.append(lines)
-            self._last_features = frame
+            done = time.perf_counter()
+            self._last_features = batch.frame
         return Scored(
             request_id,
-            [a for a in answers if a is not None],
+            answers,
             batch.validation_ms,
             batch.features_ms,
             model_ms,
             batch.fallbacks,
+            batch.state_ms + (logged - committed) * 1000,
+            (done - logged) * 1000,
         )
+
+    def _compute(self, transactions: Sequence[Mapping[str, Any]]) -> FeatureBatch:
+        """The request's features; what the rules let through but the feature path cannot
+        take is :class:`UnprocessableTransactions`."""
+        try:
+            return self.features.compute(transactions)
+        except InvalidTransactions:
+            raise
+        except (ValueError, TypeError, KeyError, ArithmeticError, duckdb.Error) as error:
+            raise UnprocessableTransactions(
+                f"the transactions could not be scored ({type(error).__name__})"
+            ) from error
+
+    def _score(
+        self, batch: FeatureBatch, models: Models, request_id: str
+    ) -> tuple[list[Answer], list[dict[str, Any]], float]:
+        """The answers of ``batch`` by the champion (and the challenger: shadow or canary),
+        the prediction log's lines and the models' time (ms)."""
+        mode = self.config.challenger_mode
+        challenger = models.challenger if mode != "off" else None
+        frame = batch.frame
+        canary = np.zeros(len(frame), dtype=bool)
+        if challenger is not None and mode == "canary":
+            share = self.config.canary_share
+            canary = np.array([canary_bucket(card) < share for card in frame["card_id"]])
+        runs: list[tuple[ModelHandle, Role, np.ndarray, bool]] = [
+            (models.champion, "champion", ~canary, True)
+        ]
+        if challenger is not None and mode == "canary":
+            runs.append((challenger, "canary", canary, True))
+        elif challenger is not None:
+            runs.append((challenger, "shadow", np.ones(len(frame), dtype=bool), False))
+        rows = frame[["event_time", "partition_date", "card_id", "transaction_id"]]
+        answers: list[Answer | None] = [None] * len(frame)
+        lines = []
+        model_ms = 0.0
+        logged_at = datetime.now(UTC).isoformat()
+        for handle, role, mask, returned in runs:
+            if not mask.any():
+                continue
+            started = time.perf_counter()
+            run_scores = handle.score(frame[mask])
+            elapsed = (time.perf_counter() - started) * 1000
+            model_ms += elapsed
+            for i, score in zip(np.flatnonzero(mask), run_scores, strict=True):
+                row = rows.iloc[i]
+                decision = bool(score >= handle.threshold)
+                transaction_id = str(row["transaction_id"])
+                if returned:
+                    answers[i] = Answer(
+                        transaction_id, float(score), decision, handle.version, role
+                    )
+                lines.append({
+                    "request_id": request_id, "logged_at": logged_at,
+                    "event_time": pd.Timestamp(row["event_time"]).isoformat(sep=" "),
+                    "partition_date": pd.Timestamp(row["partition_date"]).date().isoformat(),
+                    "card_id": row["card_id"], "transaction_id": transaction_id,
+                    "model_name": handle.model_name, "model_version": handle.version,
+                    "role": role, "returned": returned, "score": float(score),
+                    "decision": decision, "validation_ms": batch.validation_ms,
+                    "features_ms": batch.features_ms, "model_ms": elapsed,
+                    "event": batch.events[i],
+                })  # fmt: skip
+        return [a for a in answers if a is not None], lines, model_ms
 
     def health(self) -> dict[str, Any]:
         """Liveness and readiness facts (readiness: a model and a store young enough)."""
         info = self.features.info
         age = info.age_hours() if info is not None else None
         max_age = self.config.max_store_age_hours
+        shared = self.features.shared
+        state_error = None if shared is None else shared.status()
         return {
             "live": True,
-            "ready": age is not None and age <= max_age,
+            "ready": age is not None and age <= max_age and state_error is None,
+            "online_state": "memory" if shared is None else shared.url,
+            "online_state_error": state_error,
             "model_loaded": True,
             "model_version": self.models.champion.version,
             "store_age_hours": age,

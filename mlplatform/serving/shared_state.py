@@ -1,0 +1,409 @@
+"""Fresh online state shared by every service process, in Redis (``MLPLATFORM_ONLINE_STATE``).
+
+With ``memory`` (the default) one process holds the state of its cards. With a Redis URL
+every process reads and writes it there, so that any process (``mlplatform serve --workers
+N``, replicas on other machines) answers a card as one process would. The keys, under
+:data:`PREFIX`:
+
+- ``current``: the version served (a number); ``v{N}:meta``: what it was built from (the
+  store file's identity) and its size;
+- ``v{N}:card:{card}``: a card's :class:`~mlplatform.features.card_state.CardState` as bytes;
+- ``v{N}:daily:{key}``: the daily partials of a key (e.g. a merchant), JSON;
+- ``v{N}:journal``: the transactions scored since the store was written (JSON), which the
+  next version carries over where its store lacks them.
+
+A request is one optimistic transaction per process (WATCH, MGET, MULTI/EXEC): it reads the
+version and its cards' states, computes the features, adds its events and commits only if no
+key it read changed meanwhile; otherwise it is computed again on what changed. So two
+purchases of a card taken by two processes at once are each counted once, and a request sees
+every event of its card committed before it.
+
+A new store is published by one process (a lock key): every card's state goes under a new
+version (pipelined, beside the served one), the journal's transactions the store lacks are
+added, and one transaction switches ``current`` once no request appended to the journal since
+it was read; the old version is deleted afterwards. No request waits for it. When Redis holds
+no version (a first start, or restarted empty), requests are answered 503 and the state is
+rebuilt from the store and the prediction log the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.client import Pipeline
+
+from mlplatform.features.card_state import CardState, StateFormatError
+from mlplatform.features.online_state import CompiledFeatures, FeatureState
+
+PREFIX = "mlplatform:online:"
+#: A publishing process holds the lock this long past its last sign of life.
+LOCK_MS = 60_000
+#: Cards written per round trip when a version is published.
+BATCH = 500
+#: Why requests get 503 while Redis holds no state.
+EMPTY = (
+    "Redis holds no online state (first start, or restarted empty): it is being rebuilt "
+    "from the online store and the prediction log; retry shortly"
+)
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
+
+
+class StateUnavailable(RuntimeError):
+    """The shared state cannot be used now (Redis unreachable, or holding no state): the
+    reason says which. Answered 503, never a score from missing state."""
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    netloc = user + parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass
+class Pending:
+    """A request's read of the shared state: its version, the pipeline watching what was
+    read, a :class:`FeatureState` of its cards and daily keys, and those partials as read
+    (only what changed is written back)."""
+
+    pipe: Pipeline = field(repr=False)
+    version: str
+    state: FeatureState = field(repr=False)
+    daily: dict[tuple, dict[int, list[Any]] | None] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Published:
+    """A version written by :meth:`Publisher.publish` and made current."""
+
+    version: str
+    cards: int
+    carried: int  # scored transactions the store lacked, carried into the version
+    bytes: int
+    seconds: float
+
+
+class RedisState:
+    """The online state of every card in Redis at ``url`` (see the module's docstring)."""
+
+    def __init__(self, url: str, compiled: CompiledFeatures, prefix: str = PREFIX) -> None:
+        self.url = redacted(url)
+        self.compiled = compiled
+        self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self._prefix = prefix
+        self._current = prefix + "current"
+        self._lock = prefix + "publishing"
+        self._version: str | None = None
+        self._release = self.redis.register_script(_RELEASE)
+
+    def key(self, version: str, kind: str, name: str = "") -> str:
+        """The key of a version's ``meta``, ``journal``, ``card`` (``name``) or ``daily``."""
+        return f"{self._prefix}v{version}:{kind}" + (f":{name}" if name else "")
+
+    def daily_name(self, key: tuple) -> str:
+        return json.dumps(list(key), separators=(",", ":"))
+
+    @contextmanager
+    def reachable(self) -> Iterator[None]:
+        """Redis' connection errors as :class:`StateUnavailable`, saying what to do."""
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as error:
+            raise StateUnavailable(
+                f"Redis at {self.url} is unreachable ({error}); the service answers again "
+                "once it is back"
+            ) from error
+
+    def status(self) -> str | None:
+        """Why the state cannot serve now (None: it can)."""
+        try:
+            with self.reachable():
+                if self.redis.get(self._current) is None:
+                    return EMPTY
+        except StateUnavailable as error:
+            return str(error)
+        return None
+
+    def meta(self) -> dict[str, Any] | None:
+        """What the current version was built from (None: no version)."""
+        with self.reachable():
+            version = self.redis.get(self._current)
+            if version is None:
+                return None
+            data = self.redis.get(self.key(version.decode(), "meta"))
+        return None if data is None else json.loads(data)
+
+    def read(self, records: Sequence[tuple]) -> Pending:
+        """The current state of the cards of ``records`` and the daily partials they read,
+        watched until :meth:`commit` (or :meth:`release`)."""
+        with self.reachable():
+            for _ in range(3):
+                version = self._version or self._current_version()
+                pending = self._read(version, records)
+                if pending is not None:
+                    return pending
+        raise StateUnavailable("the online state's version changed three times in one read")
+
+    def _current_version(self) -> str:
+        version = self.redis.get(self._current)
+        if version is None:
+            raise StateUnavailable(EMPTY)
+        self._version = version.decode()
+        return self._version
+
+    def _read(self, version: str, records: Sequence[tuple]) -> Pending | None:
+        """The read at ``version``; None when another version is current (noted)."""
+        state = FeatureState(self.compiled)
+        cards = sorted({r[3] for r in records})
+        daily = sorted({k for r in records for k in state.daily_keys(state.event(r))}, key=repr)
+        keys = [self.key(version, "card", c) for c in cards]
+        keys += [self.key(version, "daily", self.daily_name(k)) for k in daily]
+        pipe = self.redis.pipeline()
+        try:
+            pipe.watch(self._current, *keys)
+            current, *values = pipe.mget(self._current, *keys)
+        except BaseException:
+            pipe.reset()
+            raise
+        if current is None or current.decode() != version:
+            pipe.reset()
+            if current is None:
+                self._version = None
+                raise StateUnavailable(EMPTY)
+            self._version = current.decode()
+            return None
+        layout = self.compiled.layout
+        for card, data in zip(cards, values, strict=False):
+            if data is None:
+                continue
+            try:
+                state.cards[card] = CardState.from_bytes(data, layout)
+            except StateFormatError as error:
+                pipe.reset()
+                raise StateUnavailable(
+                    f"card state {card} in Redis at {self.url} cannot be read ({error}): give "
+                    "each platform its own Redis database in MLPLATFORM_ONLINE_STATE"
+                ) from error
+        read: dict[tuple, dict[int, list[Any]] | None] = {}
+        for key, data in zip(daily, values[len(cards) :], strict=True):
+            read[key] = None if data is None else _days(data)
+            if read[key] is not None:
+                state.partials[key] = _days(data)
+        return Pending(pipe, version, state, read)
+
+    def commit(self, pending: Pending, records: Sequence[tuple]) -> bool:
+        """Add ``records`` (the request's events) to the state read; False (nothing
+        written) when a key read was changed since by another request or a publish."""
+        state = pending.state
+        state.add(records)
+        pipe = pending.pipe
+        try:
+            with self.reachable():
+                pipe.multi()
+                for card in dict.fromkeys(r[3] for r in records):
+                    data = state.cards[card].to_bytes()
+                    pipe.set(self.key(pending.version, "card", card), data)
+                for key, before in pending.daily.items():
+                    after = state.partials.get(key)
+                    if after != before:
+                        name = self.key(pending.version, "daily", self.daily_name(key))
+                        if after:
+                            pipe.set(name, _days_bytes(after))
+                        else:
+                            pipe.delete(name)
+                pipe.rpush(self.key(pending.version, "journal"), *map(_entry, records))
+                pipe.execute()
+        except redis.WatchError:
+            return False
+        finally:
+            pipe.reset()
+        return True
+
+    def release(self, pending: Pending) -> None:
+        """Give up a read without writing (the request failed)."""
+        pending.pipe.reset()
+
+    @contextmanager
+    def publishing(self, identity: dict[str, Any]) -> Iterator[Publisher | None]:
+        """A :class:`Publisher` of the store ``identity`` names, holding the publishing
+        lock; None when the current version is of that store or a newer one, or another
+        process is publishing."""
+        with self.reachable():
+            current = self.redis.get(self._current)
+            meta = self.meta() if current is not None else None
+            if meta is not None and not _newer(identity, meta["store"]):
+                yield None
+                return
+            token = uuid.uuid4().hex
+            if not self.redis.set(self._lock, token, nx=True, px=LOCK_MS):
+                yield None
+                return
+        try:
+            yield Publisher(self, None if current is None else current.decode(), token, identity)
+        finally:
+            with self.reachable():
+                self._release(keys=[self._lock], args=[token])
+
+    def drop(self, version: str) -> int:
+        """Delete the keys of ``version``; how many."""
+        deleted = 0
+        with self.reachable():
+            batch: list[bytes] = []
+            for key in self.redis.scan_iter(match=f"{self._prefix}v{version}:*", count=1000):
+                batch.append(key)
+                if len(batch) >= BATCH:
+                    deleted += self.redis.unlink(*batch)
+                    batch = []
+            if batch:
+                deleted += self.redis.unlink(*batch)
+        return deleted
+
+
+class Publisher:
+    """Writes a store's state as a new version and makes it current (see the module)."""
+
+    def __init__(
+        self, shared: RedisState, previous: str | None, token: str, identity: dict[str, Any]
+    ) -> None:
+        self.shared, self.previous, self.token, self.identity = shared, previous, token, identity
+
+    @property
+    def empty(self) -> bool:
+        """Redis holds no version: the state is rebuilt (the prediction log has the
+        transactions scored since the store)."""
+        return self.previous is None
+
+    def publish(
+        self,
+        state: FeatureState,
+        restored: Sequence[tuple],
+        held: Callable[[list[str]], set[str]],
+    ) -> Published:
+        """Write ``state`` (every card of the store) plus the scored transactions the store
+        lacks (``held`` says which transaction ids it holds): the previous version's journal,
+        and ``restored`` records (from the prediction log, when Redis was empty); then
+        switch ``current`` to it and delete the previous version."""
+        started = time.perf_counter()
+        shared, r = self.shared, self.shared.redis
+        with shared.reachable():
+            version = str(r.incr(shared._prefix + "next"))
+            journal = shared.key(self.previous, "journal") if self.previous else None
+            entries = [_entry(rec) for rec in restored]
+            if journal is not None:
+                entries += [e.decode() for e in r.lrange(journal, 0, -1)]
+            seen = 0 if journal is None else len(entries) - len(restored)
+            carried = _carry(state, entries, held)
+            size = self._write(version, state, carried)
+            dirty_cards: set[str] = set()
+            dirty_daily: set[tuple] = set()
+            while True:
+                with r.pipeline() as pipe:
+                    pipe.watch(shared._current, *([journal] if journal else []))
+                    now = pipe.get(shared._current)
+                    if (now.decode() if now else None) != self.previous:
+                        raise StateUnavailable(
+                            f"another process switched the online state to version {now!r} "
+                            "while this one published (its lock had expired)"
+                        )
+                    late = [e.decode() for e in pipe.lrange(journal, seen, -1)] if journal else []
+                    new = _carry(state, late, held)
+                    carried += new
+                    for entry in new:
+                        dirty_cards.add(json.loads(entry)[1])
+                    dirty_daily |= {
+                        k for e in new for k in state.daily_keys(tuple(json.loads(e)[2:]))
+                    }
+                    pipe.multi()
+                    for card in dirty_cards:
+                        pipe.set(shared.key(version, "card", card), state.cards[card].to_bytes())
+                    for key in dirty_daily:
+                        days = state.partials.get(key)
+                        name = shared.key(version, "daily", shared.daily_name(key))
+                        if days:
+                            pipe.set(name, _days_bytes(days))
+                        else:
+                            pipe.delete(name)
+                    if new:
+                        pipe.rpush(shared.key(version, "journal"), *new)
+                    pipe.set(shared._current, version)
+                    try:
+                        pipe.execute()
+                        break
+                    except redis.WatchError:
+                        seen += len(late)
+            shared._version = version
+            if self.previous is not None:
+                shared.drop(self.previous)
+        return Published(
+            version, len(state.cards), len(carried), size, time.perf_counter() - started
+        )
+
+    def _write(self, version: str, state: FeatureState, carried: list[str]) -> int:
+        """Every card, daily partial and carried journal entry under ``version``, pipelined
+        (no transaction: the version is not current yet); the bytes written."""
+        shared, r = self.shared, self.shared.redis
+        size = 0
+        pipe = r.pipeline(transaction=False)
+        for count, (card, card_state) in enumerate(state.cards.items(), start=1):
+            data = card_state.to_bytes()
+            size += len(data)
+            pipe.set(shared.key(version, "card", card), data)
+            if count % BATCH == 0:
+                pipe.pexpire(shared._lock, LOCK_MS)
+                pipe.execute()
+        for key, days in state.partials.items():
+            data = _days_bytes(days)
+            size += len(data)
+            pipe.set(shared.key(version, "daily", shared.daily_name(key)), data)
+        if carried:
+            pipe.rpush(shared.key(version, "journal"), *carried)
+        meta = {"store": self.identity, "cards": len(state.cards), "bytes": size}
+        pipe.set(shared.key(version, "meta"), json.dumps(meta))
+        pipe.execute()
+        return size
+
+
+def _carry(
+    state: FeatureState, entries: Iterable[str], held: Callable[[list[str]], set[str]]
+) -> list[str]:
+    """Add the journal ``entries`` whose transactions the store lacks to ``state``; those."""
+    entries = list(entries)
+    if not entries:
+        return []
+    stored = held([json.loads(e)[0] for e in entries])
+    kept = []
+    for entry in entries:
+        transaction_id, card_id, *event = json.loads(entry)
+        if transaction_id not in stored:
+            state.add_event(card_id, tuple(event))
+            kept.append(entry)
+    return kept
+
+
+def _entry(record: tuple) -> str:
+    """A journal entry: transaction id, card, then the event a card's state keeps."""
+    return json.dumps([record[2], record[3], *FeatureState.event(record)], separators=(",", ":"))
+
+
+def _days(data: bytes) -> dict[int, list[Any]]:
+    return {int(day): values for day, values in json.loads(data).items()}
+
+
+def _days_bytes(days: dict[int, list[Any]]) -> str:
+    return json.dumps({str(d): v for d, v in sorted(days.items())}, separators=(",", ":"))
+
+
+def _newer(identity: dict[str, Any], built: dict[str, Any]) -> bool:
+    """Whether the store ``identity`` names replaced the one a version was ``built`` from."""
+    return identity != built and identity["modified_ns"] >= built["modified_ns"]
