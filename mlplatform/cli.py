@@ -525,7 +525,8 @@ def serve(
 
 
 def _refuse(message: str) -> NoReturn:
-    console.print(message, style="red", markup=False, highlight=False)
+    # Never wrapped: a variable, a path or a URL in it stays whole.
+    console.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 

@@ -51,6 +51,7 @@ FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE}
 LONGEST_FIRST = (
     "test_cli.py",
     "test_serving.py",
+    "test_serving_redis.py",
     "test_recovery.py",
     "test_sensor_daemon.py",
     "test_bring_your_own_data.py",
@@ -375,6 +376,7 @@ class Server:
     port: int = 0
     process: subprocess.Popen | None = None
     http: httpx.Client = field(init=False)
+    args: tuple[str, ...] = ()  # more options of `mlplatform serve` (e.g. --workers)
 
     def start(self) -> Server:
         self.port = free_port()
@@ -385,7 +387,8 @@ class Server:
             (self.output / f"stderr-{started}").open("w") as stderr,
         ):
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "mlplatform.cli", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "mlplatform.cli", "serve", "--port", str(self.port),
+                 *self.args],
                 env=self.env, stdout=stdout, stderr=stderr,
             )  # fmt: skip
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)

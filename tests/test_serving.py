@@ -81,8 +81,13 @@ class Platform:
 @pytest.fixture(scope="module")
 def platform(
     trained_platform: TrainedPlatform, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Platform]:
-    root = tmp_path_factory.mktemp("serving")
+) -> Platform:
+    return serving_copy(trained_platform, tmp_path_factory.mktemp("serving"))
+
+
+def serving_copy(trained_platform: TrainedPlatform, root: Path) -> Platform:
+    """A copy of the trained platform in ``root`` to serve: version 2 (another family) is the
+    challenger, the warehouse is the online store, the API keys are set."""
     copy = trained_platform.copy(root)
     with environment(copy.env):
         settings = get_settings()
@@ -110,7 +115,7 @@ def platform(
         for p in sorted((copy.home / "landing").glob("transactions_*.csv"))
     ).rename(columns={column: name for name, column in contract.columns.items()})
     (root / "keys").write_text(f"\n{FILE_KEY}\n")
-    yield Platform(
+    return Platform(
         copy.home, settings, registry, client, landing,
         {**os.environ, **copy.env, "MLPLATFORM_API_KEYS": f"{KEY}, another-key",
          "MLPLATFORM_API_KEYS_FILE": str(root / "keys"), "MLPLATFORM_RELOAD_SECONDS": "0.3",

@@ -1,0 +1,252 @@
+"""`mlplatform serve` with its online state in Redis: several processes, one card's answer.
+
+A real `redis-server` (a temp folder, a free port, no persistence) and real uvicorn servers
+on a copy of the suite's shared trained platform. Its online store is the warehouse as of the
+evening before the last scored day; two service processes share the Redis and take that day's
+transactions alternately, as a load balancer would hand them out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import httpx
+import pandas as pd
+import pytest
+from conftest import Server, TrainedPlatform, environment, free_port
+from redis_server import RedisServer, redis_server
+from test_serving import Platform, serving_copy
+
+from mlplatform.assets.serving import serving_log
+from mlplatform.definitions import build_resources
+from mlplatform.features.card_state import HASH
+from mlplatform.serving.model import load_version
+from mlplatform.serving.online import OnlineFeatures
+from mlplatform.serving.shared_state import RedisState
+from mlplatform.settings import get_settings
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def platform(
+    trained_platform: TrainedPlatform, tmp_path_factory: pytest.TempPathFactory
+) -> Platform:
+    """test_serving's copy, its store cut back to the evening before the last scored day."""
+    platform = serving_copy(trained_platform, tmp_path_factory.mktemp("serving-redis"))
+    day = trained_platform.scored_days[1]
+    with duckdb.connect(str(platform.settings.online_store_path)) as conn:
+        conn.execute("DELETE FROM curated.transactions WHERE partition_date >= ?", [day])
+        last = conn.execute("SELECT max(event_time) FROM curated.transactions").fetchone()[0]
+    platform.last_event = last
+    return platform
+
+
+@pytest.fixture(scope="module")
+def redis(platform: Platform) -> Iterator[RedisServer]:
+    with redis_server(free_port) as server:
+        yield server
+
+
+def _env(platform: Platform, redis: RedisServer) -> dict[str, str]:
+    return {**platform.env, "MLPLATFORM_ONLINE_STATE": redis.url,
+            "MLPLATFORM_CHALLENGER_MODE": "off", "MLPLATFORM_MAX_BATCH": "50"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pair(platform: Platform, redis: RedisServer) -> Iterator[tuple[Server, Server]]:
+    """Two service processes on one Redis (the first publishes the store there)."""
+    root = platform.home.parent
+    servers = []
+    for name in ("a", "b"):
+        servers.append(Server(_env(platform, redis), root / f"server-{name}").start())
+        servers[-1].wait_for(lambda: _ready(servers[-1]), "the online state in Redis")
+    yield servers[0], servers[1]
+    for server in servers:
+        server.stop()
+
+
+def _ready(server: Server) -> bool:
+    return server.http.get("/v1/health/ready").status_code == 200
+
+
+def _day_rows(platform: Platform, day: date) -> list[dict[str, Any]]:
+    """The landing rows of ``day`` (canonical columns), in time order."""
+    landing = platform.landing
+    rows = landing[landing["event_time"].str.startswith(day.isoformat())]
+    rows = rows.sort_values("event_time", kind="stable")
+    return [{k: v for k, v in row.items() if isinstance(v, str)} for row in rows.to_dict("records")]
+
+
+def _memory_features(platform: Platform) -> OnlineFeatures:
+    """One process's feature source over the whole warehouse (the store plus the day)."""
+    settings = platform.settings
+    return OnlineFeatures(settings.warehouse_path, platform.registry, settings.pseudonym_key)
+
+
+def _champion_score(platform: Platform, features: OnlineFeatures, transaction: dict) -> float:
+    champion = load_version(platform.settings.tracking_uri, platform.settings.model_name, "1")
+    return float(champion.score(features.compute([transaction]).frame)[0])
+
+
+def _purchases(platform: Platform, card: str, day: int, tag: str, count: int) -> list[dict]:
+    base = platform.transactions([card], day=day, tag=tag)[0]
+    start = pd.Timestamp(base["event_time"])
+    return [
+        {**base, "transaction_id": f"{tag}-{i}", "amount": f"{10 + i}.25",
+         "event_time": f"{start + timedelta(minutes=3 * i):%Y-%m-%d %H:%M:%S}"}
+        for i in range(count)
+    ]  # fmt: skip
+
+
+def test_two_processes_on_one_redis_answer_a_replayed_day_as_the_batch_predictions(
+    platform: Platform, trained_platform: TrainedPlatform, pair: tuple[Server, Server]
+) -> None:
+    day = trained_platform.scored_days[1]
+    with duckdb.connect(str(platform.settings.warehouse_path), read_only=True) as conn:
+        batch = dict(
+            conn.execute(
+                "SELECT transaction_id, score FROM ml.predictions WHERE partition_date = ?", [day]
+            ).fetchall()
+        )
+    # The day's rows that ingestion kept (the simulation quarantines a few), in time order.
+    rows = [t for t in _day_rows(platform, day) if t["transaction_id"] in batch]
+    scores = {}
+    for i, transaction in enumerate(rows):
+        answer = pair[i % 2].predict([transaction])
+        assert answer.status_code == 200, answer.text
+        prediction = answer.json()["predictions"][0]
+        scores[prediction["transaction_id"]] = prediction["score"]
+    assert len(scores) == len(rows) == len(batch) > 100
+    worst = max(abs(scores[t] - batch[t]) for t in batch)
+    assert worst <= 1e-9, worst
+
+
+def test_purchases_of_one_card_posted_to_two_processes_at_once_are_each_counted_once(
+    platform: Platform, redis: RedisServer, pair: tuple[Server, Server]
+) -> None:
+    card = platform.cards[7]
+    purchases = _purchases(platform, card, day=3, tag="together", count=16)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: pair[i % 2].predict([purchases[i]]), range(16)))
+    assert [a.status_code for a in answers] == [200] * 16, [a.text for a in answers]
+    # A later purchase sees the 16 exactly once each, as one process that took them all does.
+    probe = _purchases(platform, card, day=4, tag="after-together", count=1)[0]
+    answer = pair[0].predict([probe])
+    memory = _memory_features(platform)
+    for purchase in purchases:
+        memory.record(memory.compute([purchase]))
+    assert answer.json()["predictions"][0]["score"] == pytest.approx(
+        _champion_score(platform, memory, probe), abs=1e-12
+    )
+    shared = RedisState(redis.url, memory.compiled)
+    batch = memory.compute([probe])
+    held = shared.read(batch.records).state.cards[batch.records[0][3]]
+    ids = {memory.compute([p]).records[0][1] for p in purchases}
+    assert ids <= {event[HASH] for event in held.events()}
+
+
+def test_redis_killed_answers_503_with_the_reason_then_recovers_from_the_log_by_itself(
+    platform: Platform, redis: RedisServer, pair: tuple[Server, Server]
+) -> None:
+    card = platform.cards[11]
+    before = _purchases(platform, card, day=6, tag="before-kill", count=3)
+    for i, purchase in enumerate(before):
+        assert pair[i % 2].predict([purchase]).status_code == 200
+    redis.kill()
+    probe = _purchases(platform, card, day=7, tag="while-down", count=1)[0]
+    down = pair[1].predict([probe])
+    assert down.status_code == 503 and down.headers["Retry-After"] == "1"
+    error = down.json()["errors"][0]
+    assert error["rule"] == "online_state_unavailable" and "unreachable" in error["detail"]
+    ready = pair[0].http.get("/v1/health/ready")
+    assert ready.status_code == 503 and "unreachable" in ready.json()["online_state_error"]
+    redis.start()  # the same port, empty: the state is rebuilt from the store and the log
+    for server in pair:
+        server.wait_for(lambda s=server: _ready(s), "the state rebuilt in Redis")
+    answer = pair[1].predict([probe])
+    assert answer.status_code == 200, answer.text
+    memory = _memory_features(platform)
+    logged = [line["event"] for line in _returned_lines(platform)]
+    memory.restore(logged)  # every transaction answered since the store, as logged
+    assert answer.json()["predictions"][0]["score"] == pytest.approx(
+        _champion_score(platform, memory, probe), abs=1e-12
+    )
+    assert {"before-kill-0", "together-0"} <= {e["transaction_id"] for e in logged}
+
+
+def _returned_lines(platform: Platform) -> list[dict[str, Any]]:
+    return [
+        line
+        for path in sorted(platform.settings.serving_dir.glob("predictions-*.jsonl"))
+        for text in path.read_text().splitlines()
+        if (line := json.loads(text))["returned"] and line["role"] == "champion"
+    ]
+
+
+def _worker_pids(server: Server) -> list[int]:
+    """The uvicorn worker processes of ``server`` (children running multiprocessing's spawn)."""
+    assert server.process is not None
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == server.process.pid and b"spawn_main" in command:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def test_two_workers_under_load_log_every_answer_once_and_survive_a_killed_worker(
+    platform: Platform, redis: RedisServer, pair: tuple[Server, Server]
+) -> None:
+    server = Server(
+        _env(platform, redis), platform.home.parent / "workers", args=("--workers", "2")
+    ).start()
+    try:
+        server.wait_for(lambda: len(_worker_pids(server)) == 2 and _ready(server), "2 workers")
+        day = 9
+        cards = platform.cards[40:120]
+        transactions = platform.transactions(cards, day=day, tag="load")
+
+        def send(i: int) -> tuple[str, int]:
+            try:
+                status = server.predict([transactions[i]]).status_code
+            except httpx.TransportError:  # in flight on the killed worker
+                status = 0
+            return transactions[i]["transaction_id"], status
+
+        with ThreadPoolExecutor(8) as pool:
+            first = list(pool.map(send, range(40)))
+            os.kill(_worker_pids(server)[0], signal.SIGKILL)
+            second = list(pool.map(send, range(40, len(transactions))))
+        answered = [t for t, status in first + second if status == 200]
+        # Only requests in flight on the killed worker may fail; the other worker answers.
+        assert len(answered) >= len(transactions) - 8
+        assert sum(status == 200 for _, status in second[8:]) == len(second) - 8
+    finally:
+        server.stop()
+    event_day = pd.Timestamp(transactions[0]["event_time"]).date()
+    with environment(platform.env), dg.DagsterInstance.get() as instance:
+        dg.materialize(
+            [serving_log], partition_key=event_day.isoformat(), instance=instance,
+            resources=build_resources(get_settings()),
+        )  # fmt: skip
+    with duckdb.connect(str(platform.settings.warehouse_path), read_only=True) as conn:
+        logged = conn.execute(
+            "SELECT transaction_id, count(*) FROM monitoring.serving_log "
+            "WHERE role = 'champion' AND transaction_id LIKE 'load-%' GROUP BY ALL"
+        ).fetchall()
+    counts = dict(logged)
+    assert set(answered) <= set(counts) and set(counts.values()) == {1}
