@@ -8,10 +8,15 @@ Beside it, the champion's LightGBM booster, re-logged with `mlflow.lightgbm.log_
 scratch MLflow store and served by `mlflow models serve --env-manager local`, is sent the same
 transactions' precomputed feature vectors (from `features.card_features`).
 
+Ours runs in each configuration of ``--ours`` (``STATE:WORKERS``: ``memory:1`` is one process
+holding the fresh state; ``redis:2`` is `serve --workers 2` with MLPLATFORM_ONLINE_STATE on a
+`redis-server` the script starts in the work folder), each on a fresh copy of the home.
+
 Usage: python bench/serving.py [--source DIR] [--work DIR] [--requests 100]
-       [--concurrency 1,8,32]
+       [--concurrency 1,8,32] [--ours memory:1,redis:2]
 Prints latency p50/p99 (client side, ms) and throughput per concurrency for both, their
-ratios, and the share of our latency spent on online features (the Server-Timing header).
+ratios, the share of our latency spent on online features, and where the time of one of our
+requests goes (the Server-Timing header's stages, mean ms, beside the client's latency).
 """
 
 from __future__ import annotations
@@ -109,17 +114,42 @@ def load_requests(home: Path, day: str) -> tuple[list[dict], list[dict], list[st
     return transactions, vectors, list(frame.columns), champion.model.raw_score(features)
 
 
-def start_ours(home: Path, work: Path) -> tuple[subprocess.Popen, str]:
+def start_redis(work: Path) -> tuple[subprocess.Popen, str]:
+    """A `redis-server` without persistence in ``work``; its URL."""
+    import redis
+
     port = _free_port()
-    log = work / "serve.log"
-    env = {**os.environ, "MLPLATFORM_HOME": str(home), "MLPLATFORM_API_KEYS": KEY,
-           "MLPLATFORM_MAX_STORE_AGE_HOURS": "100000"}  # fmt: skip
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlplatform.cli", "serve", "--port", str(port)],
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(work),
+         "--save", "", "--appendonly", "no"],
+        stdout=(work / "redis.log").open("w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            return process, url
+        except redis.ConnectionError as error:
+            if time.monotonic() > deadline or process.poll() is not None:
+                log = (work / "redis.log").read_text()
+                raise SystemExit(f"redis-server did not start:\n{log}") from error
+            time.sleep(0.05)
+
+
+def start_ours(home: Path, work: Path, state: str, workers: int) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    log = work / f"serve-{workers}.log"
+    env = {**os.environ, "MLPLATFORM_HOME": str(home), "MLPLATFORM_API_KEYS": KEY,
+           "MLPLATFORM_MAX_STORE_AGE_HOURS": "100000",
+           "MLPLATFORM_ONLINE_STATE": state}  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlplatform.cli", "serve", "--port", str(port),
+         "--workers", str(workers)],
         env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    _wait_until_up(f"{url}/v1/health", process, "mlplatform serve", log)
+    _wait_until_up(f"{url}/v1/health/ready", process, "mlplatform serve", log)
     return process, url
 
 
@@ -163,11 +193,22 @@ def start_mlflow(home: Path, work: Path, columns: list[str]) -> tuple[subprocess
     return process, url
 
 
+#: The stages of our Server-Timing header, in a request's order.
+STAGES = ("validation", "state", "features", "model", "log")
+
+
 @dataclass
 class Run:
     latencies_ms: list[float]
     seconds: float
-    features_ms: list[float]
+    timings: list[dict[str, float]]  # each response's Server-Timing stages (ms)
+
+    @property
+    def features_ms(self) -> list[float]:
+        return [t.get("features", 0.0) for t in self.timings]
+
+    def stage_mean(self, stage: str) -> float:
+        return float(np.mean([t.get(stage, 0.0) for t in self.timings]))
 
     def quantile(self, q: float) -> float:
         return float(np.quantile(self.latencies_ms, q))
@@ -182,12 +223,12 @@ def load(
     headers: dict[str, str],
     bodies: list[dict],
     concurrency: int,
-    check: Callable[[httpx.Response], float],
+    check: Callable[[httpx.Response], dict[str, float]],
 ) -> Run:
     """Send ``bodies`` (one per request) from ``concurrency`` threads; ``check`` returns the
-    features time of a response (from Server-Timing, 0 when none)."""
+    stages of a response (from Server-Timing, none for mlflow's)."""
     latencies: list[float] = []
-    features: list[float] = []
+    timings: list[dict[str, float]] = []
     lock = threading.Lock()
     queue = iter(enumerate(bodies))
 
@@ -201,10 +242,10 @@ def load(
                 started = time.perf_counter()
                 response = client.post(url, json=item[1])
                 elapsed = (time.perf_counter() - started) * 1000
-                features_ms = check(response)
+                stages = check(response)
                 with lock:
                     latencies.append(elapsed)
-                    features.append(features_ms)
+                    timings.append(stages)
 
     errors: list[BaseException] = []
 
@@ -222,20 +263,20 @@ def load(
         thread.join()
     if errors:
         raise errors[0]
-    return Run(latencies, time.perf_counter() - started, features)
+    return Run(latencies, time.perf_counter() - started, timings)
 
 
-def _ours_features_ms(response: httpx.Response) -> float:
+def _ours_stages(response: httpx.Response) -> dict[str, float]:
     if response.status_code != 200:
         raise SystemExit(f"mlplatform serve answered {response.status_code}: {response.text}")
-    timing = dict(p.strip().split(";dur=") for p in response.headers["Server-Timing"].split(","))
-    return float(timing["features"])
+    parts = [p.strip() for p in response.headers["Server-Timing"].split(",")]
+    return {k: float(v) for k, v in (p.split(";dur=") for p in parts if ";dur=" in p)}
 
 
-def _mlflow_ok(response: httpx.Response) -> float:
+def _mlflow_ok(response: httpx.Response) -> dict[str, float]:
     if response.status_code != 200:
         raise SystemExit(f"mlflow models serve answered {response.status_code}: {response.text}")
-    return 0.0
+    return {}
 
 
 def main() -> None:
@@ -244,8 +285,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/mlplatform-bench-serving"))
     parser.add_argument("--requests", type=int, default=100, help="per concurrency level")
     parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--ours", default="memory:1,redis:2", help="STATE:WORKERS, ...")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
+    configurations = [(c.split(":")[0], int(c.split(":")[1])) for c in args.ours.split(",")]
     args.work.mkdir(parents=True, exist_ok=True)
     home, day = prepare_home(args.source.resolve(), args.work)
     os.environ["MLPLATFORM_HOME"] = str(home)
@@ -253,52 +296,75 @@ def main() -> None:
     needed = args.requests * len(levels) + 10
     if len(transactions) < needed:
         raise SystemExit(f"{day} has {len(transactions)} transactions; {needed} needed")
+    ours_bodies = [{"transactions": [t]} for t in transactions]
+    mlflow_bodies = [
+        {"dataframe_split": {"columns": columns, "data": [list(v.values())]}} for v in vectors
+    ]
+    parts = [
+        slice(10 + n * args.requests, 10 + (n + 1) * args.requests) for n in range(len(levels))
+    ]
     processes: list[subprocess.Popen] = []
     try:
-        ours, ours_url = start_ours(home, args.work)
-        processes.append(ours)
         theirs, theirs_url = start_mlflow(home, args.work, columns)
         processes.append(theirs)
-        ours_bodies = [{"transactions": [t]} for t in transactions]
-        mlflow_bodies = [
-            {"dataframe_split": {"columns": columns, "data": [list(v.values())]}} for v in vectors
-        ]
-        ours_run = (f"{ours_url}/v1/predict", {"X-API-Key": KEY})
         mlflow_run = (f"{theirs_url}/invocations", {})
-        load(*ours_run, ours_bodies[:10], 1, _ours_features_ms)  # warm-up
-        load(*mlflow_run, mlflow_bodies[:10], 1, _mlflow_ok)
+        load(*mlflow_run, mlflow_bodies[:10], 1, _mlflow_ok)  # warm-up
         sample = [list(v.values()) for v in vectors[:50]]
         served = httpx.post(
             mlflow_run[0], json={"dataframe_split": {"columns": columns, "data": sample}}
         ).json()["predictions"]
         difference = float(np.max(np.abs(np.asarray(served) - raw_scores[:50])))
         rows = []
-        for n, concurrency in enumerate(levels):
-            part = slice(10 + n * args.requests, 10 + (n + 1) * args.requests)
-            mine = load(*ours_run, ours_bodies[part], concurrency, _ours_features_ms)
-            base = load(*mlflow_run, mlflow_bodies[part], concurrency, _mlflow_ok)
-            rows.append((concurrency, mine, base))
+        for state, workers in configurations:
+            shutil.rmtree(home / "serving", ignore_errors=True)  # no fresh state of the last
+            url = "memory"
+            if state == "redis":
+                redis_server, url = start_redis(args.work)
+                processes.append(redis_server)
+            ours, ours_url = start_ours(home, args.work, url, workers)
+            processes.append(ours)
+            ours_run = (f"{ours_url}/v1/predict", {"X-API-Key": KEY})
+            load(*ours_run, ours_bodies[:10], 1, _ours_stages)  # warm-up
+            for concurrency, part in zip(levels, parts, strict=True):
+                mine = load(*ours_run, ours_bodies[part], concurrency, _ours_stages)
+                base = load(*mlflow_run, mlflow_bodies[part], concurrency, _mlflow_ok)
+                rows.append((f"{state}:{workers}", concurrency, mine, base))
+            for process in processes[-2 if state == "redis" else -1 :][::-1]:
+                process.terminate()
+                process.wait(timeout=60)
     finally:
         for process in processes:
-            process.terminate()
-            process.wait(timeout=60)
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=60)
     print(f"day {day}: {len(transactions):,} transactions; {args.requests} single-transaction "
           f"requests per level; store as of the day before; mlflow's booster vs in process: "
           f"max |difference| {difference:.1e} over 50 rows")  # fmt: skip
     print(
-        "| concurrency | ours p50 ms | ours p99 ms | ours req/s | features share "
+        "| ours | concurrency | ours p50 ms | ours p99 ms | ours req/s | features share "
         "| mlflow p50 ms | mlflow p99 ms | mlflow req/s | p50 ratio | p99 ratio | req/s ratio |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for concurrency, mine, base in rows:
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, concurrency, mine, base in rows:
         share = sum(mine.features_ms) / sum(mine.latencies_ms)
         print(
-            f"| {concurrency} | {mine.quantile(0.5):.1f} | {mine.quantile(0.99):.1f} "
+            f"| {name} | {concurrency} | {mine.quantile(0.5):.1f} | {mine.quantile(0.99):.1f} "
             f"| {mine.throughput:.1f} | {share:.0%} | {base.quantile(0.5):.1f} "
             f"| {base.quantile(0.99):.1f} | {base.throughput:.1f} "
             f"| {mine.quantile(0.5) / base.quantile(0.5):.1f} "
             f"| {mine.quantile(0.99) / base.quantile(0.99):.1f} "
             f"| {mine.throughput / base.throughput:.2f} |"
+        )
+    print("\nWhere one request's time goes (mean ms: the server's stages, then the client's "
+          "latency; the rest is HTTP, JSON and the framework):")  # fmt: skip
+    print(f"| ours | concurrency | {' | '.join(STAGES)} | client | rest |")
+    print("|---|---:|" + "---:|" * (len(STAGES) + 2))
+    for name, concurrency, mine, _ in rows:
+        stages = [mine.stage_mean(s) for s in STAGES]
+        client = float(np.mean(mine.latencies_ms))
+        print(
+            f"| {name} | {concurrency} | {' | '.join(f'{v:.2f}' for v in stages)} "
+            f"| {client:.2f} | {client - sum(stages):.2f} |"
         )
 
 

@@ -14,6 +14,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dagster as dg
 import duckdb
@@ -306,6 +307,11 @@ def test_compose_runs_every_role_from_the_image_with_what_each_role_reads() -> N
                      "api": "api"}  # fmt: skip
     assert all(f"    {role})" in entrypoint for role in roles.values())
     assert services["api"]["deploy"]["replicas"] == 2
+    # ... of two worker processes each, sharing the online state in the compose's Redis.
+    assert services["api"]["command"] == ["api", "--workers", "2"]
+    state = urlsplit(compose["x-platform-env"]["MLPLATFORM_ONLINE_STATE"])
+    assert state.scheme == "redis" and state.hostname == "redis"
+    assert "redis" in services["api"]["depends_on"] and "redis" in services
     # The webserver and the daemon load the code server's location on the port it serves.
     for name in ("webserver", "daemon"):
         env = services[name]["environment"]
@@ -351,6 +357,16 @@ def test_the_helm_values_run_the_images_code_server_and_the_k8s_executor(tmp_pat
     settings = {f"MLPLATFORM_{name.upper()}" for name in Settings.model_fields}
     assert set(deployment["env"]) <= settings, set(deployment["env"]) - settings
     assert deployment["env"]["MLPLATFORM_EXECUTOR"] == "k8s"
+    # The runs publish each store to the Redis the API's pods share (api.yaml).
+    manifests = yaml.safe_load_all((PLATFORM / "k8s" / "api.yaml").read_text())
+    api = {d["metadata"]["name"]: d for d in manifests if d["kind"] == "Deployment"}
+    (container,) = api["mlplatform-api"]["spec"]["template"]["spec"]["containers"]
+    pod_env = {e["name"]: e["value"] for e in container["env"]}
+    assert pod_env["MLPLATFORM_ONLINE_STATE"] == deployment["env"]["MLPLATFORM_ONLINE_STATE"]
+    assert urlsplit(pod_env["MLPLATFORM_ONLINE_STATE"]).hostname == "mlplatform-redis" in api
+    assert api["mlplatform-api"]["spec"]["replicas"] == 2 and "--workers" in container["args"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v1/health/ready"
+    assert container["envFrom"][0]["secretRef"]["name"] == deployment["envSecrets"][0]["name"]
     assert (
         values["additionalInstanceConfig"]["concurrency"]["pools"]
         == (embedded["concurrency"]["pools"])

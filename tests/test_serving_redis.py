@@ -26,7 +26,7 @@ from conftest import Server, TrainedPlatform, environment, free_port
 from redis_server import RedisServer, redis_server
 from test_serving import Platform, serving_copy
 
-from mlplatform.assets.serving import serving_log
+from mlplatform.assets.serving import online_feature_store, serving_log
 from mlplatform.definitions import build_resources
 from mlplatform.features.card_state import HASH
 from mlplatform.serving.model import load_version
@@ -182,6 +182,40 @@ def test_redis_killed_answers_503_with_the_reason_then_recovers_from_the_log_by_
         _champion_score(platform, memory, probe), abs=1e-12
     )
     assert {"before-kill-0", "together-0"} <= {e["transaction_id"] for e in logged}
+
+
+def test_the_store_asset_publishes_a_version_the_processes_follow_with_fresh_ones_carried(
+    platform: Platform, redis: RedisServer, pair: tuple[Server, Server]
+) -> None:
+    with (
+        environment({**platform.env, "MLPLATFORM_ONLINE_STATE": redis.url}),
+        dg.DagsterInstance.get() as instance,
+    ):
+        result = dg.materialize(
+            [online_feature_store], instance=instance, resources=build_resources(get_settings())
+        )
+    metadata = {
+        k: v.value
+        for k, v in result.get_asset_materialization_events()[0].materialization.metadata.items()
+    }
+    assert metadata["online_state"].startswith("version ")
+    assert metadata["online_state_cards"] == metadata["cards"]
+    # Purchases scored after the warehouse's last event, which the new store lacks: carried.
+    after = [e for e in _returned_lines(platform) if e["transaction_id"].startswith("together-")]
+    assert metadata["online_state_carried"] >= len(after) == 16
+    for server in pair:
+        server.wait_for(lambda s=server: "online store reopened" in s.server_output(), "reload")
+    memory = OnlineFeatures(
+        platform.settings.online_store_path, platform.registry, platform.settings.pseudonym_key
+    )
+    memory.restore(line["event"] for line in _returned_lines(platform))
+    # A card of each earlier test (its purchases carried), each asked of another process.
+    for server, card in zip(pair, (platform.cards[7], platform.cards[11]), strict=True):
+        probe = _purchases(platform, card, day=8, tag=f"after-publish-{card[-4:]}", count=1)[0]
+        answer = server.predict([probe])
+        assert answer.json()["predictions"][0]["score"] == pytest.approx(
+            _champion_score(platform, memory, probe), abs=1e-12
+        )
 
 
 def _returned_lines(platform: Platform) -> list[dict[str, Any]]:

@@ -11,10 +11,12 @@ from mlplatform.assets.features import card_features
 from mlplatform.assets.ingestion import card_reference
 from mlplatform.assets.partitions import daily_partitions, partition_days
 from mlplatform.assets.training_data import ML_OWNERS
-from mlplatform.features.declarations import feature_registry
+from mlplatform.features.declarations import FeatureRegistry, feature_registry
 from mlplatform.monitoring.serving_log import load_serving_log
 from mlplatform.resources import LandingZoneResource, WarehouseResource
-from mlplatform.settings import get_settings
+from mlplatform.serving.online import publish_online_state
+from mlplatform.serving.shared_state import StateUnavailable
+from mlplatform.settings import Settings, get_settings
 from mlplatform.warehouse.online_store import store_lookback_days, write_online_store
 
 
@@ -28,22 +30,29 @@ from mlplatform.warehouse.online_store import store_lookback_days, write_online_
     "features' lookback (plus a day) before the warehouse's last event, merchant events and "
     "labels included, sorted by card and time, and the card reference data, in the "
     "warehouse's table names, plus `online.store_info`. Pseudonyms only. Replaced atomically "
-    "(written aside, fsync, rename), so `mlplatform serve` never opens the warehouse.",
+    "(written aside, fsync, rename), so `mlplatform serve` never opens the warehouse. With "
+    "MLPLATFORM_ONLINE_STATE a Redis URL, every card's state is then published there as a new "
+    "version that the service processes switch to at once.",
 )
 @with_compute_cost
 def online_feature_store(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
 ) -> dg.MaterializeResult:
     settings = get_settings()
-    lookback = store_lookback_days(feature_registry(settings, landing.contract))
+    registry = feature_registry(settings, landing.contract)
+    lookback = store_lookback_days(registry)
     with warehouse.connection() as conn:
         result = write_online_store(conn, settings.online_store_path, lookback, warehouse.name)
     context.log.info(
         "online store: %d events of %d cards up to %s in %.2fs", result.events, result.cards,
         result.last_event_time, result.seconds,
     )  # fmt: skip
+    shared = {}
+    if settings.online_state != "memory":
+        shared = _publish(context, settings, registry)
     return dg.MaterializeResult(
         metadata={
+            **shared,
             "path": dg.MetadataValue.path(str(result.path)),
             "cards": result.cards,
             "events": result.events,
@@ -55,6 +64,32 @@ def online_feature_store(
             "seconds": round(result.seconds, 2),
         }
     )
+
+
+def _publish(
+    context: dg.AssetExecutionContext, settings: Settings, registry: FeatureRegistry
+) -> dict[str, object]:
+    """The store's state published to Redis (metadata); a Redis that cannot take it now is a
+    warning, not a failure: the store is written, and each service process publishes it
+    itself once Redis is back."""
+    try:
+        published = publish_online_state(settings, registry)
+    except StateUnavailable as error:
+        context.log.warning("online state not published: %s", error)
+        return {"online_state": f"not published: {error}"}
+    if published is None:
+        return {"online_state": "already published (by a service process)"}
+    context.log.info(
+        "online state version %s: %d cards, %d bytes in %.2fs", published.version,
+        published.cards, published.bytes, published.seconds,
+    )  # fmt: skip
+    return {
+        "online_state": f"version {published.version}",
+        "online_state_cards": published.cards,
+        "online_state_bytes": published.bytes,
+        "online_state_carried": published.carried,
+        "online_state_seconds": round(published.seconds, 2),
+    }
 
 
 @dg.asset(

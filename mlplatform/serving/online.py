@@ -28,7 +28,9 @@ from mlplatform.contract import CANONICAL_COLUMNS, Contract
 from mlplatform.features.declarations import INPUT_COLUMNS, FeatureRegistry
 from mlplatform.features.online_state import CompiledFeatures, FeatureState, as_records
 from mlplatform.ingestion.row_rules import pseudonyms_sql, typed_columns, violation
+from mlplatform.serving.prediction_log import PredictionLog
 from mlplatform.serving.shared_state import Pending, Published, RedisState
+from mlplatform.settings import Settings
 from mlplatform.warehouse.connection import read_sql, sql_literal, transaction
 from mlplatform.warehouse.pii import hmac_pads, mask_card_like_digits
 from mlplatform.warehouse.row_program import RowProgram, request_text
@@ -525,6 +527,20 @@ class OnlineFeatures:
         ]  # fmt: skip
         if repeated:
             raise InvalidTransactions(repeated)
+
+
+def publish_online_state(settings: Settings, registry: FeatureRegistry) -> Published | None:
+    """Publish the online store file to the Redis of ``settings.online_state`` (see
+    :meth:`OnlineFeatures.sync_shared`; the prediction log restores what a Redis that holds
+    nothing lacks)."""
+    features = OnlineFeatures(
+        settings.online_store_path, registry, settings.pseudonym_key,
+        max_amount=settings.max_amount, online_state=settings.online_state,
+    )  # fmt: skip
+    try:
+        return features.sync_shared(PredictionLog(settings.serving_dir).answered_events)
+    finally:
+        features.close()
 
 
 def _identity(stat: os.stat_result, events: int, last: datetime | None) -> dict[str, Any]:
