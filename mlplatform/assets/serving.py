@@ -2,6 +2,7 @@
 loaded back into the warehouse (``monitoring.serving_log``)."""
 
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 
@@ -41,15 +42,20 @@ def online_feature_store(
     settings = get_settings()
     registry = feature_registry(settings, landing.contract)
     lookback = store_lookback_days(registry)
+    shared: dict[str, object] = {}
+
+    def publish(store: Path) -> None:  # before the store replaces the served one
+        shared.update(_publish(context, settings, registry, store))
+
     with warehouse.connection() as conn:
-        result = write_online_store(conn, settings.online_store_path, lookback, warehouse.name)
+        result = write_online_store(
+            conn, settings.online_store_path, lookback, warehouse.name,
+            None if settings.online_state == "memory" else publish,
+        )  # fmt: skip
     context.log.info(
         "online store: %d events of %d cards up to %s in %.2fs", result.events, result.cards,
         result.last_event_time, result.seconds,
     )  # fmt: skip
-    shared = {}
-    if settings.online_state != "memory":
-        shared = _publish(context, settings, registry)
     return dg.MaterializeResult(
         metadata={
             **shared,
@@ -67,13 +73,14 @@ def online_feature_store(
 
 
 def _publish(
-    context: dg.AssetExecutionContext, settings: Settings, registry: FeatureRegistry
+    context: dg.AssetExecutionContext, settings: Settings, registry: FeatureRegistry, store: Path
 ) -> dict[str, object]:
-    """The store's state published to Redis (metadata); a Redis that cannot take it now is a
-    warning, not a failure: the store is written, and each service process publishes it
-    itself once Redis is back."""
+    """The new store's state published to Redis (metadata) before the file replaces the
+    served one, so that no service process publishes it too; a Redis that cannot take it
+    now is a warning, not a failure: the store is written, and a service process publishes
+    it once Redis is back."""
     try:
-        published = publish_online_state(settings, registry)
+        published = publish_online_state(settings, registry, store)
     except StateUnavailable as error:
         context.log.warning("online state not published: %s", error)
         return {"online_state": f"not published: {error}"}

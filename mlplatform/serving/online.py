@@ -529,12 +529,14 @@ class OnlineFeatures:
             raise InvalidTransactions(repeated)
 
 
-def publish_online_state(settings: Settings, registry: FeatureRegistry) -> Published | None:
-    """Publish the online store file to the Redis of ``settings.online_state`` (see
+def publish_online_state(
+    settings: Settings, registry: FeatureRegistry, store: Path
+) -> Published | None:
+    """Publish the online store file ``store`` to the Redis of ``settings.online_state`` (see
     :meth:`OnlineFeatures.sync_shared`; the prediction log restores what a Redis that holds
     nothing lacks)."""
     features = OnlineFeatures(
-        settings.online_store_path, registry, settings.pseudonym_key,
+        store, registry, settings.pseudonym_key,
         max_amount=settings.max_amount, online_state=settings.online_state,
     )  # fmt: skip
     try:

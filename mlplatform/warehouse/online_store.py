@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,14 +48,19 @@ def store_lookback_days(registry: FeatureRegistry) -> int:
 
 
 def write_online_store(
-    conn: duckdb.DuckDBPyConnection, path: Path, lookback_days: int, source_warehouse: str = ""
+    conn: duckdb.DuckDBPyConnection,
+    path: Path,
+    lookback_days: int,
+    source_warehouse: str = "",
+    before_replace: Callable[[Path], None] | None = None,
 ) -> OnlineStoreResult:
     """Replace the store at ``path`` with the warehouse's curated events of the last
     ``lookback_days`` days before its last event, and the card reference data.
 
     ``conn`` is a writable connection to the warehouse (DuckDB attaches the new file through
     it; nothing in the warehouse changes). ``source_warehouse`` is recorded in
-    ``online.store_info``.
+    ``online.store_info``. ``before_replace`` is called with the new file, complete, before
+    it replaces the old one (a rename keeps its identity: inode, size, modification time).
     """
     began = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +91,12 @@ def write_online_store(
         if not written:  # the old store stays; nothing half-written is left beside it
             aside.unlink(missing_ok=True)
     _fsync(aside)
+    if before_replace is not None:
+        try:
+            before_replace(aside)
+        except BaseException:
+            aside.unlink(missing_ok=True)
+            raise
     os.replace(aside, path)
     _fsync(path.parent)
     return OnlineStoreResult(
