@@ -416,6 +416,11 @@ class OnlineFeatures:
         if batch.pending is not None:
             self.shared.release(batch.pending)
 
+    def stored_cards(self) -> list[str]:
+        """The cards the store holds."""
+        distinct = "SELECT DISTINCT card_id FROM store.curated.transactions ORDER BY 1"
+        return [row[0] for row in self._store.execute(distinct).fetchall()]
+
     def sync_shared(
         self, logged: Callable[[datetime | None], Iterable[Mapping[str, Any]]]
     ) -> Published | None:
@@ -454,8 +459,7 @@ class OnlineFeatures:
     def preload(self) -> int:
         """Read every card's events from the store now (instead of at a card's first
         request: a few ms each); how many events were read."""
-        distinct = "SELECT DISTINCT card_id FROM store.curated.transactions"
-        cards = {row[0] for row in self._store.execute(distinct).fetchall()}
+        cards = set(self.stored_cards())
         before = sum(len(c) for c in self.state.cards.values())
         self._load_cards(cards)
         return sum(len(c) for c in self.state.cards.values()) - before

@@ -103,6 +103,7 @@ class Service:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._warmed: str | None = None  # the shared version whose cards were decoded ahead
         champion = smoke_scored(load_model(config.tracking_uri, config.model_name, CHAMPION), None)
         # In memory, every card read when the store is (re)attached: no request waits for its
         # card. In Redis, the cards' state is published there (by one process).
@@ -150,12 +151,16 @@ class Service:
             self.features.close()
 
     def _follow(self) -> None:
-        while not self._stop.wait(self.config.reload_seconds):
+        step = self._warm  # first the shared state's cards, then every reload_seconds
+        while True:
             try:
-                self.reload()
+                step()
             except Exception as error:  # the thread must outlive a registry hiccup
                 logger.exception("reload failed")
                 self.last_reload_error = f"reload: {error}"
+            if self._stop.wait(self.config.reload_seconds):
+                return
+            step = self.reload
 
     def reload(self) -> None:
         """Reopen a replaced store; load, smoke-score and swap in models the aliases moved
@@ -177,6 +182,7 @@ class Service:
         if self.features.shared is not None:
             try:
                 self._sync_shared()
+                self._warm()
             except StateUnavailable as error:
                 errors.append(f"online state: {error}")
         current = self.models
@@ -203,6 +209,22 @@ class Service:
                 champion.version, challenger.version if challenger else None,
             )  # fmt: skip
         self.last_reload_error = "; ".join(errors) or None
+
+    def _warm(self) -> None:
+        """Decode every stored card's state of a new shared version ahead of its requests
+        (as the memory state preloads them): a card's first request then reads only what
+        other processes added."""
+        shared = self.features.shared
+        version = None if shared is None else shared.version()
+        if version is None or version == self._warmed:
+            return
+        began = time.perf_counter()
+        warmed = shared.warm(version, self.features.stored_cards(), self._lock)
+        self._warmed = version
+        logger.info(
+            "online state version %s: %d cards decoded ahead in %.1f s", version, warmed,
+            time.perf_counter() - began,
+        )  # fmt: skip
 
     def _sync_shared(self) -> None:
         """Publish the store to the shared state when Redis lacks it (see

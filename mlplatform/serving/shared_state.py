@@ -7,16 +7,20 @@ N``, replicas on other machines) answers a card as one process would. The keys, 
 
 - ``current``: the version served (a number); ``v{N}:meta``: what it was built from (the
   store file's identity) and its size;
-- ``v{N}:card:{card}``: a card's :class:`~mlplatform.features.card_state.CardState` as bytes;
+- ``v{N}:card:{card}``: a card's :class:`~mlplatform.features.card_state.CardState` as bytes,
+  as the version was published (never changed afterwards);
+- ``v{N}:fresh:{card}``: the card's transactions scored since (JSON, in commit order);
 - ``v{N}:daily:{key}``: the daily partials of a key (e.g. a merchant), JSON;
-- ``v{N}:journal``: the transactions scored since the store was written (JSON), which the
+- ``v{N}:journal``: every transaction scored since the store was written (JSON), which the
   next version carries over where its store lacks them.
 
-A request is one optimistic transaction per process (WATCH, MGET, MULTI/EXEC): it reads the
-version and its cards' states, computes the features, adds its events and commits only if no
-key it read changed meanwhile; otherwise it is computed again on what changed. So two
-purchases of a card taken by two processes at once are each counted once, and a request sees
-every event of its card committed before it.
+A request is one optimistic transaction (two round trips on the process's request
+connection: WATCH with the reads, then MULTI/EXEC): it reads the version, its cards' fresh
+lists (from where this process last read them: a card's bytes are decoded once per process
+and version) and daily partials, computes the features, appends its events and commits only
+if no key it watched changed meanwhile; otherwise it is computed again on what changed. So
+two purchases of a card taken by two processes at once are each counted once, and a request
+sees every event of its card committed before it.
 
 A new store is published by one process (a lock key): every card's state goes under a new
 version (pipelined, beside the served one), the journal's transactions the store lacks are
@@ -31,14 +35,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from redis.client import Pipeline
 
 from mlplatform.features.card_state import CardState, StateFormatError
 from mlplatform.features.online_state import CompiledFeatures, FeatureState
@@ -48,6 +52,9 @@ PREFIX = "mlplatform:online:"
 LOCK_MS = 60_000
 #: Cards written per round trip when a version is published.
 BATCH = 500
+#: Cards whose decoded state a process keeps beside their bytes (reused while Redis holds the
+#: same bytes: decoding a card's state costs more than the rest of its read).
+DECODED_CARDS = 50_000
 #: Why requests get 503 while Redis holds no state.
 EMPTY = (
     "Redis holds no online state (first start, or restarted empty): it is being rebuilt "
@@ -73,14 +80,23 @@ def redacted(url: str) -> str:
 
 @dataclass
 class Pending:
-    """A request's read of the shared state: its version, the pipeline watching what was
-    read, a :class:`FeatureState` of its cards and daily keys, and those partials as read
-    (only what changed is written back)."""
+    """A request's read of the shared state (watched on the request connection until
+    committed or released): its version, a :class:`FeatureState` of its cards and daily
+    keys, and those partials as read (only what changed is written back)."""
 
-    pipe: Pipeline = field(repr=False)
     version: str
     state: FeatureState = field(repr=False)
     daily: dict[tuple, dict[int, list[Any]] | None] = field(repr=False)
+
+
+@dataclass
+class _Decoded:
+    """A card's state as this process last read it: of ``version``, with the first
+    ``applied`` entries of the version's fresh list of the card added to its bytes."""
+
+    version: str
+    applied: int
+    state: CardState = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -101,11 +117,20 @@ class RedisState:
         self.url = redacted(url)
         self.compiled = compiled
         self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        # The requests' own connection (one request at a time: the service's lock): WATCH,
+        # the reads and MULTI/EXEC of a request go on it, two round trips.
+        self._requests = redis.Redis(
+            connection_pool=redis.ConnectionPool.from_url(
+                url, max_connections=1, socket_timeout=5, socket_connect_timeout=2
+            )
+        )
         self._prefix = prefix
         self._current = prefix + "current"
         self._lock = prefix + "publishing"
         self._version: str | None = None
         self._release = self.redis.register_script(_RELEASE)
+        #: The cards' states as last read or written, least recently used first.
+        self._decoded: OrderedDict[str, _Decoded] = OrderedDict()
 
     def key(self, version: str, kind: str, name: str = "") -> str:
         """The key of a version's ``meta``, ``journal``, ``card`` (``name``) or ``daily``."""
@@ -163,57 +188,131 @@ class RedisState:
         return self._version
 
     def _read(self, version: str, records: Sequence[tuple]) -> Pending | None:
-        """The read at ``version``; None when another version is current (noted)."""
+        """The read at ``version`` (one round trip: WATCH and the reads pipelined on the
+        request connection); None when another version is current (noted)."""
         state = FeatureState(self.compiled)
         cards = sorted({r[3] for r in records})
         daily = sorted({k for r in records for k in state.daily_keys(state.event(r))}, key=repr)
-        keys = [self.key(version, "card", c) for c in cards]
-        keys += [self.key(version, "daily", self.daily_name(k)) for k in daily]
-        pipe = self.redis.pipeline()
+        daily_keys = [self.key(version, "daily", self.daily_name(k)) for k in daily]
+        held = {c: d for c in cards if (d := self._decoded.get(c)) and d.version == version}
+        commands: list[tuple] = [
+            ("WATCH", self._current, *(self.key(version, "fresh", c) for c in cards), *daily_keys),
+            ("GET", self._current),
+        ]
+        for card in cards:
+            if card not in held:
+                commands.append(("GET", self.key(version, "card", card)))
+            applied = held[card].applied if card in held else 0
+            commands.append(("LRANGE", self.key(version, "fresh", card), applied, -1))
+        if daily_keys:
+            commands.append(("MGET", *daily_keys))
         try:
-            pipe.watch(self._current, *keys)
-            current, *values = pipe.mget(self._current, *keys)
+            _, current, *values = self._send(commands)
+            if current is None or current.decode() != version:
+                self._requests.execute_command("UNWATCH")
+                if current is None:
+                    self._version = None
+                    raise StateUnavailable(EMPTY)
+                self._version = current.decode()
+                return None
+            at = 0
+            for card in cards:
+                base = None if card in held else values[at]
+                at += card not in held
+                decoded = held.get(card) or self._decode(card, version, base)
+                for entry in values[at]:  # the events other requests added since
+                    decoded.state.add(tuple(json.loads(entry)[2:]))
+                decoded.applied += len(values[at])
+                at += 1
+                state.cards[card] = decoded.state
         except BaseException:
-            pipe.reset()
+            self._requests.execute_command("UNWATCH")
             raise
-        if current is None or current.decode() != version:
-            pipe.reset()
-            if current is None:
-                self._version = None
-                raise StateUnavailable(EMPTY)
-            self._version = current.decode()
-            return None
-        layout = self.compiled.layout
-        for card, data in zip(cards, values, strict=False):
-            if data is None:
-                continue
+        read: dict[tuple, dict[int, list[Any]] | None] = {}
+        for key, data in zip(daily, values[at] if daily_keys else [], strict=True):
+            read[key] = None if data is None else _days(data)
+            if data is not None:
+                state.partials[key] = _days(data)
+        return Pending(version, state, read)
+
+    def version(self) -> str | None:
+        """The version served now (None: Redis holds none)."""
+        with self.reachable():
+            version = self.redis.get(self._current)
+        return None if version is None else version.decode()
+
+    def warm(self, version: str, cards: Sequence[str], lock: AbstractContextManager) -> int:
+        """Decode the states of ``cards`` (up to :data:`DECODED_CARDS`) of ``version`` ahead
+        of their requests, in batches, each kept under ``lock`` (the requests' lock: decoding
+        runs beside them); how many."""
+        warmed = 0
+        cards = list(cards)[:DECODED_CARDS]
+        for start in range(0, len(cards), BATCH):
+            batch = cards[start : start + BATCH]
+            with self.reachable():
+                values = self.redis.mget([self.key(version, "card", c) for c in batch])
+            states = [
+                (card, CardState.from_bytes(data, self.compiled.layout))
+                for card, data in zip(batch, values, strict=True)
+                if data is not None
+            ]
+            with lock:
+                for card, state in states:
+                    held = self._decoded.get(card)
+                    if held is None or held.version != version:
+                        self._decoded[card] = _Decoded(version, 0, state)
+                        warmed += 1
+                while len(self._decoded) > DECODED_CARDS:
+                    self._decoded.popitem(last=False)
+        return warmed
+
+    def _send(self, commands: list[tuple]) -> list[Any]:
+        """``commands`` in one round trip on the request connection, their raw replies (a
+        redis-py pipeline would send UNWATCH after a WATCH: the request's must stay until its
+        MULTI/EXEC)."""
+        pool = self._requests.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+            return [connection.read_response() for _ in commands]
+        except BaseException:
+            connection.disconnect()  # whatever it watched is dropped with it
+            raise
+        finally:
+            pool.release(connection)
+
+    def _decode(self, card: str, version: str, data: bytes | None) -> _Decoded:
+        """A card's state of ``version`` from its bytes (none: a card the store lacks), kept
+        for the next requests of the card (see :data:`DECODED_CARDS`)."""
+        if data is None:
+            state = CardState(self.compiled.layout)
+        else:
             try:
-                state.cards[card] = CardState.from_bytes(data, layout)
+                state = CardState.from_bytes(data, self.compiled.layout)
             except StateFormatError as error:
-                pipe.reset()
                 raise StateUnavailable(
                     f"card state {card} in Redis at {self.url} cannot be read ({error}): give "
                     "each platform its own Redis database in MLPLATFORM_ONLINE_STATE"
                 ) from error
-        read: dict[tuple, dict[int, list[Any]] | None] = {}
-        for key, data in zip(daily, values[len(cards) :], strict=True):
-            read[key] = None if data is None else _days(data)
-            if read[key] is not None:
-                state.partials[key] = _days(data)
-        return Pending(pipe, version, state, read)
+        decoded = self._decoded[card] = _Decoded(version, 0, state)
+        self._decoded.move_to_end(card)
+        if len(self._decoded) > DECODED_CARDS:
+            self._decoded.popitem(last=False)
+        return decoded
 
     def commit(self, pending: Pending, records: Sequence[tuple]) -> bool:
         """Add ``records`` (the request's events) to the state read; False (nothing
         written) when a key read was changed since by another request or a publish."""
         state = pending.state
-        state.add(records)
-        pipe = pending.pipe
+        entries: dict[str, list[str]] = {}
+        for record in records:
+            entries.setdefault(record[3], []).append(_entry(record))
+        state.add(records)  # changes the kept states in place: forgotten unless written
+        pipe = self._requests.pipeline(transaction=True)
         try:
             with self.reachable():
-                pipe.multi()
-                for card in dict.fromkeys(r[3] for r in records):
-                    data = state.cards[card].to_bytes()
-                    pipe.set(self.key(pending.version, "card", card), data)
+                for card, added in entries.items():
+                    pipe.rpush(self.key(pending.version, "fresh", card), *added)
                 for key, before in pending.daily.items():
                     after = state.partials.get(key)
                     if after != before:
@@ -222,17 +321,25 @@ class RedisState:
                             pipe.set(name, _days_bytes(after))
                         else:
                             pipe.delete(name)
-                pipe.rpush(self.key(pending.version, "journal"), *map(_entry, records))
+                pipe.rpush(
+                    self.key(pending.version, "journal"), *(e for a in entries.values() for e in a)
+                )
                 pipe.execute()
-        except redis.WatchError:
-            return False
-        finally:
-            pipe.reset()
+        except BaseException as error:
+            for card in entries:
+                self._decoded.pop(card, None)
+            if isinstance(error, redis.WatchError):
+                return False
+            raise
+        for card, added in entries.items():
+            if (decoded := self._decoded.get(card)) is not None:
+                decoded.applied += len(added)
         return True
 
     def release(self, pending: Pending) -> None:
         """Give up a read without writing (the request failed)."""
-        pending.pipe.reset()
+        with self.reachable():
+            self._requests.execute_command("UNWATCH")
 
     @contextmanager
     def publishing(self, identity: dict[str, Any]) -> Iterator[Publisher | None]:
