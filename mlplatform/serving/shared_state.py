@@ -5,8 +5,8 @@ every process reads and writes it there, so that any process (``mlplatform serve
 N``, replicas on other machines) answers a card as one process would. The keys, under
 :data:`PREFIX`:
 
-- ``current``: the version served (a number); ``v{N}:meta``: what it was built from (the
-  store file's identity) and its size;
+- ``current``: the version served (a number and a random suffix); ``v{N}:meta``: what it
+  was built from (the store file's identity) and its size;
 - ``v{N}:card:{card}``: a card's :class:`~mlplatform.features.card_state.CardState` as bytes,
   as the version was published (never changed afterwards);
 - ``v{N}:fresh:{card}``: the card's transactions scored since (JSON, in commit order);
@@ -404,7 +404,9 @@ class Publisher:
         started = time.perf_counter()
         shared, r = self.shared, self.shared.redis
         with shared.reachable():
-            version = str(r.incr(shared._prefix + "next"))
+            # Unique even across a Redis restarted empty (its counter restarts): a process
+            # must never take a new version's card for one it decoded before.
+            version = f"{r.incr(shared._prefix + 'next')}-{uuid.uuid4().hex[:12]}"
             journal = shared.key(self.previous, "journal") if self.previous else None
             entries = [_entry(rec) for rec in restored]
             if journal is not None:
