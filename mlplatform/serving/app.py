@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlplatform.contract import CANONICAL_COLUMNS
 from mlplatform.serving.config import ServiceConfig
@@ -228,31 +229,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def malformed(request: Request, error: RequestValidationError) -> JSONResponse:
         return _errors_response(ApiError(422, _validation_errors(error.errors())))
 
-    @app.middleware("http")
-    async def count_and_time(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request.state.request_id = uuid.uuid4().hex
-        started = time.perf_counter()
-        response = await call_next(request)
-        elapsed = time.perf_counter() - started
-        route = request.scope.get("route")
-        path = getattr(route, "path", "other")
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(elapsed)
-        response.headers["X-Request-ID"] = request.state.request_id
-        # The access log names the route (or "other"), never the path or query string as
-        # sent: a client may put anything there.
-        access.info(
-            '%s - "%s %s" %d %.1f ms %s',
-            request.client.host if request.client else "-",
-            request.method,
-            path,
-            response.status_code,
-            elapsed * 1000,
-            request.state.request_id,
-        )
-        return response
+    app.add_middleware(CountAndTime, metrics=metrics)
 
     @app.post(
         "/v1/predict",
@@ -325,6 +302,47 @@ def create_app(config: ServiceConfig) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class CountAndTime:
+    """Every HTTP request gets an id (``request.state.request_id``, the ``X-Request-ID``
+    header), counts and latency by route and status, and an access log line naming the
+    route (or ``other``), never the path or query string as sent: a client may put anything
+    there. Plain ASGI: Starlette's ``@app.middleware("http")`` costs a task and a stream per
+    request."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500  # unless a response starts
+
+        async def respond(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, respond)
+        finally:
+            elapsed = time.perf_counter() - started
+            path = getattr(scope.get("route"), "path", "other")
+            self.metrics.requests.labels(path, str(status)).inc()
+            self.metrics.latency.labels(path).observe(elapsed)
+            client = scope.get("client")
+            access.info(
+                '%s - "%s %s" %d %.1f ms %s', client[0] if client else "-", scope["method"],
+                path, status, elapsed * 1000, request_id,
+            )  # fmt: skip
 
 
 def log_to_stderr() -> None:
