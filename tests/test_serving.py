@@ -260,6 +260,12 @@ def test_api_scores_equal_the_model_on_features_computed_in_process(
     expected = champion.score(batch.frame)
     np.testing.assert_allclose([p["score"] for p in predictions], expected, rtol=0, atol=1e-12)
     assert [p["decision"] for p in predictions] == list(expected >= champion.threshold)
+    # The access log names the route, the status and the request id (never the query string).
+    access = '"POST /v1/predict" 200 '
+    assert any(
+        access in line and line.endswith(answer.headers["X-Request-ID"])
+        for line in server.server_output().splitlines()
+    ), server.server_output()[-2000:]
     assert {(p["model_version"], p["role"]) for p in predictions} == {("1", "champion")}
 
 
