@@ -124,8 +124,9 @@ class Service:
             restored = self.features.restore(self.log.answered_events(since))
             logger.info("%d logged transactions newer than the store restored", restored)
             return
-        try:
+        try:  # every card decoded before the first request, as the memory state preloads
             self._sync_shared()
+            self._warm()
         except StateUnavailable as error:  # not ready until Redis is back (health says why)
             logger.warning("online state: %s", error)
 
@@ -151,16 +152,12 @@ class Service:
             self.features.close()
 
     def _follow(self) -> None:
-        step = self._warm  # first the shared state's cards, then every reload_seconds
-        while True:
+        while not self._stop.wait(self.config.reload_seconds):
             try:
-                step()
+                self.reload()
             except Exception as error:  # the thread must outlive a registry hiccup
                 logger.exception("reload failed")
                 self.last_reload_error = f"reload: {error}"
-            if self._stop.wait(self.config.reload_seconds):
-                return
-            step = self.reload
 
     def reload(self) -> None:
         """Reopen a replaced store; load, smoke-score and swap in models the aliases moved
