@@ -26,7 +26,7 @@ from mlplatform.serving.config import ServiceConfig
 from mlplatform.serving.model import CHALLENGER, ModelHandle, load_model, load_version
 from mlplatform.serving.online import FeatureBatch, InvalidTransactions, OnlineFeatures
 from mlplatform.serving.prediction_log import PredictionLog
-from mlplatform.serving.shared_state import StateUnavailable
+from mlplatform.serving.shared_state import LOCK_MS, StateUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +126,8 @@ class Service:
             return
         try:  # every card decoded before the first request, as the memory state preloads
             self._sync_shared()
+            # Another process may be publishing the store (a first start of several workers).
+            self.features.shared.wait_for_version(LOCK_MS / 1000)
             self._warm()
         except StateUnavailable as error:  # not ready until Redis is back (health says why)
             logger.warning("online state: %s", error)

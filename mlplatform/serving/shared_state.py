@@ -241,6 +241,14 @@ class RedisState:
             version = self.redis.get(self._current)
         return None if version is None else version.decode()
 
+    def wait_for_version(self, seconds: float) -> str | None:
+        """The version served, once there is one (another process may be publishing it),
+        waiting at most ``seconds``; None if there is none by then."""
+        deadline = time.monotonic() + seconds
+        while (version := self.version()) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return version
+
     def warm(self, version: str, cards: Sequence[str], lock: AbstractContextManager) -> int:
         """Decode the states of ``cards`` (up to :data:`DECODED_CARDS`) of ``version`` ahead
         of their requests, in batches, each kept under ``lock`` (the requests' lock: decoding
