@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
@@ -337,6 +338,18 @@ def test_a_model_scores_its_feature_matrix_as_it_scores_the_frame(family: str) -
     scored.loc[:9, "category"] = "a category train never saw"
     matrix = model.spec.matrix(scored)
     np.testing.assert_array_equal(model.score_matrix(matrix), model.predict_proba(scored)[:, 1])
+    # A request's few rows as mappings (the service's path): the same scores, and the same
+    # matrix for every kind of value a feature row holds (None, NaN, booleans, decimals...).
+    head = scored.head(20).to_dict("records")
+    np.testing.assert_array_equal(
+        model.score_rows(head), model.predict_proba(scored.head(20))[:, 1]
+    )
+    odd = [{"amount": Decimal("12.50"), "ratio": None, "category": None},
+           {"amount": True, "ratio": float("nan"), "category": "travel"},
+           {"amount": 3, "ratio": "0.25", "category": 7}]  # fmt: skip
+    np.testing.assert_array_equal(
+        model.spec.matrix_of_rows(odd), model.spec.matrix(pd.DataFrame(odd))
+    )
 
 
 @pytest.mark.parametrize("family", ["lightgbm", "logistic_regression"])

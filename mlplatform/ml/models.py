@@ -66,6 +66,16 @@ def _as_float(column: pd.Series) -> pd.Series:
     return pd.to_numeric(column, errors="coerce").astype("float64")
 
 
+def _number(value: Any) -> float:
+    """One value as :meth:`FeatureSpec.matrix` reads it: None and NaN missing, booleans 0/1,
+    numbers (decimals too) as float64, text parsed (unparsable: missing)."""
+    if value is None:
+        return np.nan
+    if isinstance(value, str):
+        return float(pd.to_numeric(value, errors="coerce"))
+    return float(value)
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """Model inputs: numeric columns and categorical columns with their train levels."""
@@ -101,6 +111,21 @@ class FeatureSpec:
             codes = {level: float(i) for i, level in enumerate(levels)}
             matrix[:, j] = [codes.get(v, np.nan) if isinstance(v, str) else np.nan
                             for v in data[name]]  # fmt: skip
+        return matrix
+
+    def matrix_of_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """:meth:`matrix` of rows given as mappings, without a DataFrame (a request's few
+        rows): the same values, converted as pandas converts a column of them."""
+        missing = [name for name in self.names if rows and name not in rows[0]]
+        if missing:
+            raise KeyError(f"the model needs feature columns that are absent: {missing}")
+        matrix = np.empty((len(rows), len(self.names)))
+        for j, name in enumerate(self.numeric):
+            matrix[:, j] = [_number(row[name]) for row in rows]
+        for j, (name, levels) in enumerate(self.categorical.items(), start=len(self.numeric)):
+            codes = {level: float(i) for i, level in enumerate(levels)}
+            matrix[:, j] = [codes.get(v, np.nan) if isinstance(v, str) else np.nan
+                            for v in (row[name] for row in rows)]  # fmt: skip
         return matrix
 
     def frame_of_matrix(self, matrix: np.ndarray) -> pd.DataFrame:
@@ -198,6 +223,15 @@ class ScoringModel:
         if isinstance(self.estimator, lgb.Booster) and len(data) <= SMALL_BATCH:
             return self.estimator.predict(self.spec.matrix(data), num_threads=1)
         return estimator_score(self.estimator, self.spec.frame(data))
+
+    def score_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Calibrated probability of the positive class of each of a few rows (mappings with
+        the feature columns), as :meth:`predict_proba` of their DataFrame gives it: a
+        LightGBM booster reads them as a matrix, with no DataFrame made."""
+        if isinstance(self.estimator, lgb.Booster) and len(rows) <= SMALL_BATCH:
+            raw = self.estimator.predict(self.spec.matrix_of_rows(rows), num_threads=1)
+            return self.calibrator.transform(raw)
+        return self.predict_proba(pd.DataFrame(list(rows)))[:, 1]
 
     def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
         """Calibrated probability of the positive class, one per row of ``matrix`` (float64

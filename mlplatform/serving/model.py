@@ -8,7 +8,9 @@ scoring, the REST service and :func:`mlplatform.load_champion` all score through
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,6 +49,11 @@ class ModelHandle:
     def score(self, features: pd.DataFrame) -> np.ndarray:
         """Calibrated probability of the positive class, one per row of ``features``."""
         return self.model.predict_proba(features)[:, 1]
+
+    def score_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """:meth:`score` of a few rows given as mappings (a request's), without a DataFrame
+        where the model allows."""
+        return self.model.score_rows(rows)
 
     def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
         """:meth:`score` of rows laid out as :meth:`~mlplatform.ml.models.FeatureSpec.matrix`

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,14 @@ class InvalidTransactions(ValueError):
 class FeatureBatch:
     """Online features of a request's transactions, in the request's order.
 
-    ``frame`` has ``transaction_id``, ``card_id`` (pseudonym), ``event_time`` and
-    ``partition_date``, then one column per enabled feature. ``events`` are the curated
-    feature inputs of each transaction (JSON-able, no PII), as the prediction log keeps
-    them to rebuild fresh state on restart. Times in milliseconds.
+    ``rows`` (and :attr:`frame`, the same as a DataFrame, made when asked for) have
+    ``transaction_id``, ``card_id`` (pseudonym), ``event_time`` and ``partition_date``, then
+    one value per enabled feature. ``events`` are the curated feature inputs of each
+    transaction (JSON-able, no PII), as the prediction log keeps them to rebuild fresh state
+    on restart. Times in milliseconds.
     """
 
-    frame: pd.DataFrame
+    rows: list[dict[str, Any]] = field(repr=False)
     events: list[dict[str, Any]] = field(repr=False)
     validation_ms: float
     features_ms: float
@@ -79,6 +81,12 @@ class FeatureBatch:
     #: committed by :meth:`OnlineFeatures.record`).
     state_ms: float = 0.0
     pending: Pending | None = field(repr=False, default=None)
+    projected: pd.DataFrame | None = field(repr=False, default=None)  # DuckDB's route
+
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        """:attr:`rows` as a DataFrame (DuckDB's own frame on its route)."""
+        return pd.DataFrame(self.rows) if self.projected is None else self.projected
 
 
 @dataclass(frozen=True)
@@ -334,12 +342,12 @@ class OnlineFeatures:
         try:
             values = state.aggregates(records)
             features = self.compiled.features(rows, values)
+            projected = None
             if features is None:  # the projection in DuckDB (its rows are in online_rows)
                 fallbacks.append(("features", f"not compiled: {self.compiled.unsupported}"))
                 sql = self.compiled.projection_sql("online_rows", values)
-                frame = self._mem.execute(sql).df().drop(columns="row_idx")
-            else:
-                frame = pd.DataFrame(features)
+                projected = self._mem.execute(sql).df().drop(columns="row_idx")
+                features = projected.to_dict("records")
         except BaseException:
             if pending is not None:
                 self.shared.release(pending)
@@ -351,7 +359,7 @@ class OnlineFeatures:
                 len(transactions), stage, reason,
             )  # fmt: skip
         return FeatureBatch(
-            frame,
+            features,
             [{c: _json(v) for c, v in row.items()} for row in rows],
             (validated - started) * 1000,
             (done - read) * 1000,
@@ -359,6 +367,7 @@ class OnlineFeatures:
             tuple(fallbacks),
             (read - validated) * 1000,
             pending,
+            projected,
         )
 
     def _compiled_rows(

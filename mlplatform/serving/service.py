@@ -79,12 +79,12 @@ def canary_bucket(card_id: str) -> float:
     return int(card_id[:8], 16) / 2**32
 
 
-def smoke_scored(handle: ModelHandle, sample: pd.DataFrame | None) -> ModelHandle:
-    """``handle`` once it scored ``sample`` (or one row of missing features) to
-    probabilities; raises ValueError otherwise."""
+def smoke_scored(handle: ModelHandle, sample: list[dict[str, Any]] | None) -> ModelHandle:
+    """``handle`` once it scored ``sample`` (feature rows; None: one row of missing
+    features) to probabilities; raises ValueError otherwise."""
     if sample is None:
-        sample = pd.DataFrame([dict.fromkeys(handle.feature_names, np.nan)])
-    scores = np.asarray(handle.score(sample), dtype=float)
+        sample = [dict.fromkeys(handle.feature_names, np.nan)]
+    scores = np.asarray(handle.score(pd.DataFrame(sample)), dtype=float)
     if scores.shape != (len(sample),) or not np.all((scores >= 0) & (scores <= 1)):
         raise ValueError(f"smoke test: version {handle.version} scored {scores[:5]!r}")
     return handle
@@ -97,7 +97,8 @@ class Service:
         self.config = config
         self.log = PredictionLog(config.serving_dir)
         self.last_reload_error: str | None = None
-        self._last_features: pd.DataFrame | None = None
+        #: The last request's feature rows: a new model is smoke-scored on them.
+        self._last_rows: list[dict[str, Any]] | None = None
         # OnlineFeatures takes one caller at a time, and a batch's features, scores, record
         # and log lines go together so that the next request sees it.
         self._lock = threading.Lock()
@@ -139,7 +140,7 @@ class Service:
         if version is None or (current is not None and current.version == version):
             return None if version is None else current
         handle = load_version(self.config.tracking_uri, self.config.model_name, version)
-        return smoke_scored(handle, self._last_features)
+        return smoke_scored(handle, self._last_rows)
 
     def start(self) -> None:
         """Follow the registry and the store in a background thread."""
@@ -193,7 +194,7 @@ class Service:
         elif wanted != champion.version:
             try:
                 handle = load_version(self.config.tracking_uri, self.config.model_name, wanted)
-                champion = smoke_scored(handle, self._last_features)
+                champion = smoke_scored(handle, self._last_rows)
             except Exception as error:
                 errors.append(f"champion version {wanted} failed to load: {error}")
         try:
@@ -264,7 +265,7 @@ class Service:
             logged = time.perf_counter()
             self.log.append(lines)
             done = time.perf_counter()
-            self._last_features = batch.frame
+            self._last_rows = batch.rows
         return Scored(
             request_id,
             answers,
@@ -295,20 +296,19 @@ class Service:
         the prediction log's lines and the models' time (ms)."""
         mode = self.config.challenger_mode
         challenger = models.challenger if mode != "off" else None
-        frame = batch.frame
-        canary = np.zeros(len(frame), dtype=bool)
+        rows = batch.rows
+        canary = np.zeros(len(rows), dtype=bool)
         if challenger is not None and mode == "canary":
             share = self.config.canary_share
-            canary = np.array([canary_bucket(card) < share for card in frame["card_id"]])
+            canary = np.array([canary_bucket(row["card_id"]) < share for row in rows])
         runs: list[tuple[ModelHandle, Role, np.ndarray, bool]] = [
             (models.champion, "champion", ~canary, True)
         ]
         if challenger is not None and mode == "canary":
             runs.append((challenger, "canary", canary, True))
         elif challenger is not None:
-            runs.append((challenger, "shadow", np.ones(len(frame), dtype=bool), False))
-        rows = frame[["event_time", "partition_date", "card_id", "transaction_id"]]
-        answers: list[Answer | None] = [None] * len(frame)
+            runs.append((challenger, "shadow", np.ones(len(rows), dtype=bool), False))
+        answers: list[Answer | None] = [None] * len(rows)
         lines = []
         model_ms = 0.0
         logged_at = datetime.now(UTC).isoformat()
@@ -316,11 +316,12 @@ class Service:
             if not mask.any():
                 continue
             started = time.perf_counter()
-            run_scores = handle.score(frame[mask])
+            chosen = np.flatnonzero(mask)
+            run_scores = handle.score_rows([rows[i] for i in chosen])
             elapsed = (time.perf_counter() - started) * 1000
             model_ms += elapsed
-            for i, score in zip(np.flatnonzero(mask), run_scores, strict=True):
-                row = rows.iloc[i]
+            for i, score in zip(chosen, run_scores, strict=True):
+                row = rows[i]
                 decision = bool(score >= handle.threshold)
                 transaction_id = str(row["transaction_id"])
                 if returned:
