@@ -122,22 +122,31 @@ class PlatformHome:
     dagster_home: Path
 
 
-@pytest.fixture
-def platform_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformHome:
-    """Environment of a fresh platform: MLPLATFORM_HOME, DAGSTER_HOME, a PII key."""
-    home = tmp_path / "home"
-    dagster_home = tmp_path / "dagster"
+def new_platform_home(root: Path) -> tuple[PlatformHome, dict[str, str]]:
+    """A fresh platform in ``root`` (an empty landing folder, the repo's dagster.yaml) and the
+    environment that points at it: MLPLATFORM_HOME, DAGSTER_HOME, a PII key."""
+    home = root / "home"
+    dagster_home = root / "dagster"
     dagster_home.mkdir(parents=True)
     (dagster_home / "dagster.yaml").write_text(
         (Path(__file__).parents[1] / "dagster.yaml").read_text()
     )
-    monkeypatch.setenv("MLPLATFORM_HOME", str(home))
-    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
-    monkeypatch.setenv("MLPLATFORM_PII_KEY", "test-pii-key")
-    monkeypatch.setenv("MLPLATFORM_START_DATE", START.isoformat())
-    monkeypatch.setenv("MLPLATFORM_LANDING_SETTLE_SECONDS", "0")
     (home / "landing").mkdir(parents=True)
-    return PlatformHome(home, home / "landing", home / "warehouse.duckdb", dagster_home)
+    env = {
+        "MLPLATFORM_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
+        "MLPLATFORM_PII_KEY": "test-pii-key", "MLPLATFORM_START_DATE": START.isoformat(),
+        "MLPLATFORM_LANDING_SETTLE_SECONDS": "0",
+    }  # fmt: skip
+    return PlatformHome(home, home / "landing", home / "warehouse.duckdb", dagster_home), env
+
+
+@pytest.fixture
+def platform_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformHome:
+    """Environment of a fresh platform: MLPLATFORM_HOME, DAGSTER_HOME, a PII key."""
+    platform, env = new_platform_home(tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return platform
 
 
 def simulate_landing(landing: Path, days: int = 3, cards: int = 60, **options) -> SimulationSummary:
@@ -589,7 +598,13 @@ def sigterm_not_ignored() -> None:
     so for every later test of the worker; Dagster's compute-log ``tail`` and its watcher then
     ignored ``terminate()``, and each step of a run in a thread waited twice Dagster's 30 s
     for them (test_warehouse_lock's run: 61 s in every full run, 2 s alone; 88 s alone with
-    SIGTERM ignored beforehand)."""
+    SIGTERM ignored beforehand). A module or session fixture that runs Dagster and then starts
+    a process calls :func:`default_sigterm` itself."""
+    default_sigterm()
+
+
+def default_sigterm() -> None:
+    """SIGTERM's default action again, if it is ignored (see :func:`sigterm_not_ignored`)."""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
