@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import dagster as dg
 import duckdb
-import pytest
 
 from mlplatform.assets.curation import curated_transactions
 from mlplatform.assets.ingestion import card_reference, raw_transactions
@@ -131,22 +127,6 @@ def test_missing_landing_file_fails_the_partition_with_its_name(
     assert not result.success
     failure = result.get_step_failure_events()[0].event_specific_data.error.message
     assert "no landing file for 2025-01-05" in failure
-
-
-@pytest.mark.e2e
-def test_materialize_from_the_dagster_cli(platform_home: PlatformHome):
-    simulate_landing(platform_home.landing, days=1)
-    completed = subprocess.run(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "mlplatform.definitions",
-         "--select", "raw_transactions", "--partition", "2025-01-01"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    with duckdb.connect(str(platform_home.warehouse), read_only=True) as conn:
-        assert conn.execute("SELECT count(*) FROM raw.transactions").fetchone()[0] > 0
-    with dg.DagsterInstance.get() as instance:
-        records = instance.fetch_materializations(dg.AssetKey("raw_transactions"), limit=5)
-        assert [r.partition_key for r in records.records] == ["2025-01-01"]
 
 
 def test_range_run_materializes_every_partition_like_per_partition_runs(

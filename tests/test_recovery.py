@@ -92,6 +92,10 @@ def test_without_a_daemon_runs_recover_fails_the_dead_run_and_frees_its_slot(
     assert run.run_id not in instance.event_log_storage.get_concurrency_run_ids()
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert _loaded_rows(platform_home) == [("2025-01-01", "loaded")]
+    # `dagster asset materialize` of a partition from a shell loads the day and the instance
+    # records the partition's materialization (test_pipeline checked the same command alone).
+    records = instance.fetch_materializations(dg.AssetKey("raw_transactions"), limit=5)
+    assert [r.partition_key for r in records.records] == ["2025-01-01"]
 
 
 def _faster_monitoring(platform_home: PlatformHome) -> None:

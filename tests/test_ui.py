@@ -1,5 +1,10 @@
 """The UI that `make ui` serves (`dagster dev`), opened in a headless Chromium: every asset
-group, the sensor and the schedules are there."""
+group, the sensor and the schedules are there; a failed drift check and the retraining run
+the daemon of `dagster dev` launched for it are shown.
+
+One `dagster dev` serves the module (its start is most of a test's time): the failed check is
+recorded before it starts, as the second test needs; the first test's pages list every group
+and automation whatever the instance holds."""
 
 from __future__ import annotations
 
@@ -13,7 +18,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.conftest import BIN, PlatformHome, free_port, process_group, wait_until
+from tests.conftest import (
+    BIN,
+    PlatformHome,
+    default_sigterm,
+    environment,
+    free_port,
+    new_platform_home,
+    process_group,
+    wait_until,
+)
 from tests.test_retraining_sensor import DRIFT_ASSET, _evaluate
 
 pytestmark = pytest.mark.e2e
@@ -32,11 +46,18 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def ui(platform_home: PlatformHome) -> Iterator[str]:
-    """`dagster dev` as `make ui` starts it, on a free port of 127.0.0.1: its base URL."""
-    with _dagster_dev(platform_home) as url:
-        yield url
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`dagster dev` as `make ui` starts it, on a free port of 127.0.0.1, on a fresh platform
+    whose drift check failed on 2025-01-02 (the sensor ticks every second): its base URL."""
+    platform_home, env = new_platform_home(tmp_path_factory.mktemp("ui"))
+    with environment({**env, "MLPLATFORM_SENSOR_INTERVAL_SECONDS": "1"}):
+        with dg.DagsterInstance.get() as instance:
+            _evaluate(instance, DRIFT_ASSET, "2025-01-02", passed=False, share_drifted=0.6)
+        default_sigterm()  # as the materialization left it: `dagster dev` stops on SIGTERM
+        # `dagster dev` runs the daemon: the sensor (on by default) requests the retraining.
+        with _dagster_dev(platform_home) as url:
+            yield url
 
 
 @contextmanager
@@ -87,30 +108,25 @@ def test_the_ui_shows_every_asset_group_the_sensor_and_the_schedules(
 
 @pytest.mark.skipif(CHROMIUM is None, reason="NO CHROMIUM: see the test above.")
 def test_the_ui_shows_a_failed_drift_check_and_the_retraining_run_the_daemon_launched(
-    platform_home: PlatformHome, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ui: str, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("MLPLATFORM_SENSOR_INTERVAL_SECONDS", "1")
+    wait_until(
+        lambda: _shows_all(f"{ui}/assets/data_drift?view=checks", tmp_path,
+                           ("drift_within_threshold",)),
+        "the drift check on the data_drift page",
+    )  # fmt: skip
     with dg.DagsterInstance.get() as instance:
-        _evaluate(instance, DRIFT_ASSET, "2025-01-02", passed=False, share_drifted=0.6)
-    # `dagster dev` runs the daemon: the sensor (on by default) requests the retraining run.
-    with _dagster_dev(platform_home) as ui:
-        wait_until(
-            lambda: _shows_all(f"{ui}/assets/data_drift?view=checks", tmp_path,
-                               ("drift_within_threshold",)),
-            "the drift check on the data_drift page",
-        )  # fmt: skip
-        with dg.DagsterInstance.get() as instance:
-            (run,) = wait_until(
-                lambda: instance.get_run_records(
-                    dg.RunsFilter(tags={"dagster/sensor_name": "retraining_sensor"})
-                ),
-                "the retraining run",
-            )
-        run_id = run.dagster_run.run_id
-        wait_until(
-            lambda: (
-                _shows_all(f"{ui}/runs/{run_id}", tmp_path, ("training",))
-                and "retraining_sensor" in _rendered(f"{ui}/runs/{run_id}", tmp_path)
+        (run,) = wait_until(
+            lambda: instance.get_run_records(
+                dg.RunsFilter(tags={"dagster/sensor_name": "retraining_sensor"})
             ),
-            "the retraining run's page naming its job and sensor",
+            "the retraining run",
         )
+    run_id = run.dagster_run.run_id
+    wait_until(
+        lambda: (
+            _shows_all(f"{ui}/runs/{run_id}", tmp_path, ("training",))
+            and "retraining_sensor" in _rendered(f"{ui}/runs/{run_id}", tmp_path)
+        ),
+        "the retraining run's page naming its job and sensor",
+    )
