@@ -72,6 +72,16 @@ LONGEST_FIRST = (
 RAM_DISK = Path("/dev/shm")
 
 
+#: What a full run writes there (~2.6 GB, the last run kept), with room to spare: a smaller
+#: RAM disk (a container's 64 MB /dev/shm) is left alone.
+RAM_DISK_NEEDED = 6 * 2**30
+
+
+def _free_bytes(path: Path) -> int:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
 def _is_tmpfs(path: Path) -> bool:
     """Whether ``path`` is the mount point of a tmpfs (from /proc/mounts; False without it)."""
     with suppress(OSError):
@@ -91,7 +101,7 @@ def pytest_configure(config: pytest.Config) -> None:
     The run's temporary folders (``tmp_path``, the shared trained platform: every data home,
     Dagster instance, MLflow store and DuckDB file the tests make) are on :data:`RAM_DISK`
     when it is a writable tmpfs, as pytest's numbered ``pytest-of-<user>/pytest-N`` folders
-    there (the last three runs kept, as in /tmp). The files are the same real files; only
+    there (the last run kept: pyproject.toml). The files are the same real files; only
     ``fsync`` costs nothing there. Dagster's SQLite event log commits every event on its own
     connection, each commit and close an fsync (~8 ms each on this machine's disk, more when
     other processes write): a 20-day range run of `daily_ingestion` took 25 s with its
@@ -106,6 +116,7 @@ def pytest_configure(config: pytest.Config) -> None:
         and "PYTEST_DEBUG_TEMPROOT" not in os.environ
         and _is_tmpfs(RAM_DISK)
         and os.access(RAM_DISK, os.W_OK)
+        and _free_bytes(RAM_DISK) >= RAM_DISK_NEEDED
     ):
         os.environ["PYTEST_DEBUG_TEMPROOT"] = str(RAM_DISK)
 
