@@ -83,10 +83,12 @@ def feature_batches(
             for name, value in zip(spec.names, inputs, strict=True)
         ),
     ]
+    # The days as literals: with parameters, DuckDB 1.5.5 reads every row group of the table
+    # (a day of 59 inputs: 220 ms instead of 8 ms on the demo's 80 days).
     query = conn.sql(
-        f"SELECT {', '.join(columns)} FROM {FEATURES_TABLE} "
-        "WHERE partition_date BETWEEN $start AND $end",
-        params={"start": start, "end": end},
+        f"SELECT {', '.join(columns)} FROM {FEATURES_TABLE} WHERE partition_date BETWEEN "
+        f"CAST({sql_literal(start.isoformat())} AS DATE) "
+        f"AND CAST({sql_literal(end.isoformat())} AS DATE)"
     )
     yield from query.to_arrow_reader(rows)
 
