@@ -133,7 +133,8 @@ class RedisState:
         self._decoded: OrderedDict[str, _Decoded] = OrderedDict()
 
     def key(self, version: str, kind: str, name: str = "") -> str:
-        """The key of a version's ``meta``, ``journal``, ``card`` (``name``) or ``daily``."""
+        """The key of a version's ``meta`` or ``journal``, or of a ``card``, its ``fresh``
+        list or a ``daily`` key (``name``)."""
         return f"{self._prefix}v{version}:{kind}" + (f":{name}" if name else "")
 
     def daily_name(self, key: tuple) -> str:
@@ -153,20 +154,17 @@ class RedisState:
     def status(self) -> str | None:
         """Why the state cannot serve now (None: it can)."""
         try:
-            with self.reachable():
-                if self.redis.get(self._current) is None:
-                    return EMPTY
+            return EMPTY if self.version() is None else None
         except StateUnavailable as error:
             return str(error)
-        return None
 
     def meta(self) -> dict[str, Any] | None:
         """What the current version was built from (None: no version)."""
+        version = self.version()
+        if version is None:
+            return None
         with self.reachable():
-            version = self.redis.get(self._current)
-            if version is None:
-                return None
-            data = self.redis.get(self.key(version.decode(), "meta"))
+            data = self.redis.get(self.key(version, "meta"))
         return None if data is None else json.loads(data)
 
     def read(self, records: Sequence[tuple]) -> Pending:
@@ -181,11 +179,11 @@ class RedisState:
         raise StateUnavailable("the online state's version changed three times in one read")
 
     def _current_version(self) -> str:
-        version = self.redis.get(self._current)
+        version = self.version()
         if version is None:
             raise StateUnavailable(EMPTY)
-        self._version = version.decode()
-        return self._version
+        self._version = version
+        return version
 
     def _read(self, version: str, records: Sequence[tuple]) -> Pending | None:
         """The read at ``version`` (one round trip: WATCH and the reads pipelined on the
@@ -355,7 +353,7 @@ class RedisState:
         lock; None when the current version is of that store or a newer one, or another
         process is publishing."""
         with self.reachable():
-            current = self.redis.get(self._current)
+            current = self.version()
             meta = self.meta() if current is not None else None
             if meta is not None and not _newer(identity, meta["store"]):
                 yield None
@@ -365,7 +363,7 @@ class RedisState:
                 yield None
                 return
         try:
-            yield Publisher(self, None if current is None else current.decode(), token, identity)
+            yield Publisher(self, current, token, identity)
         finally:
             with self.reachable():
                 self._release(keys=[self._lock], args=[token])
