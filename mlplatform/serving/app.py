@@ -159,8 +159,9 @@ def _validation_errors(errors: Sequence[Mapping[str, Any]]) -> list[ErrorItem]:
     return list(items.values())
 
 
-def get_service(request: Request) -> Service:
-    """The app's service (a dependency of the routes that use it)."""
+async def get_service(request: Request) -> Service:
+    """The app's service (a dependency of the routes that use it; async: FastAPI runs a
+    plain function in its thread pool, a hop per dependency and request)."""
     return request.app.state.service
 
 
@@ -198,7 +199,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     )
     app.state.service = service
 
-    def require_key(request: Request) -> None:
+    async def require_key(request: Request) -> None:
         """A valid API key (Bearer or X-API-Key), compared in constant time, when any is
         configured."""
         if not keys:
@@ -238,8 +239,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
         dependencies=[Authorized],
         responses={**errors, **{s: {"model": ErrorResponse} for s in (413, 422, 503)}},
     )
-    def predict(body: PredictRequest, request: Request, service: ServiceDep) -> Response:
+    async def predict(body: PredictRequest, request: Request, service: ServiceDep) -> Response:
         """Scores in the request's order, each by the champion or (canary) the challenger."""
+        # On the event loop, not in FastAPI's thread pool: a process scores one request at a
+        # time anyway (Service.predict holds its lock throughout, the Redis round trips
+        # included), and the hop to a thread and back cost more than the scoring's model.
         if len(body.transactions) > config.max_batch:
             detail = f"{len(body.transactions)} transactions; at most {config.max_batch}"
             too_large = ErrorItem(field="transactions", rule="batch_too_large", detail=detail)
