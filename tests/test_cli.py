@@ -14,7 +14,7 @@ from tests.conftest import PlatformHome, noise_lines
 
 pytestmark = pytest.mark.e2e
 
-DAYS = 60
+DAYS = 56  # six scored days: two before the drift, four after it
 HISTORY = 50
 CARDS = 200  # enough revenge episodes for positives in train, validation and holdout
 START = date(2025, 1, 1)
