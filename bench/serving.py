@@ -195,7 +195,7 @@ def start_mlflow(home: Path, work: Path, columns: list[str]) -> tuple[subprocess
 
 
 #: The stages of our Server-Timing header, in a request's order.
-STAGES = ("validation", "state", "features", "model", "log")
+STAGES = ("parse", "validation", "state", "features", "model", "log")
 
 
 @dataclass

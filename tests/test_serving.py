@@ -241,7 +241,7 @@ def test_api_scores_equal_the_model_on_features_computed_in_process(
     assert [p["transaction_id"] for p in predictions] == [t["transaction_id"] for t in transactions]
     *durations, route = answer.headers["Server-Timing"].split(", ")
     timing = dict(part.split(";dur=") for part in durations)
-    assert set(timing) == {"validation", "state", "features", "model", "log"}
+    assert set(timing) == {"parse", "validation", "state", "features", "model", "log"}
     assert all(float(ms) >= 0 for ms in timing.values())
     assert route == 'route;desc="python"'  # rules, curation and features all in Python
     # In process: the same store, with the fresh state of what the server answered before.
@@ -410,6 +410,7 @@ def test_metrics_count_requests_by_status_and_role_with_model_and_store_gauges(
     assert 'mlplatform_requests_total{path="/v1/model",status="401"}' in text
     assert 'mlplatform_predictions_total{model_version="1",role="champion"}' in text
     assert 'mlplatform_predict_stage_seconds_bucket{le="0.01",stage="features"}' in text
+    assert 'mlplatform_predict_stage_seconds_count{stage="parse"}' in text
     assert 'mlplatform_model_version{role="champion"} 1.0' in text
     assert 'mlplatform_model_version{role="challenger"} 2.0' in text
     assert "mlplatform_store_age_hours " in text

@@ -244,6 +244,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         # On the event loop, not in FastAPI's thread pool: a process scores one request at a
         # time anyway (Service.predict holds its lock throughout, the Redis round trips
         # included), and the hop to a thread and back cost more than the scoring's model.
+        parse_ms = (time.perf_counter() - request.state.received) * 1000
         if len(body.transactions) > config.max_batch:
             detail = f"{len(body.transactions)} transactions; at most {config.max_batch}"
             too_large = ErrorItem(field="transactions", rule="batch_too_large", detail=detail)
@@ -262,10 +263,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
             logger.warning("request %s: %s: %s", request.state.request_id, error, message)
             unprocessable = ErrorItem(rule="unprocessable_transactions", detail=str(error))
             raise ApiError(422, [unprocessable]) from error
-        _observe(metrics, scored)
+        _observe(metrics, scored, parse_ms)
         route = "; ".join(f"{stage} on duckdb: {why}" for stage, why in scored.fallbacks)
         timing = (
-            f"validation;dur={scored.validation_ms:.3f}, state;dur={scored.state_ms:.3f}, "
+            f"parse;dur={parse_ms:.3f}, validation;dur={scored.validation_ms:.3f}, "
+            f"state;dur={scored.state_ms:.3f}, "
             f"features;dur={scored.features_ms:.3f}, model;dur={scored.model_ms:.3f}, "
             f"log;dur={scored.log_ms:.3f}, route;desc={json.dumps(route or 'python')}"
         )
@@ -323,8 +325,8 @@ class CountAndTime:
             await self.app(scope, receive, send)
             return
         request_id = uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
+        scope.setdefault("state", {}).update(request_id=request_id, received=started)
         status = 500  # unless a response starts
 
         async def respond(message: Message) -> None:
@@ -361,8 +363,9 @@ def app_from_settings() -> FastAPI:
     return create_app(ServiceConfig.from_settings(get_settings()))
 
 
-def _observe(metrics: ServiceMetrics, scored: Scored) -> None:
+def _observe(metrics: ServiceMetrics, scored: Scored, parse_ms: float) -> None:
     for stage, ms in (
+        ("parse", parse_ms),
         ("validation", scored.validation_ms),
         ("state", scored.state_ms),
         ("features", scored.features_ms),

@@ -33,7 +33,7 @@ class ServiceMetrics:
         )  # fmt: skip
         self.stage = Histogram(
             "mlplatform_predict_stage_seconds",
-            "Time of a prediction request's stages: validation, state, features, model, log.",
+            "A prediction request's stages: parse, validation, state, features, model, log.",
             ["stage"], buckets=BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.routes = Counter(
