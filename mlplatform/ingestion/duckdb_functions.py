@@ -79,7 +79,7 @@ def try_cast_number(value: str | None, type_name: str) -> float | int | None:
 def try_strptime(value: str | None, fmt: str) -> datetime | None:
     """DuckDB's try_strptime(value, fmt), for text in the layout of ``fmt`` exactly (no
     other spacing or digit count) and text that no layout of digits can read."""
-    if value is None:
+    if not value:
         return None
     pattern = _PLAIN_FORMATS.get(fmt)
     if pattern is not None and pattern.fullmatch(value):
@@ -102,19 +102,24 @@ def utc_from_local(local: datetime | None, zone: str) -> datetime | None:
         return None
     tz = ZoneInfo(zone)
     readings = (local.replace(tzinfo=tz, fold=0), local.replace(tzinfo=tz, fold=1))
-    return max(r.astimezone(UTC) for r in readings).replace(tzinfo=None)
+    try:
+        return max(r.astimezone(UTC) for r in readings).replace(tzinfo=None)
+    except OverflowError as error:  # DuckDB's years go on beyond 1 and 9999
+        raise NotPlain("a time whose UTC time is beyond the years 1 to 9999") from error
 
 
 def round_double(value: float | None, digits: int) -> float | None:
     """DuckDB's round(DOUBLE, digits >= 0): std::round(value * 10^digits) / 10^digits, the
     value itself when that is not finite."""
+    if digits < 0:
+        raise NotPlain("round() to fewer than no decimals")  # DuckDB divides, then multiplies
     if value is None:
         return None
     modifier = math.pow(10, digits)
     scaled = value * modifier
     if not math.isfinite(scaled):
         return value
-    whole = float(math.trunc(scaled))
+    whole = math.copysign(float(math.trunc(scaled)), scaled)  # -0.3 rounds to -0.0
     if abs(scaled - whole) >= 0.5:  # half away from zero (exact: scaled - whole is exact)
         whole += math.copysign(1.0, scaled)
     rounded = whole / modifier

@@ -28,6 +28,7 @@ import pandas as pd
 from mlplatform.contract import CANONICAL_COLUMNS, Contract
 from mlplatform.features.declarations import INPUT_COLUMNS, FeatureRegistry
 from mlplatform.features.online_state import CompiledFeatures, FeatureState, as_records
+from mlplatform.ingestion.duckdb_functions import NotPlain
 from mlplatform.ingestion.row_rules import pseudonyms_sql, typed_columns, violation
 from mlplatform.serving.prediction_log import PredictionLog
 from mlplatform.serving.shared_state import Pending, Published, RedisState
@@ -35,7 +36,7 @@ from mlplatform.settings import Settings
 from mlplatform.warehouse.connection import read_sql, sql_literal, transaction
 from mlplatform.warehouse.pii import hmac_pads, mask_card_like_digits
 from mlplatform.warehouse.row_program import RowProgram, request_text
-from mlplatform.warehouse.sql_expressions import NotPlain, Unsupported
+from mlplatform.warehouse.sql_expressions import Unsupported
 
 
 @dataclass(frozen=True)
@@ -380,9 +381,7 @@ class OnlineFeatures:
         if not transactions:
             return "an empty request"  # refused by the SQL route's own rule
         try:
-            violations, curated, times = self._program.run(
-                transactions, self._reference, datetime.now()
-            )
+            violations, curated, times = self._program.run(transactions, self._reference)
         except NotPlain as error:
             return str(error)
         errors = [
