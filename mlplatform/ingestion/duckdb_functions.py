@@ -59,6 +59,8 @@ def trim(text: str) -> str:
 def try_cast_number(value: str | None, type_name: str) -> float | int | None:
     """DuckDB's TRY_CAST(value AS type_name) of text, type DOUBLE, BIGINT or INTEGER (text
     to an integer type rounds half away from zero: '2.5' is 3)."""
+    if type_name not in ("DOUBLE", *_INTEGER_RANGES):
+        raise ValueError(f"TRY_CAST AS {type_name}: not a number type evaluated here")
     if value is None:
         return None
     text = value.strip(_NUMBER_SPACE)

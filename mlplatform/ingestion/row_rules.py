@@ -1,15 +1,19 @@
 """The row rules of landing data: one definition, used by ingestion and the online path.
 
-A row is typed (:func:`typed_columns`) and checked (:func:`violation`: a CASE naming the
-first rule it breaks, with the column and a detail) by SQL generated from the contract.
-Ingestion runs it over a batch of staged files (``check_rows.sql``); the REST service runs
-the very same SQL over the transactions of a request, so a transaction that ingestion would
-quarantine is refused online with the same rule.
+A row is typed (:func:`typed_values`: ``event_time_ts``, ``<name>_num`` ...) and checked
+(:func:`rules`, in priority order: the first a row breaks names the rule, the column and a
+detail). Each typed value and each rule kind gives both its SQL and its Python twin.
+Ingestion runs the SQL over a batch of staged files (``check_rows.sql`` with
+:func:`typed_columns` and :func:`violation`, a CASE of every rule); the REST service runs the
+Python twins over the transactions of a request (:func:`first_violation`), or, for values
+they leave to DuckDB (:class:`~mlplatform.ingestion.duckdb_functions.NotPlain`), the same
+SQL; so a transaction that ingestion would quarantine is refused online with the same rule.
 """
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -51,17 +55,17 @@ Row = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
-class TypedValue:
+class TypedValue(ABC):
     """A typed value of a staged row: its SQL over the row ``b`` and :meth:`value`, its
     Python twin over the row as a dict of the staged text (and the values typed before it)."""
 
     name: str
 
-    def sql(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def sql(self) -> str: ...
 
-    def value(self, row: Row) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def value(self, row: Row) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -198,23 +202,23 @@ DetailPart = str | Text
 
 
 @dataclass(frozen=True)
-class Rule:
+class Rule(ABC):
     """A landing rule: its name, the column it judges, and :meth:`sql` (a WHEN of the CASE
     ingestion runs) and :meth:`check` (its Python twin for one row) of its condition and
-    detail. Kinds implement :meth:`condition_sql` and :meth:`broken` (True where the SQL
-    condition is TRUE: NULL is not) and may state their :meth:`detail_parts`."""
+    detail. Kinds implement :meth:`condition_sql`, :meth:`broken` (True where the SQL
+    condition is TRUE: NULL is not) and :meth:`detail_parts`."""
 
     column: str
     name: ClassVar[str]
 
-    def condition_sql(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def condition_sql(self) -> str: ...
 
-    def broken(self, row: Row) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def broken(self, row: Row) -> bool: ...
 
-    def detail_parts(self) -> tuple[DetailPart, ...]:
-        raise NotImplementedError
+    @abstractmethod
+    def detail_parts(self) -> tuple[DetailPart, ...]: ...
 
     def sql(self) -> str:
         detail = " || ".join(

@@ -44,8 +44,7 @@ _GENDERS = {"F": "F", "FEMALE": "F", "M": "M", "MALE": "M"}
 class RowProgram:
     """Rules, pseudonymisation, raw projection, curation and event columns of online rows.
 
-    ``conn`` holds the warehouse schema (its tables' column types are the casts applied on
-    insert) and parses the SQL.
+    ``conn`` parses the feature SQL's event columns (with the macros of ``macros.sql``).
     """
 
     def __init__(
