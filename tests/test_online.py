@@ -307,17 +307,18 @@ def test_each_route_to_duckdb_is_taken_only_where_stated_and_logged_without_the_
         spaced = source.compute(
             [{**day[41], "city": "Espa\u00f1ola\u00a0", "amount": " 12.5\u3000"}]
         )
-        job = source.compute([{**day[42], "job": "Ingenier\u00eda"}])
-        cased = source.compute([{**day[43], "category": "Caf\u00e9"}])
+        cased = source.compute([{**day[42], "job": "Ingenier\u00eda", "category": "Caf\u00e9"}])
+        underscored = source.compute([{**day[43], "amount": "1_000"}])
         projected = uncompiled.compute(day[:1])
         sql = reference.compute(day[:1])
 
-    # Python's route throughout for plain rows, accented ones, and text with Unicode spaces
-    # around it (trim() is DuckDB's exactly); a job is not curated online. DuckDB's route for
-    # the rows of a category beyond ASCII: lower() maps its case DuckDB's own way.
+    # Python's route throughout for plain rows, accented ones, text with Unicode spaces
+    # around it and case mapping beyond ASCII (trim(), lower() and upper() are DuckDB's
+    # exactly). DuckDB's route for the rows of a number in a form only DuckDB reads.
     assert plain.fallbacks == () and accented.fallbacks == ()
-    assert spaced.fallbacks == () and job.fallbacks == ()
-    assert cased.fallbacks == (("rows", "text that is not ASCII in lower() or upper()"),)
+    assert spaced.fallbacks == () and cased.fallbacks == ()
+    reason = "a number that is not plain decimal text (as DOUBLE)"
+    assert underscored.fallbacks == (("rows", reason),)
     assert projected.fallbacks == (
         ("rows", "features not compiled: function levenshtein"),
         ("features", "not compiled: function levenshtein"),
@@ -326,8 +327,8 @@ def test_each_route_to_duckdb_is_taken_only_where_stated_and_logged_without_the_
     assert sql.fallbacks == (("rows", "rules and curation not compiled (compiled_rows=False)"),)
     logged = [r.getMessage() for r in caplog.records]
     assert len(logged) == 4, logged  # one line per fallback, none for Python's route
-    assert "1 transaction(s): rows on DuckDB's route (text that is not ASCII in" in logged[0]
-    assert not any("Caf" in line for line in logged)  # never the value
+    assert f"1 transaction(s): rows on DuckDB's route ({reason})" in logged[0]
+    assert not any("1_000" in line for line in logged)  # never the value
 
 
 def _no_log(since: object) -> list[dict]:

@@ -382,21 +382,22 @@ def test_only_a_value_python_cannot_curate_like_duckdb_takes_its_route_said_and_
     accented = {**plain, "transaction_id": "accented", "merchant": "Caf\u00e9 M\u00fcller"}
     spaced = {**plain, "transaction_id": "spaced", "merchant": "Caf\u00e9 M\u00fcller\u00a0"}
     cased = {**plain, "transaction_id": "cased", "category": "Caf\u00e9"}
+    underscored = {**plain, "transaction_id": "underscored", "amount": "1_000"}
     before = routes()
-    answers = [server.predict([t]) for t in (plain, accented, spaced, cased)]
+    answers = [server.predict([t]) for t in (plain, accented, spaced, cased, underscored)]
     after = routes()
 
-    assert [a.status_code for a in answers] == [200, 200, 200, 200]
-    for answer in answers[:3]:  # trim() of a Unicode space included: DuckDB's, exactly
+    assert [a.status_code for a in answers] == [200] * 5
+    for answer in answers[:4]:  # trim() of a Unicode space, lower() beyond ASCII: DuckDB's
         assert answer.headers["Server-Timing"].endswith('route;desc="python"')
-    reason = "text that is not ASCII in lower() or upper()"  # the category's lower()
-    assert answers[3].headers["Server-Timing"].endswith(f'route;desc="rows on duckdb: {reason}"')
+    reason = "a number that is not plain decimal text (as DOUBLE)"  # 1_000: DuckDB reads it
+    assert answers[4].headers["Server-Timing"].endswith(f'route;desc="rows on duckdb: {reason}"')
     python = 'mlplatform_feature_routes_total{reason="",route="python",stage="%s"}'
     duckdb_rows = (
         f'mlplatform_feature_routes_total{{reason="{reason}",route="duckdb",stage="rows"}}'
     )
-    assert after[python % "rows"] - before.get(python % "rows", 0) == 3
-    assert after[python % "features"] - before.get(python % "features", 0) == 4
+    assert after[python % "rows"] - before.get(python % "rows", 0) == 4
+    assert after[python % "features"] - before.get(python % "features", 0) == 5
     assert after[duckdb_rows] - before.get(duckdb_rows, 0) == 1
 
 

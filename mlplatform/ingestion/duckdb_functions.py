@@ -161,15 +161,27 @@ def category_name(text: str | None) -> str | None:
     '[\\s-]+', '_', 'g') ELSE text END`` (curation of categories)."""
     if text is None or not _NOT_A_CATEGORY.search(text):
         return text
-    return _CATEGORY_SEPARATORS.sub("_", ascii_case(text).lower())
+    return _CATEGORY_SEPARATORS.sub("_", lower(text))
 
 
-def ascii_case(text: str) -> str:
-    """``text``, which lower() or upper() may map: ASCII only (beyond it, the case mapping is
-    DuckDB's utf8proc's, not Python's: upper('straße'))."""
-    if not text.isascii():
-        raise NotPlain("text that is not ASCII in lower() or upper()")
-    return text
+def lower(text: str) -> str:
+    """DuckDB's lower(): each character's own lowercase (a capital sigma is U+03C3 at the end
+    of a word too, not Python's final U+03C2)."""
+    return text.lower() if text.isascii() else "".join(_one(c.lower()) for c in text)
+
+
+def upper(text: str) -> str:
+    """DuckDB's upper(): each character's own uppercase."""
+    return text.upper() if text.isascii() else "".join(_one(c.upper()) for c in text)
+
+
+def _one(mapped: str) -> str:
+    """A character's case mapping in Python, when it is one character (then DuckDB's, by
+    utf8proc: tested for every character); Python maps a few to several ('ß' to 'SS',
+    where DuckDB gives 'ẞ')."""
+    if len(mapped) != 1:
+        raise NotPlain("a character that lower() or upper() maps to several in Python")
+    return mapped
 
 
 def day_text(day: date) -> str:

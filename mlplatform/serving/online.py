@@ -613,14 +613,15 @@ def _refuse(errors: list[RowError]) -> None:
 def _row_program(
     mem: duckdb.DuckDBPyConnection, compiled: CompiledFeatures, key: bytes, max_amount: float
 ) -> tuple[RowProgram | None, str]:
-    """The request's rows compiled to Python, when every expression compiles (else None and
-    why: every request then runs ingestion's SQL in DuckDB, which its features need too)."""
+    """The request's rows in Python, when the features and their event columns compile (else
+    None and why: every request then runs ingestion's SQL in DuckDB, which its features need
+    too)."""
     if compiled.evaluators is None:
         return None, f"features not compiled: {compiled.unsupported}"
     try:
         return RowProgram(mem, ONLINE_CONTRACT, compiled.registry, max_amount, key), ""
     except Unsupported as error:
-        return None, f"rules and curation not compiled: {error}"
+        return None, f"event columns not compiled: {error}"
 
 
 def _json(value: Any) -> Any:

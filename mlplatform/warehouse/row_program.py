@@ -25,12 +25,12 @@ from mlplatform.features.declarations import COORDINATES, FeatureRegistry
 from mlplatform.features.offline import event_columns
 from mlplatform.ingestion.duckdb_functions import (
     NotPlain,
-    ascii_case,
     category_name,
     collapsed_spaces,
     haversine_km,
     round_double,
     trim,
+    upper,
 )
 from mlplatform.ingestion.row_rules import first_violation, rules, typed_values
 from mlplatform.warehouse.connection import read_sql
@@ -125,7 +125,7 @@ def curated_row(
         "merchant": collapsed_spaces(checked["merchant"]),
         "category": category_name(checked["category"]),
         "amount": round_double(checked["amount_num"], 2),
-        "gender": None if gender is None else _GENDERS.get(ascii_case(gender).upper()),
+        "gender": None if gender is None else _GENDERS.get(upper(gender)),
         "city_pop": checked["city_pop_num"],
         "age": None if birth_year is None else moment.year - birth_year,
         **{name: round_double(c, 6) for name, c in zip(COORDINATES, coordinates, strict=True)},

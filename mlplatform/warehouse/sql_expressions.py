@@ -26,10 +26,11 @@ import duckdb
 
 from mlplatform.ingestion.duckdb_functions import (
     NotPlain,
-    ascii_case,
+    lower,
     round_double,
     try_cast_number,
     try_strptime,
+    upper,
 )
 
 Row = Mapping[str, Any]
@@ -168,8 +169,8 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "nullif": lambda a, b: None if a is not None and b is not None and a == b else a,
     "coalesce": lambda *args: next((a for a in args if a is not None), None),
     "isfinite": _null_safe(lambda x: math.isfinite(float(x))),
-    "lower": _null_safe(lambda text: ascii_case(text).lower()),
-    "upper": _null_safe(lambda text: ascii_case(text).upper()),
+    "lower": _null_safe(lower),
+    "upper": _null_safe(upper),
     "to_days": _null_safe(lambda n: timedelta(days=n)),
     "to_hours": _null_safe(lambda n: timedelta(hours=n)),
     "to_minutes": _null_safe(lambda n: timedelta(minutes=n)),
