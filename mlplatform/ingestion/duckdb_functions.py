@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 class NotPlain(ValueError):
     """A value whose conversion here might differ from DuckDB's (a number written with
-    underscores, a time in an unusual layout, text beyond ASCII in a case mapping...): the
+    underscores, a time in an unusual layout, a letter whose case Python maps to several): the
     caller evaluates that input with DuckDB instead. The message says which kind of value,
     never the value (it may be personal data); the caller logs and counts it."""
 
