@@ -214,6 +214,36 @@ def test_text_to_time_is_duckdbs_try_strptime(conn: duckdb.DuckDBPyConnection, f
     assert left_to_duckdb == LEFT_TO_DUCKDB[fmt]
 
 
+@pytest.mark.parametrize("fmt", list(LEFT_TO_DUCKDB))
+def test_random_changes_of_a_time_never_get_another_time_than_duckdbs(
+    conn: duckdb.DuckDBPyConnection, fmt: str
+):
+    rng = random.Random(11)
+    alphabet = "0123456789 -:.+T\tx\u00a0\u0663"
+    base = "2024-02-29 23:59:58"[: 19 if " " in fmt else 10]
+    texts = []
+    for _ in range(3000):
+        text = list(base)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(text) + 1)
+            edit = rng.choice(("insert", "replace", "delete"))
+            if edit == "delete" and at < len(text):
+                del text[at]
+            elif edit == "replace" and at < len(text):
+                text[at] = rng.choice(alphabet)
+            else:
+                text.insert(at, rng.choice(alphabet))
+        texts.append("".join(text))
+    expected = _column(conn, f"try_strptime(v, {sql_literal(fmt)})::VARCHAR", texts, "VARCHAR")
+    answered = 0
+    for text, want in zip(texts, expected, strict=True):
+        got = _python(try_strptime, text, fmt)
+        if got is not NotPlain:
+            answered += 1
+            assert (None if got is None else str(got)) == want, (text, got, want)
+    assert answered > len(texts) // 4  # not all left to DuckDB
+
+
 @pytest.mark.parametrize("zone", ["America/New_York", "Europe/Paris", "Australia/Lord_Howe"])
 def test_local_time_to_utc_is_duckdbs_timezone_also_where_clocks_change(
     conn: duckdb.DuckDBPyConnection, zone: str
