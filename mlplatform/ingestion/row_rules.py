@@ -221,6 +221,7 @@ class Rule(ABC):
     def detail_parts(self) -> tuple[DetailPart, ...]: ...
 
     def sql(self) -> str:
+        """``WHEN condition THEN {'rule': ..., 'column': ..., 'detail': ...}``."""
         detail = " || ".join(
             part.column if isinstance(part, Text) else sql_literal(part)
             for part in self.detail_parts()
