@@ -381,21 +381,23 @@ def test_only_a_value_python_cannot_curate_like_duckdb_takes_its_route_said_and_
     (plain,) = platform.transactions(platform.cards[40:41], day=5, tag="ascii")
     accented = {**plain, "transaction_id": "accented", "merchant": "Caf\u00e9 M\u00fcller"}
     spaced = {**plain, "transaction_id": "spaced", "merchant": "Caf\u00e9 M\u00fcller\u00a0"}
+    cased = {**plain, "transaction_id": "cased", "category": "Caf\u00e9"}
+    underscored = {**plain, "transaction_id": "underscored", "amount": "1_000"}
     before = routes()
-    answers = [server.predict([transaction]) for transaction in (plain, accented, spaced)]
+    answers = [server.predict([t]) for t in (plain, accented, spaced, cased, underscored)]
     after = routes()
 
-    assert [a.status_code for a in answers] == [200, 200, 200]
-    for answer in answers[:2]:
+    assert [a.status_code for a in answers] == [200] * 5
+    for answer in answers[:4]:  # trim() of a Unicode space, lower() beyond ASCII: DuckDB's
         assert answer.headers["Server-Timing"].endswith('route;desc="python"')
-    reason = "merchant: text with spaces or symbols around it"  # trim() of a Unicode space
-    assert answers[2].headers["Server-Timing"].endswith(f'route;desc="rows on duckdb: {reason}"')
+    reason = "a number that is not plain decimal text (as DOUBLE)"  # 1_000: DuckDB reads it
+    assert answers[4].headers["Server-Timing"].endswith(f'route;desc="rows on duckdb: {reason}"')
     python = 'mlplatform_feature_routes_total{reason="",route="python",stage="%s"}'
     duckdb_rows = (
         f'mlplatform_feature_routes_total{{reason="{reason}",route="duckdb",stage="rows"}}'
     )
-    assert after[python % "rows"] - before.get(python % "rows", 0) == 2
-    assert after[python % "features"] - before.get(python % "features", 0) == 3
+    assert after[python % "rows"] - before.get(python % "rows", 0) == 4
+    assert after[python % "features"] - before.get(python % "features", 0) == 5
     assert after[duckdb_rows] - before.get(duckdb_rows, 0) == 1
 
 

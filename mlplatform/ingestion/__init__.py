@@ -4,6 +4,8 @@
 - :mod:`~mlplatform.ingestion.staging`: files parsed by DuckDB's CSV reader, canonical columns
 - :mod:`~mlplatform.ingestion.line_numbers`: the physical line of every record
 - :mod:`~mlplatform.ingestion.row_rules`: typing and the landing rules (shared with serving)
+- :mod:`~mlplatform.ingestion.duckdb_functions`: DuckDB's functions of those rules and of
+  curation, in Python (for serving's rows)
 - :mod:`~mlplatform.ingestion.quarantine`: rule breakers with their personal data masked
 - :mod:`~mlplatform.ingestion.loading`: partitions replaced whole, in batched transactions
 - :mod:`~mlplatform.ingestion.log`: ``raw.ingestion_log``, and when a day's file is due

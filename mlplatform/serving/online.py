@@ -28,6 +28,7 @@ import pandas as pd
 from mlplatform.contract import CANONICAL_COLUMNS, Contract
 from mlplatform.features.declarations import INPUT_COLUMNS, FeatureRegistry
 from mlplatform.features.online_state import CompiledFeatures, FeatureState, as_records
+from mlplatform.ingestion.duckdb_functions import NotPlain
 from mlplatform.ingestion.row_rules import pseudonyms_sql, typed_columns, violation
 from mlplatform.serving.prediction_log import PredictionLog
 from mlplatform.serving.shared_state import Pending, Published, RedisState
@@ -35,7 +36,7 @@ from mlplatform.settings import Settings
 from mlplatform.warehouse.connection import read_sql, sql_literal, transaction
 from mlplatform.warehouse.pii import hmac_pads, mask_card_like_digits
 from mlplatform.warehouse.row_program import RowProgram, request_text
-from mlplatform.warehouse.sql_expressions import NotPlain, Unsupported
+from mlplatform.warehouse.sql_expressions import Unsupported
 
 
 @dataclass(frozen=True)
@@ -380,9 +381,7 @@ class OnlineFeatures:
         if not transactions:
             return "an empty request"  # refused by the SQL route's own rule
         try:
-            violations, curated, times = self._program.run(
-                transactions, self._reference, datetime.now()
-            )
+            violations, curated, times = self._program.run(transactions, self._reference)
         except NotPlain as error:
             return str(error)
         errors = [
@@ -614,14 +613,15 @@ def _refuse(errors: list[RowError]) -> None:
 def _row_program(
     mem: duckdb.DuckDBPyConnection, compiled: CompiledFeatures, key: bytes, max_amount: float
 ) -> tuple[RowProgram | None, str]:
-    """The request's rows compiled to Python, when every expression compiles (else None and
-    why: every request then runs ingestion's SQL in DuckDB, which its features need too)."""
+    """The request's rows in Python, when the features and their event columns compile (else
+    None and why: every request then runs ingestion's SQL in DuckDB, which its features need
+    too)."""
     if compiled.evaluators is None:
         return None, f"features not compiled: {compiled.unsupported}"
     try:
         return RowProgram(mem, ONLINE_CONTRACT, compiled.registry, max_amount, key), ""
     except Unsupported as error:
-        return None, f"rules and curation not compiled: {error}"
+        return None, f"event columns not compiled: {error}"
 
 
 def _json(value: Any) -> Any:

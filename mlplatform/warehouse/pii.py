@@ -6,7 +6,8 @@ import hashlib
 import hmac
 import re
 
-_NOT_DIGIT = re.compile(r"[\s-]")
+#: What card_pseudonym_sql removes: RE2's \s (ASCII spaces but the vertical tab) and dashes.
+_NOT_DIGIT = re.compile(r"[\t\n\f\r -]")
 _LONG_DIGITS = re.compile(r"\d{12,19}")
 MASK = "***"
 

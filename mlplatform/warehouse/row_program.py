@@ -1,42 +1,50 @@
-"""A request's rows through ingestion and curation, compiled to Python from their SQL.
+"""A request's rows through ingestion and curation, in Python, as the warehouse does them.
 
 The online path must refuse what ingestion quarantines and curate what it accepts exactly
 as the warehouse does, in well under a millisecond. Running ingestion's SQL files in DuckDB
-costs a few milliseconds of planning per statement, so :class:`RowProgram` compiles the
-very same SQL (the row rules of :mod:`~mlplatform.ingestion.row_rules`, the select lists of
-``insert_raw_transactions.sql`` and ``curated_transactions.sql``, and the feature SQL's
-event columns) with :mod:`~mlplatform.warehouse.sql_expressions`. Values whose conversion
-could differ from DuckDB's (anything but plain ASCII text and plain decimals; a request that
-repeats an id or an event) raise :class:`~mlplatform.warehouse.sql_expressions.NotPlain`,
-and the caller runs the SQL files in DuckDB instead.
+costs a few milliseconds of planning per statement, so :class:`RowProgram` runs the Python
+twins of the same definitions: the typed values and rule kinds of
+:mod:`~mlplatform.ingestion.row_rules` (each kind gives both the SQL ingestion runs and its
+Python check), and the raw projection and curation of ``insert_raw_transactions.sql`` and
+``curated_transactions.sql`` with the DuckDB functions of
+:mod:`~mlplatform.ingestion.duckdb_functions` (the columns the features read). Values whose
+conversion could differ from DuckDB's (see there; a request that repeats an id or an event)
+raise :class:`~mlplatform.ingestion.duckdb_functions.NotPlain`, and the caller runs the SQL
+files in DuckDB instead. Parity: ``tests/test_row_rules.py``.
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 import duckdb
 
 from mlplatform.contract import CANONICAL_COLUMNS, Contract
-from mlplatform.features.declarations import FeatureRegistry
+from mlplatform.features.declarations import COORDINATES, FeatureRegistry
 from mlplatform.features.offline import event_columns
-from mlplatform.ingestion.row_rules import typed_column_list, violation
+from mlplatform.ingestion.duckdb_functions import (
+    NotPlain,
+    category_name,
+    collapsed_spaces,
+    haversine_km,
+    round_double,
+    trim,
+    upper,
+)
+from mlplatform.ingestion.row_rules import first_violation, rules, typed_values
 from mlplatform.warehouse.connection import read_sql
 from mlplatform.warehouse.pii import card_pseudonym
-from mlplatform.warehouse.sql_expressions import ExpressionCompiler, NotPlain, cast_value
+from mlplatform.warehouse.sql_expressions import ExpressionCompiler
 
-_INSERT = re.compile(r"^.*?INSERT INTO \S+\s*", re.S)
+#: ``CASE upper(gender) WHEN ...`` of the curation.
+_GENDERS = {"F": "F", "FEMALE": "F", "M": "M", "MALE": "M"}
 
 
 class RowProgram:
     """Rules, pseudonymisation, raw projection, curation and event columns of online rows.
 
-    ``conn`` holds the warehouse schema (its tables' column types are the casts applied on
-    insert) and parses the SQL.
+    ``conn`` parses the feature SQL's event columns (with the macros of ``macros.sql``).
     """
 
     def __init__(
@@ -47,25 +55,19 @@ class RowProgram:
         max_amount: float,
         pii_key: bytes,
     ) -> None:
-        compiler = ExpressionCompiler(conn, read_sql("macros"))
         self._key = pii_key
-        self._typed = [(name, compiler.compile(sql)) for name, sql in typed_column_list(contract)]
-        self._violation = compiler.compile(violation(contract, max_amount))
-        self._raw = _bound(conn, "raw.transactions", compiler, read_sql("insert_raw_transactions"))
-        self._curated = _bound(
-            conn, "curated.transactions", compiler, read_sql("curated_transactions")
-        )
+        self._typed = typed_values(contract)
+        self._rules = rules(contract, max_amount)
+        compiler = ExpressionCompiler(conn, read_sql("macros"))
         # hash() is DuckDB's own: the caller asks DuckDB for the transaction hashes
         self._events = compiler.compile_select(
             event_columns(registry, "events"), skip=("transaction_hash",)
         )
-        self._format = contract.event_time_format
 
     def run(
         self,
         transactions: Sequence[Mapping[str, Any]],
         reference: Mapping[str, tuple[Any, Any]],
-        ingested_at: datetime,
     ) -> tuple[list[tuple[int, dict[str, Any]]], list[dict[str, Any]], list[tuple[int, Any]]]:
         """``(violations, curated, times)``: (index, ``{'rule', 'column', 'detail'}``) of
         each row that breaks a rule; when none does, each row as a curated row plus its
@@ -82,12 +84,7 @@ class RowProgram:
             raise NotPlain("a transaction id repeated in the request")  # flag_duplicate_ids.sql
         curated = []
         for row in checked:
-            row["card_id"] = card_pseudonym(row["card_number"], self._key)
-            row["$ingested_at"] = ingested_at
-            raw = {name: cast_value(f(row), t) for name, t, f in self._raw}
-            raw["credit_limit"], raw["income_band"] = reference.get(raw["card_id"], (None, None))
-            out = {name: cast_value(f(raw), t) for name, t, f in self._curated}
-            out["rowid"] = 0
+            out = curated_row(row, card_pseudonym(row["card_number"], self._key), reference)
             out.update((name, f(out)) for name, f in self._events)
             curated.append(out)
         events = {(r["card_id"], r["event_time"], r["amount"], r["merchant"]) for r in curated}
@@ -99,26 +96,48 @@ class RowProgram:
         """The staged row (text as a landing file holds it) with its typed values and the
         rule it breaks (``violation``, or None)."""
         row: dict[str, Any] = {"file_id": 0, "file": "online", "row_idx": index, "line": index + 1}
-        for name in CANONICAL_COLUMNS:
+        for name in CANONICAL_COLUMNS:  # staged as ingestion stages: nullif(trim(text), '')
             text = request_text(transaction.get(name))
-            if text is not None and not _trimmed(text):
-                raise NotPlain(f"{name}: text with spaces or symbols around it")
-            row[name] = text or None
-        for name, compute in self._typed:
-            row[name] = compute(row)
+            row[name] = None if text is None else trim(text) or None
+        for typed in self._typed:
+            row[typed.name] = typed.value(row)
         moment = row["event_time_ts"]
         row["partition_date"] = moment.date() if moment is not None else None
-        row["violation"] = self._violation(row)
+        row["violation"] = first_violation(self._rules, row)
         return row
 
 
-def _trimmed(text: str) -> bool:
-    """Whether DuckDB's trim() leaves ``text`` as it is: no ASCII space at either end, and
-    an end that is not ASCII is a letter, digit or mark (trim() also removes Unicode spaces;
-    other symbols are left to DuckDB)."""
-    if text != text.strip(" "):
-        return False
-    return all(c.isascii() or unicodedata.category(c)[0] in "LNM" for c in (text[:1], text[-1:]))
+def curated_row(
+    checked: Mapping[str, Any], card_id: str, reference: Mapping[str, tuple[Any, Any]]
+) -> dict[str, Any]:
+    """The curated row (the columns the features read, and ``rowid`` 0) of a checked row
+    that breaks no rule: ``insert_raw_transactions.sql`` then ``curated_transactions.sql``,
+    in Python. ``reference`` maps a card pseudonym to its (credit limit, income band)."""
+    moment = checked["event_time_ts"]
+    coordinates = [checked[f"{name}_num"] for name in COORDINATES]
+    birth_year, label, gender = checked["birth_year_num"], checked["label_num"], checked["gender"]
+    credit_limit, income_band = reference.get(card_id, (None, None))
+    return {
+        "transaction_id": checked["transaction_id"],
+        "event_time": moment,
+        "partition_date": checked["partition_date"],
+        "card_id": card_id,
+        "merchant": collapsed_spaces(checked["merchant"]),
+        "category": category_name(checked["category"]),
+        "amount": round_double(checked["amount_num"], 2),
+        "gender": None if gender is None else _GENDERS.get(upper(gender)),
+        "city_pop": checked["city_pop_num"],
+        "age": None if birth_year is None else moment.year - birth_year,
+        **{name: round_double(c, 6) for name, c in zip(COORDINATES, coordinates, strict=True)},
+        "home_merchant_km": haversine_km(*coordinates),
+        "label": None if label is None else round(label),  # CAST(DOUBLE AS INTEGER): half even
+        "credit_limit": credit_limit,
+        "income_band": income_band,
+        "hour": moment.hour,
+        "weekday": moment.isoweekday(),
+        "is_weekend": moment.isoweekday() >= 6,
+        "rowid": 0,
+    }
 
 
 def request_text(value: Any) -> str | None:
@@ -127,15 +146,3 @@ def request_text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return repr(value)
-
-
-def _bound(
-    conn: duckdb.DuckDBPyConnection, table: str, compiler: ExpressionCompiler, insert: str
-) -> list[tuple[str, str, Any]]:
-    """(column, type, function) of an ``INSERT INTO table SELECT ...`` file: the select
-    list compiled, matched by position with the table's columns."""
-    columns = conn.execute(f"DESCRIBE {table}").fetchall()
-    compiled = compiler.compile_select(_INSERT.sub("", insert, count=1))
-    if len(compiled) != len(columns):
-        raise ValueError(f"{table}: the INSERT selects {len(compiled)} of {len(columns)} columns")
-    return [(c[0], c[1], f) for c, (_, f) in zip(columns, compiled, strict=True)]

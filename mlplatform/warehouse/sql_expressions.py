@@ -24,6 +24,15 @@ from typing import Any
 
 import duckdb
 
+from mlplatform.ingestion.duckdb_functions import (
+    NotPlain,
+    lower,
+    round_double,
+    try_cast_number,
+    try_strptime,
+    upper,
+)
+
 Row = Mapping[str, Any]
 Compiled = Callable[[Row], Any]
 
@@ -36,19 +45,7 @@ class Unsupported(ValueError):
     """An expression this compiler does not evaluate (the caller uses DuckDB instead)."""
 
 
-class NotPlain(ValueError):
-    """A value whose conversion here might differ from DuckDB's (text that is not plain
-    ASCII digits, an amount with more decimals than a rounding keeps...): the caller
-    evaluates that input with DuckDB instead. The message says which kind of value, never
-    the value (it may be personal data); the caller logs and counts it."""
-
-
-_PLAIN_DOUBLE = re.compile(r"-?\d{1,12}(\.\d{1,8})?")
-_PLAIN_INTEGER = re.compile(r"-?\d{1,15}")
-_PLAIN_FORMATS = {
-    "%Y-%m-%d %H:%M:%S": re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"),
-    "%Y-%m-%d": re.compile(r"\d{4}-\d{2}-\d{2}"),
-}
+_PLAIN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _regex_text(value: str) -> str:
@@ -59,45 +56,23 @@ def _regex_text(value: str) -> str:
     return value
 
 
-def _ascii_text(value: str) -> str:
-    """ASCII text: case mapping beyond ASCII is DuckDB's own (utf8proc: upper('straße'))."""
-    if not value.isascii():
-        raise NotPlain("text that is not ASCII in lower() or upper()")
-    return value
-
-
 def _try_cast(value: Any, type_name: str) -> Any:
-    """TRY_CAST of text to a number, for plain decimal text only."""
+    """TRY_CAST of text, an integer or a decimal (as their text) to a number."""
     if value is None:
         return None
-    text = str(value)
     name = type_name.upper()
-    if name == "DOUBLE" and _PLAIN_DOUBLE.fullmatch(text):
-        return float(text)
-    if name in ("BIGINT", "INTEGER") and _PLAIN_INTEGER.fullmatch(text):
-        return int(text)
-    raise NotPlain("a number that is not plain decimal text")
-
-
-def _try_strptime(value: Any, fmt: str) -> datetime | None:
-    if value is None:
-        return None
-    pattern = _PLAIN_FORMATS.get(fmt)
-    if pattern is None or not pattern.fullmatch(value):
-        raise NotPlain("a time that is not plain text of its format")
-    try:
-        return datetime.strptime(value, fmt)
-    except ValueError as error:  # e.g. month 13: DuckDB decides what that is
-        raise NotPlain("a time that is not a real date") from error
+    if isinstance(value, float | bool) or name not in ("DOUBLE", "BIGINT", "INTEGER"):
+        raise NotPlain(f"a TRY_CAST of a {type(value).__name__} AS {name}")
+    return try_cast_number(str(value), name)
 
 
 def _round(value: Any, digits: int = 0) -> Any:
-    """round() of a value already at that precision (the only case evaluated here)."""
+    """round() of an integer (itself) or a double."""
     if value is None or (isinstance(value, int) and not isinstance(value, bool)):
         return value
-    if isinstance(value, float) and math.isfinite(value) and float(f"{value:.{digits}f}") == value:
-        return value
-    raise NotPlain("a value with more decimals than the rounding keeps")
+    if isinstance(value, float):
+        return round_double(value, digits)
+    raise NotPlain("round() of a decimal")
 
 
 def _regexp_matches(value: Any, pattern: str) -> Any:
@@ -194,14 +169,14 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "nullif": lambda a, b: None if a is not None and b is not None and a == b else a,
     "coalesce": lambda *args: next((a for a in args if a is not None), None),
     "isfinite": _null_safe(lambda x: math.isfinite(float(x))),
-    "lower": _null_safe(lambda text: _ascii_text(text).lower()),
-    "upper": _null_safe(lambda text: _ascii_text(text).upper()),
+    "lower": _null_safe(lower),
+    "upper": _null_safe(upper),
     "to_days": _null_safe(lambda n: timedelta(days=n)),
     "to_hours": _null_safe(lambda n: timedelta(hours=n)),
     "to_minutes": _null_safe(lambda n: timedelta(minutes=n)),
     "to_seconds": _null_safe(lambda n: timedelta(seconds=float(n))),
     "trunc": _null_safe(lambda x: math.trunc(x) if isinstance(x, float) else x),
-    "try_strptime": _try_strptime,
+    "try_strptime": try_strptime,
     "round": _round,
     "regexp_matches": _regexp_matches,
     "regexp_replace": _regexp_replace,
@@ -277,7 +252,7 @@ def cast_value(value: Any, type_name: str) -> Any:
             return value.date()
         if isinstance(value, date):
             return value
-        if isinstance(value, str) and _PLAIN_FORMATS["%Y-%m-%d"].fullmatch(value):
+        if isinstance(value, str) and _PLAIN_DATE.fullmatch(value):
             return date.fromisoformat(value)
         raise NotPlain("a date that is not plain text")
     if name == "TIMESTAMP" and isinstance(value, datetime):
