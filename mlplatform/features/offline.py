@@ -16,13 +16,16 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from mlplatform.features.declarations import (
     INPUT_COLUMNS,
     KEY_COLUMNS,
+    LAST_EVENT,
     Feature,
     FeatureRegistry,
 )
+from mlplatform.features.derived import derive_all
 from mlplatform.warehouse.connection import (
     insertion_order,
     read_sql,
@@ -32,6 +35,8 @@ from mlplatform.warehouse.connection import (
 )
 
 TABLE = "features.card_features"
+#: Rows per batch through the derived features' functions (DuckDB's row group).
+_BATCH_ROWS = 122_880
 
 
 @dataclass(frozen=True)
@@ -137,8 +142,8 @@ detail AS NOT MATERIALIZED (
     for number, (keys, features) in enumerate(daily.items()):
         key_list = ", ".join((*keys, "event_day"))
         partials = ", ".join(f"{f.aggregation.sql()} AS {f.name}" for f in features)
-        totals = ", ".join(f"coalesce(sum({f.name}) OVER ({f.over.sql()}), 0) AS {f.name}"
-                           for f in features)  # fmt: skip
+        totals = ", ".join(f"CAST(coalesce(sum({f.name}) OVER ({f.over.sql()}), 0) AS {f.dtype})"
+                           f" AS {f.name}" for f in features)  # fmt: skip
         ctes.append(
             f"""daily_{number} AS (
     SELECT {key_list}, {partials} FROM events GROUP BY {key_list}
@@ -151,8 +156,10 @@ daily_windows_{number} AS (SELECT {key_list}, {totals} FROM daily_{number})"""
     # the rows) builds the daily join's hash table from the wide joined rows instead.
     if framed_join:
         joins.append(framed_join)
+    # Derived features are computed from these columns by their functions (with_derived).
     outputs = ",\n    ".join(
-        f.name if f.over else f"{f.expression()} AS {f.name}" for f in registry.enabled
+        [f.name for f in registry.enabled if not f.derive]
+        + [f"{sql} AS {column}" for column, sql in derived_inputs(registry).values()]
     )
     with_clause = ",\n".join(ctes)
     return f"""WITH {with_clause}
@@ -160,6 +167,47 @@ SELECT {", ".join(KEY_COLUMNS)},
     {outputs}
 FROM (SELECT * FROM events WHERE {where}) AS kept
 {" ".join(joins)}"""
+
+
+def derived_inputs(registry: FeatureRegistry) -> dict[str, tuple[str, str]]:
+    """Input name -> (column, SQL) of each value the derived features read that the SQL
+    computes, as their functions take it (:mod:`~mlplatform.features.derived`): a double,
+    a time in microseconds (as a double: exact up to the year 2255) or text."""
+    derived = {f.name for f in registry.enabled if f.derive}
+    inputs = {}
+    for feature in registry.enabled:
+        for name in feature.derive.inputs if feature.derive else ():
+            if name in derived or name in inputs:
+                continue
+            column, _, field = name.partition(".")
+            sql = f"({column}).{field}" if field else column
+            kind = registry.input_kind(name, feature.name)
+            if kind == "time":
+                sql = f"CAST(epoch_us({sql}) AS DOUBLE)"
+            elif kind == "number":
+                sql = f"CAST({sql} AS DOUBLE)"
+            inputs[name] = "input__" + name.replace(".", "__"), sql
+    return inputs
+
+
+#: The Arrow type of each derived feature's dtype.
+_ARROW_TYPES = {"DOUBLE": pa.float64(), "BIGINT": pa.int64(), "INTEGER": pa.int32(),
+                "BOOLEAN": pa.bool_()}  # fmt: skip
+
+
+def with_derived(registry: FeatureRegistry, batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A batch of :func:`feature_sql`'s rows with its derived features computed (by their
+    functions, over the batch's columns) in place of their inputs."""
+    inputs = derived_inputs(registry)
+    columns = {name: batch.column(column).to_numpy(zero_copy_only=False)
+               for name, (column, _) in inputs.items()}  # fmt: skip
+    values = derive_all(registry.enabled, columns)
+    kept = [n for n in batch.schema.names if not n.startswith("input__")]
+    arrays = [batch.column(n) for n in kept] + [
+        pa.array(v, mask=nulls, type=_ARROW_TYPES[registry.by_name[name].dtype])
+        for name, (v, nulls) in values.items()
+    ]
+    return pa.RecordBatch.from_arrays(arrays, names=[*kept, *values])
 
 
 def event_columns(
@@ -171,6 +219,7 @@ def event_columns(
     next one's previous event, and the partition-key hashes ``keys`` (name -> SQL)."""
     discretionary = ", ".join(sql_literal(c) for c in registry.discretionary_categories)
     key_columns = "".join(f"\n        {sql} AS {key}," for key, sql in (keys or {}).items())
+    last_event = ", ".join(f"'{field}': {field}" for field in LAST_EVENT)
     return f"""SELECT {", ".join(INPUT_COLUMNS)},
         rowid AS row_key,{key_columns}
         hash(transaction_id) AS transaction_hash,
@@ -179,11 +228,17 @@ def event_columns(
         amount::DECIMAL(18, 2) * amount::DECIMAL(18, 2) AS amount_squared,
         CASE WHEN category IN ({discretionary or "NULL"}) THEN amount::DECIMAL(18, 2) ELSE 0 END
             AS disc_amount,
-        {{'event_time': event_time, 'merchant_lat': merchant_lat,
-          'merchant_long': merchant_long}} AS last_event,
+        {{{last_event}}} AS last_event,
         (event_time::DATE - DATE '1970-01-01') AS event_day,
         epoch_us(event_time) AS event_us
     FROM {source}"""
+
+
+def _derived_schema(registry: FeatureRegistry, schema: pa.Schema) -> pa.Schema:
+    """The schema of :func:`with_derived`'s batches of :func:`feature_sql`'s ``schema``."""
+    fields = [f for f in schema if not f.name.startswith("input__")]
+    derived = [pa.field(f.name, _ARROW_TYPES[f.dtype]) for f in registry.enabled if f.derive]
+    return pa.schema(fields + derived)
 
 
 def collapsible_days(
@@ -264,13 +319,22 @@ def build_card_features(
             where = "partition_date BETWEEN $start AND $end"
             read = {**params, "lookback_start": lookback_start}
             blocks = collapsible_days(conn, registry, source, where, read)
-            # The table's row order means nothing (readers order or filter): letting DuckDB insert
+            select = feature_sql(registry, source, where, blocks)
+            # The SELECT streams from a second connection (it reads only committed curated
+            # rows) through the derived features' functions into this one's INSERT. The
+            # table's row order means nothing (readers order or filter): letting DuckDB insert
             # in any order lets both threads write row groups at once.
-            with insertion_order(conn, preserve=False):
-                conn.execute(
-                    f"INSERT INTO {TABLE} BY NAME " + feature_sql(registry, source, where, blocks),
-                    read,
+            with conn.cursor() as reader, insertion_order(conn, preserve=False):
+                batches = reader.execute(select, read).to_arrow_reader(_BATCH_ROWS)
+                derived_rows = pa.RecordBatchReader.from_batches(
+                    _derived_schema(registry, batches.schema),
+                    (with_derived(registry, batch) for batch in batches),
                 )
+                conn.register("derived_rows", derived_rows)
+                try:
+                    conn.execute(f"INSERT INTO {TABLE} BY NAME SELECT * FROM derived_rows")
+                finally:
+                    conn.unregister("derived_rows")
             rows, curated = conn.execute(
                 f"""SELECT (SELECT count(*) FROM {TABLE}
                             WHERE partition_date BETWEEN $start AND $end),
@@ -342,18 +406,15 @@ def online_features(
             {"transaction_id": transaction["transaction_id"]},
         )
         blocks = collapsible_days(conn, registry, "context", where, params)
-        result = conn.execute(feature_sql(registry, "context", where, blocks), params).df()
-    if len(result) != 1:
+        result = conn.execute(feature_sql(registry, "context", where, blocks), params)
+        rows = [
+            row
+            for batch in result.to_arrow_reader(_BATCH_ROWS)
+            for row in with_derived(registry, batch).to_pylist()
+        ]
+    if len(rows) != 1:
         raise ValueError(
-            f"transaction {transaction['transaction_id']!r} appears {len(result)} times in the "
+            f"transaction {transaction['transaction_id']!r} appears {len(rows)} times in the "
             "history and the new transaction together; transaction ids must be unique"
         )
-    row = result.iloc[0]
-    return {f.name: _python(row[f.name]) for f in registry.enabled}
-
-
-def _python(value: Any) -> Any:
-    """A pandas/numpy scalar as a plain Python value (None for missing)."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    return value.item() if hasattr(value, "item") else value
+    return {f.name: rows[0][f.name] for f in registry.enabled}

@@ -75,18 +75,17 @@ class FeatureBatch:
     features_ms: float
     records: list[tuple] = field(repr=False, default_factory=list)
     #: The stages that took DuckDB's route instead of Python's, with why: (stage, reason),
-    #: stage ``rows`` (rules and curation) or ``features`` (the projection). Empty: Python's.
+    #: stage ``rows`` (rules and curation; features are always Python's). Empty: Python's.
     fallbacks: tuple[tuple[str, str], ...] = ()
     #: Reading the cards' state (in memory, or from Redis: then ``pending`` is the read,
     #: committed by :meth:`OnlineFeatures.record`).
     state_ms: float = 0.0
     pending: Pending | None = field(repr=False, default=None)
-    projected: pd.DataFrame | None = field(repr=False, default=None)  # DuckDB's route
 
     @cached_property
     def frame(self) -> pd.DataFrame:
-        """:attr:`rows` as a DataFrame (DuckDB's own frame on its route)."""
-        return pd.DataFrame(self.rows) if self.projected is None else self.projected
+        """:attr:`rows` as a DataFrame."""
+        return pd.DataFrame(self.rows)
 
 
 @dataclass(frozen=True)
@@ -340,14 +339,7 @@ class OnlineFeatures:
             state = pending.state
         read = time.perf_counter()
         try:
-            values = state.aggregates(records)
-            features = self.compiled.features(rows, values)
-            projected = None
-            if features is None:  # the projection in DuckDB (its rows are in online_rows)
-                fallbacks.append(("features", f"not compiled: {self.compiled.unsupported}"))
-                sql = self.compiled.projection_sql("online_rows", values)
-                projected = self._mem.execute(sql).df().drop(columns="row_idx")
-                features = projected.to_dict("records")
+            features = self.compiled.features(rows, state.aggregates(records))
         except BaseException:
             if pending is not None:
                 self.shared.release(pending)
@@ -367,7 +359,6 @@ class OnlineFeatures:
             tuple(fallbacks),
             (read - validated) * 1000,
             pending,
-            projected,
         )
 
     def _compiled_rows(
@@ -615,9 +606,7 @@ def _row_program(
     mem: duckdb.DuckDBPyConnection, compiled: CompiledFeatures, key: bytes, max_amount: float
 ) -> tuple[RowProgram | None, str]:
     """The request's rows compiled to Python, when every expression compiles (else None and
-    why: every request then runs ingestion's SQL in DuckDB, which its features need too)."""
-    if compiled.evaluators is None:
-        return None, f"features not compiled: {compiled.unsupported}"
+    why: every request then runs ingestion's SQL in DuckDB)."""
     try:
         return RowProgram(mem, ONLINE_CONTRACT, compiled.registry, max_amount, key), ""
     except Unsupported as error:

@@ -4,8 +4,9 @@ The online path must refuse what ingestion quarantines and curate what it accept
 as the warehouse does, in well under a millisecond. Running ingestion's SQL files in DuckDB
 costs a few milliseconds of planning per statement, so :class:`RowProgram` compiles the
 very same SQL (the row rules of :mod:`~mlplatform.ingestion.row_rules`, the select lists of
-``insert_raw_transactions.sql`` and ``curated_transactions.sql``, and the feature SQL's
-event columns) with :mod:`~mlplatform.warehouse.sql_expressions`. Values whose conversion
+``insert_raw_transactions.sql`` and ``curated_transactions.sql``) with
+:mod:`~mlplatform.warehouse.sql_expressions`; the feature SQL's event columns come from
+their Python twin (:func:`~mlplatform.features.events.event_values`). Values whose conversion
 could differ from DuckDB's (anything but plain ASCII text and plain decimals; a request that
 repeats an id or an event) raise :class:`~mlplatform.warehouse.sql_expressions.NotPlain`,
 and the caller runs the SQL files in DuckDB instead.
@@ -23,7 +24,7 @@ import duckdb
 
 from mlplatform.contract import CANONICAL_COLUMNS, Contract
 from mlplatform.features.declarations import FeatureRegistry
-from mlplatform.features.offline import event_columns
+from mlplatform.features.events import event_values
 from mlplatform.ingestion.row_rules import typed_column_list, violation
 from mlplatform.warehouse.connection import read_sql
 from mlplatform.warehouse.pii import card_pseudonym
@@ -55,10 +56,7 @@ class RowProgram:
         self._curated = _bound(
             conn, "curated.transactions", compiler, read_sql("curated_transactions")
         )
-        # hash() is DuckDB's own: the caller asks DuckDB for the transaction hashes
-        self._events = compiler.compile_select(
-            event_columns(registry, "events"), skip=("transaction_hash",)
-        )
+        self._registry = registry
         self._format = contract.event_time_format
 
     def run(
@@ -87,8 +85,8 @@ class RowProgram:
             raw = {name: cast_value(f(row), t) for name, t, f in self._raw}
             raw["credit_limit"], raw["income_band"] = reference.get(raw["card_id"], (None, None))
             out = {name: cast_value(f(raw), t) for name, t, f in self._curated}
-            out["rowid"] = 0
-            out.update((name, f(out)) for name, f in self._events)
+            # hash() is DuckDB's own: the caller asks DuckDB for the transaction hashes
+            out.update(event_values(self._registry, out))
             curated.append(out)
         events = {(r["card_id"], r["event_time"], r["amount"], r["merchant"]) for r in curated}
         if len(events) < len(curated):

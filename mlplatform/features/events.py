@@ -1,0 +1,71 @@
+"""The feature SQL's per-event columns and casts, as Python twins for the online path.
+
+:func:`~mlplatform.features.offline.event_columns` computes the columns the windows
+aggregate in DuckDB; :func:`event_values` computes the same values of one curated row in
+Python, and :func:`as_double` is DuckDB's cast of the exact sums to DOUBLE. Each twin follows
+DuckDB's own arithmetic (tested against DuckDB on edge values, ``tests/test_derived.py``),
+so that a transaction scored online has exactly its offline features.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from mlplatform.features.declarations import LAST_EVENT, FeatureRegistry
+
+_EPOCH = datetime(1970, 1, 1)
+_EPOCH_DAY = date(1970, 1, 1)
+#: Decimal places and digits of ``amount_exact`` (``amount::DECIMAL(18, 2)``).
+AMOUNT_SCALE, AMOUNT_WIDTH = 2, 18
+
+
+def epoch_micros(value: datetime) -> int:
+    """Microseconds since 1970-01-01 of a naive timestamp (DuckDB's ``epoch_us``)."""
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def as_double(value: Decimal | float | int | None) -> float | None:
+    """DuckDB's ``CAST(value AS DOUBLE)`` of a number: the nearest double (a decimal is
+    rounded correctly, as DuckDB rounds it)."""
+    return None if value is None else float(value)
+
+
+def decimal_of_double(value: float | None, scale: int, width: int) -> Decimal | None:
+    """DuckDB's ``CAST(value AS DECIMAL(width, scale))`` of a double: the double times
+    ``10**scale`` (rounded to a double, as DuckDB multiplies), then rounded half away from
+    zero. Out of range or not finite: an error, as in DuckDB."""
+    if value is None:
+        return None
+    scaled = value * 10.0**scale
+    if not math.isfinite(scaled):
+        raise ValueError(f"{value} is not a DECIMAL({width}, {scale})")
+    magnitude = abs(scaled)
+    whole = math.floor(magnitude)
+    if magnitude - whole >= 0.5:
+        whole += 1
+    if whole >= 10**width:
+        raise ValueError(f"{value} is out of the range of DECIMAL({width}, {scale})")
+    return Decimal(-whole if scaled < 0 else whole).scaleb(-scale)
+
+
+def event_values(registry: FeatureRegistry, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The event columns of one curated row (its input columns), as
+    :func:`~mlplatform.features.offline.event_columns` computes them, without
+    ``transaction_hash`` (DuckDB's ``hash()``: ask DuckDB) and ``row_key``."""
+    amount = decimal_of_double(row["amount"], AMOUNT_SCALE, AMOUNT_WIDTH)
+    discretionary = row["category"] in registry.discretionary_categories
+    event_time: datetime = row["event_time"]
+    return {
+        "event_count": 1,
+        "amount_exact": amount,
+        "amount_squared": None if amount is None else amount * amount,
+        "disc_amount": amount if discretionary else Decimal(0).scaleb(-AMOUNT_SCALE),
+        "last_event": {field: row[field] for field in LAST_EVENT},
+        "event_day": (event_time.date() - _EPOCH_DAY).days,
+        "event_us": epoch_micros(event_time),
+    }
