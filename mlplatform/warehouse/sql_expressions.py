@@ -24,6 +24,8 @@ from typing import Any
 
 import duckdb
 
+from mlplatform.features.events import epoch_micros
+
 Row = Mapping[str, Any]
 Compiled = Callable[[Row], Any]
 
@@ -152,12 +154,6 @@ def _divide(a: Any, b: Any) -> float:
 
 def _epoch(value: datetime) -> float:
     return epoch_micros(value) / 1_000_000
-
-
-def epoch_micros(value: datetime) -> int:
-    """Microseconds since 1970-01-01 of a naive timestamp (DuckDB's ``epoch_us``)."""
-    delta = value - datetime(1970, 1, 1)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _greatest(*args: Any) -> Any:
