@@ -30,9 +30,30 @@ def epoch_micros(value: datetime) -> int:
 
 
 def as_double(value: Decimal | float | int | None) -> float | None:
-    """DuckDB's ``CAST(value AS DOUBLE)`` of a number: the nearest double (a decimal is
-    rounded correctly, as DuckDB rounds it)."""
-    return None if value is None else float(value)
+    """DuckDB's ``CAST(value AS DOUBLE)`` of a number. A decimal of up to 2**53 units (of
+    its last place) is divided by its power of ten; a larger one is split into its integer
+    and fractional parts, each converted and then added, as DuckDB 1.5 does (it agrees with
+    DuckDB on every non-negative decimal: sums of amounts and of their squares)."""
+    if value is None or isinstance(value, float):
+        return value
+    if not isinstance(value, Decimal):
+        return _huge_to_double(int(value))
+    sign, digits, exponent = value.as_tuple()  # exact at any size (no context rounding)
+    units = int("".join(map(str, digits))) * (-1 if sign else 1) * 10 ** max(exponent, 0)
+    scale = max(-exponent, 0)
+    if abs(units) <= 2**53:
+        return units / 10.0**scale
+    whole = abs(units) // 10**scale * (1 if units >= 0 else -1)
+    fraction = units - whole * 10**scale
+    return _huge_to_double(whole) + _huge_to_double(fraction) / 10.0**scale
+
+
+def _huge_to_double(value: int) -> float:
+    """DuckDB's conversion of a 128-bit integer to a double: its two 64-bit halves."""
+    upper, lower = value >> 64, value & (2**64 - 1)
+    if upper == -1:
+        return -float(2**64 - lower)
+    return float(lower) + float(upper) * 18446744073709551616.0
 
 
 def decimal_of_double(value: float | None, scale: int, width: int) -> Decimal | None:
