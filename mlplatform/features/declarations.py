@@ -4,11 +4,12 @@ A declaration names the feature, its entity and window, its type, what it means 
 contract columns it needs. A window feature is an :class:`Aggregation` (function, event
 column, window) from which both engines are generated: the offline SQL (window functions,
 :mod:`mlplatform.features.offline`) and the online per-card state
-(:mod:`mlplatform.features.online_state`). Any other feature is one SQL expression of the
-input columns and of other features (internal aggregates among them: declared like the
-others, not written to the table). The offline table, the online vector, ``mlplatform
-features`` and the Dagster metadata are all generated from these declarations, so training
-and serving cannot disagree.
+(:mod:`mlplatform.features.online_state`). Any other feature is a :class:`Derived` function
+(numpy, :mod:`mlplatform.features.derived`) of input columns and of other features
+(internal aggregates among them: declared like the others, not written to the table),
+which both engines run, or an input column as it is. The offline table, the online vector,
+``mlplatform features`` and the Dagster metadata are all generated from these declarations,
+so training and serving cannot disagree.
 
 Point in time: every window ends at the transaction (peers at the same microsecond included)
 or earlier, never later. Merchant risk only counts labels at least ``label_delay_days`` old.
@@ -255,12 +256,9 @@ class Feature:
         return self.aggregation.window if self.aggregation else None
 
     def expression(self) -> str:
-        """The SQL of an aggregation (typed) or of an input column; a derived feature has
-        none (its function runs on the SQL's results)."""
-        if self.derive is not None:
-            raise ValueError(f"{self.name} is derived in Python, not SQL")
-        sql = self.aggregation.sql() if self.aggregation else self.name
-        return sql if self.dtype is None or not self.aggregation else f"CAST({sql} AS {self.dtype})"
+        """An aggregation's window call, typed to ``dtype`` (if any)."""
+        sql = self.aggregation.sql()
+        return sql if self.dtype is None else f"CAST({sql} AS {self.dtype})"
 
 
 @dataclass(frozen=True)
@@ -329,7 +327,7 @@ class FeatureRegistry:
 
     def warm_up(self, name: str) -> timedelta:
         """How much history before a row its feature ``name`` reads (the lookback of its
-        window, or the longest of the features its expression uses): a row with less data
+        window, or the longest of the features its function reads): a row with less data
         before it than this has a feature still filling up."""
         feature = self.by_name[name]
         if feature.over is not None:

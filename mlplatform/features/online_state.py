@@ -10,11 +10,13 @@ compile to two parts:
    (:class:`~mlplatform.features.card_state.CardState`: its events of the windows in day
    tiles with partial aggregates) and the merchants' daily partials (:class:`FeatureState`),
    exactly: decimals as scaled integers, the per-event inputs from the offline SQL itself
-   (:func:`~mlplatform.features.offline.event_columns`), frames with the SQL's bounds
+   (:func:`~mlplatform.features.offline.event_columns`) or its Python twin
+   (:func:`~mlplatform.features.events.event_values`), frames with the SQL's bounds
    (same-microsecond peers included, the sequence ordered by time and
-   ``hash(transaction_id)``).
-2. Every declared expression is then evaluated on those values, from the same SQL text as
-   offline (:meth:`CompiledFeatures.features`, or DuckDB: :meth:`CompiledFeatures.projection_sql`).
+   ``hash(transaction_id)``), then typed as the offline SQL casts them
+   (:func:`aggregate_cast`).
+2. The derived features' functions (:mod:`~mlplatform.features.derived`) then run over
+   those values, the same functions as offline (:meth:`CompiledFeatures.features`).
 
 So a feature is still declared once; parity with the offline table is tested to the bit.
 """
@@ -105,10 +107,10 @@ class DailyPartial:
 
 
 class CompiledFeatures:
-    """The enabled features of ``registry`` as window aggregates plus one SQL projection.
+    """The enabled features of ``registry`` as window aggregates plus derived functions.
 
     ``conn`` is any DuckDB connection: the aggregates' SQL types are read from it (the same
-    expressions over an empty input), so the projection casts each value exactly as the
+    expressions over an empty input), so each value is held and typed exactly as the
     offline query types it.
     """
 
