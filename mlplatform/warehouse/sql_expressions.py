@@ -323,14 +323,9 @@ class ExpressionCompiler:
         """A function of a row (column name -> value) returning the expression's value."""
         return self._node(self._parse(sql), {})
 
-    def compile_select(self, select: str, skip: tuple[str, ...] = ()) -> list[tuple[str, Compiled]]:
-        """(alias, function) of each item of a SELECT statement's select list (but the
-        aliases in ``skip``)."""
-        return [
-            (item.get("alias", ""), self._node(item, {}))
-            for item in self._select(select)
-            if item.get("alias", "") not in skip
-        ]
+    def compile_select(self, select: str) -> list[tuple[str, Compiled]]:
+        """(alias, function) of each item of a SELECT statement's select list."""
+        return [(item.get("alias", ""), self._node(item, {})) for item in self._select(select)]
 
     def _parse(self, sql: str) -> dict[str, Any]:
         return self._select(f"SELECT {sql}")[0]
