@@ -339,6 +339,18 @@ class FeatureRegistry:
         inputs = feature.derive.inputs if feature.derive else ()
         return {name.split(".")[0] for name in inputs} & set(self.by_name) - {feature.name}
 
+    def derived_inputs(self) -> dict[str, str]:
+        """Input name -> kind (:meth:`input_kind`) of every value the enabled derived
+        features read but another derived feature's function: what each engine computes for
+        the functions (the same values in both)."""
+        derived = {f.name for f in self.enabled if f.derive}
+        return {
+            name: self.input_kind(name, f.name)
+            for f in self.enabled
+            for name in (f.derive.inputs if f.derive else ())
+            if name not in derived
+        }
+
     def input_kind(self, name: str, reader: str) -> str:
         """How a derived feature's input reaches its function (:mod:`~mlplatform.features.
         derived`): ``number``, ``time`` (microseconds) or ``text``; refused, naming the

@@ -34,8 +34,7 @@ Array = np.ndarray
 
 def ratio(numerator: Array, denominator: Array) -> Array:
     """``numerator / denominator``; NaN (NULL) where the denominator is 0."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denominator == 0, np.nan, numerator / denominator)
+    return np.where(denominator == 0, np.nan, numerator / denominator)
 
 
 def is_night(hour: Array) -> Array:
@@ -134,11 +133,18 @@ def derive(
 ) -> tuple[Array, Array]:
     """``function`` over ``inputs`` with the convention above: ``(values, nulls)``, values
     of the dtype's numpy type (float64, int64 or bool; anything where ``nulls``)."""
-    with np.errstate(all="ignore"):
-        result = np.asarray(function(*inputs), dtype=float)
+    with np.errstate(all="ignore"):  # NaN and inf are values here, not warnings
+        return _derive(function, inputs, [missing(values) for values in inputs], dtype)
+
+
+def _derive(
+    function: Callable[..., Array], inputs: Sequence[Array], input_nulls: Sequence[Array],
+    dtype: str,
+) -> tuple[Array, Array]:  # fmt: skip
+    result = np.asarray(function(*inputs), dtype=float)
     nulls = np.isnan(result)
-    for values in inputs:
-        nulls |= missing(values)
+    for missing_input in input_nulls:
+        nulls |= missing_input
     if dtype == "DOUBLE":
         return result, nulls
     cleaned = np.where(nulls, 0.0, result)
@@ -156,12 +162,16 @@ def derive_all(
     read the ones before it) from ``columns``, the arrays of their other inputs by input
     name (:attr:`~mlplatform.features.declarations.Derived.inputs`)."""
     known = dict(columns)
+    known_nulls = {name: missing(values) for name, values in columns.items()}
     result = {}
-    for feature in features:
-        if feature.derive is None:
-            continue
-        inputs = [known[name] for name in feature.derive.inputs]
-        values, nulls = derive(feature.derive.function, inputs, feature.dtype)
-        result[feature.name] = values, nulls
-        known[feature.name] = np.where(nulls, np.nan, values.astype(float))
+    with np.errstate(all="ignore"):  # NaN and inf are values here, not warnings
+        for feature in features:
+            if feature.derive is None:
+                continue
+            inputs = feature.derive.inputs
+            values, nulls = _derive(feature.derive.function, [known[n] for n in inputs],
+                                    [known_nulls[n] for n in inputs], feature.dtype)  # fmt: skip
+            result[feature.name] = values, nulls
+            known[feature.name] = np.where(nulls, np.nan, values.astype(float))
+            known_nulls[feature.name] = nulls
     return result

@@ -39,6 +39,8 @@ def as_double(value: Decimal | float | int | None) -> float | None:
     if not isinstance(value, Decimal):
         return _huge_to_double(int(value))
     sign, digits, exponent = value.as_tuple()  # exact at any size (no context rounding)
+    if len(digits) <= 15:  # under 2**53 units: the division is correctly rounded, as float()
+        return float(value)
     units = int("".join(map(str, digits))) * (-1 if sign else 1) * 10 ** max(exponent, 0)
     scale = max(-exponent, 0)
     if abs(units) <= 2**53:

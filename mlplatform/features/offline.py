@@ -173,20 +173,15 @@ def derived_inputs(registry: FeatureRegistry) -> dict[str, tuple[str, str]]:
     """Input name -> (column, SQL) of each value the derived features read that the SQL
     computes, as their functions take it (:mod:`~mlplatform.features.derived`): a double,
     a time in microseconds (as a double: exact up to the year 2255) or text."""
-    derived = {f.name for f in registry.enabled if f.derive}
     inputs = {}
-    for feature in registry.enabled:
-        for name in feature.derive.inputs if feature.derive else ():
-            if name in derived or name in inputs:
-                continue
-            column, _, field = name.partition(".")
-            sql = f"({column}).{field}" if field else column
-            kind = registry.input_kind(name, feature.name)
-            if kind == "time":
-                sql = f"CAST(epoch_us({sql}) AS DOUBLE)"
-            elif kind == "number":
-                sql = f"CAST({sql} AS DOUBLE)"
-            inputs[name] = "input__" + name.replace(".", "__"), sql
+    for name, kind in registry.derived_inputs().items():
+        column, _, field = name.partition(".")
+        sql = f"({column}).{field}" if field else column
+        if kind == "time":
+            sql = f"CAST(epoch_us({sql}) AS DOUBLE)"
+        elif kind == "number":
+            sql = f"CAST({sql} AS DOUBLE)"
+        inputs[name] = "input__" + name.replace(".", "__"), sql
     return inputs
 
 
@@ -208,6 +203,13 @@ def with_derived(registry: FeatureRegistry, batch: pa.RecordBatch) -> pa.RecordB
         for name, (v, nulls) in values.items()
     ]
     return pa.RecordBatch.from_arrays(arrays, names=[*kept, *values])
+
+
+def _derived_schema(registry: FeatureRegistry, schema: pa.Schema) -> pa.Schema:
+    """The schema of :func:`with_derived`'s batches of :func:`feature_sql`'s ``schema``."""
+    fields = [f for f in schema if not f.name.startswith("input__")]
+    derived = [pa.field(f.name, _ARROW_TYPES[f.dtype]) for f in registry.enabled if f.derive]
+    return pa.schema(fields + derived)
 
 
 def event_columns(
@@ -232,13 +234,6 @@ def event_columns(
         (event_time::DATE - DATE '1970-01-01') AS event_day,
         epoch_us(event_time) AS event_us
     FROM {source}"""
-
-
-def _derived_schema(registry: FeatureRegistry, schema: pa.Schema) -> pa.Schema:
-    """The schema of :func:`with_derived`'s batches of :func:`feature_sql`'s ``schema``."""
-    fields = [f for f in schema if not f.name.startswith("input__")]
-    derived = [pa.field(f.name, _ARROW_TYPES[f.dtype]) for f in registry.enabled if f.derive]
-    return pa.schema(fields + derived)
 
 
 def collapsible_days(

@@ -167,14 +167,9 @@ class CompiledFeatures:
             for a in self.aggregates
             if (dtype := registry.by_name[a.name].dtype)
         )
-        #: The derived features' inputs that are not derived features, and their kinds.
-        derived = {f.name for f in registry.enabled if f.derive}
-        self._inputs = {
-            name: registry.input_kind(name, f.name)
-            for f in registry.enabled
-            for name in (f.derive.inputs if f.derive else ())
-            if name not in derived
-        }
+        self._inputs = registry.derived_inputs()
+        self._derived = tuple(f for f in registry.enabled if f.derive)
+        self._outputs = (*KEY_COLUMNS, *(f.name for f in registry.enabled))
 
     def features(
         self, rows: Sequence[Mapping[str, Any]], values: Sequence[Sequence[Any]]
@@ -194,14 +189,10 @@ class CompiledFeatures:
             name: _input_array([_input_value(env, name, kind) for env in envs], kind)
             for name, kind in self._inputs.items()
         }
-        for name, (derived, nulls) in derive_all(self.registry.enabled, columns).items():
+        for name, (derived, nulls) in derive_all(self._derived, columns).items():
             for env, value, null in zip(envs, derived.tolist(), nulls.tolist(), strict=True):
                 env[name] = None if null else value
-        return [{c: env[c] for c in (*KEY_COLUMNS, *self._outputs)} for env in envs]
-
-    @property
-    def _outputs(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.registry.enabled)
+        return [{c: env[c] for c in self._outputs} for env in envs]
 
     def records_sql(self, source: str) -> str:
         """SELECT of the event records of ``source`` (a table with the input columns): the
