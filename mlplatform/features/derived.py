@@ -101,7 +101,9 @@ def spend_to_income(incomes: Mapping[str, float]) -> Callable[[Array, Array], Ar
     """The spend over the nominal monthly income of its band (NaN for an unknown band)."""
 
     def spend_over_income(spend: Array, band: Array) -> Array:
-        income = np.array([incomes.get(b, np.nan) for b in band], dtype=float)
+        income = np.full(len(band), np.nan)
+        for name, value in incomes.items():
+            income[band == name] = value
         return spend / income
 
     return spend_over_income
@@ -124,7 +126,7 @@ DERIVED_DTYPES = ("DOUBLE", "BIGINT", "INTEGER", "BOOLEAN")
 def missing(values: Array) -> Array:
     """Where ``values`` (float: NaN; text: None) are NULL."""
     if values.dtype == object:
-        return np.array([v is None for v in values], dtype=bool)
+        return np.equal(values, None)
     return np.isnan(values)
 
 
