@@ -35,8 +35,9 @@ from mlplatform.warehouse.connection import (
 )
 
 TABLE = "features.card_features"
-#: Rows per batch through the derived features' functions (DuckDB's row group).
-_BATCH_ROWS = 122_880
+#: Rows per batch through the derived features' functions: small batches keep the memory of
+#: the stream between the SELECT and the INSERT low (122,880 rows: +250 MB peak, no faster).
+_BATCH_ROWS = 32_768
 
 
 @dataclass(frozen=True)
