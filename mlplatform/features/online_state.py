@@ -439,8 +439,8 @@ class FeatureState:
     def aggregates(self, records: Sequence[tuple]) -> list[list[Any]]:
         """The aggregate values of each new event of ``records`` (request order), over the
         held events plus all of ``records`` (an id held already is the new event's, not
-        history). Each row: the record's position, then the values in the order of
-        :meth:`CompiledFeatures.projection_sql`."""
+        history). Each row: the record's position, then the framed aggregates' values and
+        the daily ones', in the order :meth:`CompiledFeatures.features` reads them."""
         events = [self.event(r) for r in records]
         request: dict[str, list[tuple]] = {}
         for record, event in zip(records, events, strict=True):
