@@ -9,7 +9,8 @@ two paths agree to the last bit.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -35,9 +36,6 @@ from mlplatform.warehouse.connection import (
 )
 
 TABLE = "features.card_features"
-#: Rows per batch through the derived features' functions: small batches keep the memory of
-#: the stream between the SELECT and the INSERT low (122,880 rows: +250 MB peak, no faster).
-_BATCH_ROWS = 32_768
 
 
 @dataclass(frozen=True)
@@ -157,10 +155,12 @@ daily_windows_{number} AS (SELECT {key_list}, {totals} FROM daily_{number})"""
     # the rows) builds the daily join's hash table from the wide joined rows instead.
     if framed_join:
         joins.append(framed_join)
-    # Derived features are computed from these columns by their functions (with_derived).
+    # The derived features: their functions over each batch of rows, called by DuckDB
+    # (registered by derived_functions).
+    inputs = ", ".join(f"{column} := {sql}" for column, sql in derived_inputs(registry).values())
     outputs = ",\n    ".join(
         [f.name for f in registry.enabled if not f.derive]
-        + [f"{sql} AS {column}" for column, sql in derived_inputs(registry).values()]
+        + ([f"unnest({DERIVED_FUNCTION}(struct_pack({inputs})))"] if inputs else [])
     )
     with_clause = ",\n".join(ctes)
     return f"""WITH {with_clause}
@@ -189,28 +189,43 @@ def derived_inputs(registry: FeatureRegistry) -> dict[str, tuple[str, str]]:
 #: The Arrow type of each derived feature's dtype.
 _ARROW_TYPES = {"DOUBLE": pa.float64(), "BIGINT": pa.int64(), "INTEGER": pa.int32(),
                 "BOOLEAN": pa.bool_()}  # fmt: skip
+#: The SQL function :func:`feature_sql` calls for the derived features.
+DERIVED_FUNCTION = "mlplatform_derived_features"
 
 
-def with_derived(registry: FeatureRegistry, batch: pa.RecordBatch) -> pa.RecordBatch:
-    """A batch of :func:`feature_sql`'s rows with its derived features computed (by their
-    functions, over the batch's columns) in place of their inputs."""
+@contextmanager
+def derived_functions(conn: duckdb.DuckDBPyConnection, registry: FeatureRegistry) -> Iterator[None]:
+    """The registry's derived features as one vectorised function of ``conn``
+    (:data:`DERIVED_FUNCTION`: a struct of the inputs of a batch of rows in, a struct of the
+    features out), for the time of a :func:`feature_sql` query."""
     inputs = derived_inputs(registry)
-    columns = {name: batch.column(column).to_numpy(zero_copy_only=False)
-               for name, (column, _) in inputs.items()}  # fmt: skip
-    values = derive_all(registry.enabled, columns)
-    kept = [n for n in batch.schema.names if not n.startswith("input__")]
-    arrays = [batch.column(n) for n in kept] + [
-        pa.array(v, mask=nulls, type=_ARROW_TYPES[registry.by_name[name].dtype])
-        for name, (v, nulls) in values.items()
-    ]
-    return pa.RecordBatch.from_arrays(arrays, names=[*kept, *values])
+    derived = [f for f in registry.enabled if f.derive]
+    if not derived:
+        yield
+        return
+    kinds = registry.derived_inputs()
 
+    def compute(rows: pa.ChunkedArray) -> pa.StructArray:
+        struct = rows.combine_chunks()
+        fields = dict(zip([f.name for f in struct.type], struct.flatten(), strict=True))
+        columns = {name: fields[column].to_numpy(zero_copy_only=False)
+                   for name, (column, _) in inputs.items()}  # fmt: skip
+        values = derive_all(derived, columns)
+        return pa.StructArray.from_arrays(
+            [pa.array(v, mask=nulls, type=_ARROW_TYPES[registry.by_name[name].dtype])
+             for name, (v, nulls) in values.items()],
+            names=list(values),
+        )  # fmt: skip
 
-def _derived_schema(registry: FeatureRegistry, schema: pa.Schema) -> pa.Schema:
-    """The schema of :func:`with_derived`'s batches of :func:`feature_sql`'s ``schema``."""
-    fields = [f for f in schema if not f.name.startswith("input__")]
-    derived = [pa.field(f.name, _ARROW_TYPES[f.dtype]) for f in registry.enabled if f.derive]
-    return pa.schema(fields + derived)
+    argument = duckdb.struct_type({column: "VARCHAR" if kinds[name] == "text" else "DOUBLE"
+                                   for name, (column, _) in inputs.items()})  # fmt: skip
+    result = duckdb.struct_type({f.name: f.dtype for f in derived})
+    conn.create_function(DERIVED_FUNCTION, compute, [argument], result, type="arrow",
+                         null_handling="special")  # fmt: skip
+    try:
+        yield
+    finally:
+        conn.remove_function(DERIVED_FUNCTION)
 
 
 def event_columns(
@@ -315,22 +330,13 @@ def build_card_features(
             where = "partition_date BETWEEN $start AND $end"
             read = {**params, "lookback_start": lookback_start}
             blocks = collapsible_days(conn, registry, source, where, read)
-            select = feature_sql(registry, source, where, blocks)
-            # The SELECT streams from a second connection (it reads only committed curated
-            # rows) through the derived features' functions into this one's INSERT. The
-            # table's row order means nothing (readers order or filter): letting DuckDB insert
+            # The table's row order means nothing (readers order or filter): letting DuckDB insert
             # in any order lets both threads write row groups at once.
-            with conn.cursor() as reader, insertion_order(conn, preserve=False):
-                batches = reader.execute(select, read).to_arrow_reader(_BATCH_ROWS)
-                derived_rows = pa.RecordBatchReader.from_batches(
-                    _derived_schema(registry, batches.schema),
-                    (with_derived(registry, batch) for batch in batches),
+            with insertion_order(conn, preserve=False), derived_functions(conn, registry):
+                conn.execute(
+                    f"INSERT INTO {TABLE} BY NAME " + feature_sql(registry, source, where, blocks),
+                    read,
                 )
-                conn.register("derived_rows", derived_rows)
-                try:
-                    conn.execute(f"INSERT INTO {TABLE} BY NAME SELECT * FROM derived_rows")
-                finally:
-                    conn.unregister("derived_rows")
             rows, curated = conn.execute(
                 f"""SELECT (SELECT count(*) FROM {TABLE}
                             WHERE partition_date BETWEEN $start AND $end),
@@ -402,12 +408,9 @@ def online_features(
             {"transaction_id": transaction["transaction_id"]},
         )
         blocks = collapsible_days(conn, registry, "context", where, params)
-        result = conn.execute(feature_sql(registry, "context", where, blocks), params)
-        rows = [
-            row
-            for batch in result.to_arrow_reader(_BATCH_ROWS)
-            for row in with_derived(registry, batch).to_pylist()
-        ]
+        with derived_functions(conn, registry):
+            sql = feature_sql(registry, "context", where, blocks)
+            rows = conn.execute(sql, params).to_arrow_table().to_pylist()
     if len(rows) != 1:
         raise ValueError(
             f"transaction {transaction['transaction_id']!r} appears {len(rows)} times in the "
