@@ -3,7 +3,9 @@
 Both paths run the same generated SELECT over a relation of curated-shaped events: offline
 over the warehouse's curated rows of the range plus its lookback, online over a card's (and
 its merchant's) recent events plus the new transaction. Sums run on exact decimals, so the
-two paths agree to the last bit.
+two paths agree to the last bit. The derived features' numpy functions
+(:mod:`~mlplatform.features.derived`) run inside that SELECT, as one vectorised Arrow UDF
+(:func:`derived_functions`) over each batch of rows.
 """
 
 from __future__ import annotations
