@@ -165,6 +165,7 @@ def derive_all(
     name (:attr:`~mlplatform.features.declarations.Derived.inputs`)."""
     known = dict(columns)
     known_nulls = {name: missing(values) for name, values in columns.items()}
+    read = {name for f in features if f.derive for name in f.derive.inputs}
     result = {}
     with np.errstate(all="ignore"):  # NaN and inf are values here, not warnings
         for feature in features:
@@ -174,6 +175,8 @@ def derive_all(
             values, nulls = _derive(feature.derive.function, [known[n] for n in inputs],
                                     [known_nulls[n] for n in inputs], feature.dtype)  # fmt: skip
             result[feature.name] = values, nulls
-            known[feature.name] = np.where(nulls, np.nan, values.astype(float))
-            known_nulls[feature.name] = nulls
+            if feature.name in read:  # as an input: a float, NaN for NULL
+                plain = feature.dtype == "DOUBLE" and not nulls.any()
+                known[feature.name] = values if plain else np.where(nulls, np.nan, values * 1.0)
+                known_nulls[feature.name] = nulls
     return result
