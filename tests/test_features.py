@@ -17,9 +17,11 @@ from conftest import START, insert_curated, load_warehouse
 
 from mlplatform.contract import load_contract
 from mlplatform.datagen import SimulationConfig, simulate
+from mlplatform.features import derived
 from mlplatform.features.declarations import (
     INPUT_COLUMNS,
     Aggregation,
+    Derived,
     Feature,
     UnsupportedAggregation,
     Window,
@@ -352,9 +354,23 @@ def test_a_declaration_neither_engine_can_run_is_refused_naming_it() -> None:
             "sum", "amount_exact", Window(("merchant",), day)
         ),
         "a framed count() counts events": lambda: Aggregation("count", "label", card),
-        "declare either sql or an aggregation": lambda: Feature("x", None, "BIGINT", "?"),
+        "the input column of its name": lambda: Feature("x", None, "BIGINT", "?"),
+        "with that column's type": lambda: Feature("amount", None, "BIGINT", "?"),
+        "a derived feature needs a function": lambda: Feature(
+            "x", Derived("levenshtein(category, 'food')", ("category",)), "BIGINT", "?"
+        ),
+        "a derived feature is one of DOUBLE": lambda: Feature(
+            "x", Derived(derived.ratio, ("amount", "amount")), "VARCHAR", "?"
+        ),
+        "declare a function or an aggregation": lambda: Feature(
+            "x",
+            Derived(derived.ratio, ("amount", "amount")),
+            "DOUBLE",
+            "?",
+            aggregation=Aggregation("max", "amount", card),
+        ),
         "only an aggregation can be internal": lambda: Feature(
-            "x", "amount", "DOUBLE", "?", output=False
+            "x", Derived(derived.ratio, ("amount", "amount")), "DOUBLE", "?", output=False
         ),
     }
     for message, declare in refused.items():
@@ -365,6 +381,28 @@ def test_a_declaration_neither_engine_can_run_is_refused_naming_it() -> None:
                        aggregation=Aggregation("count", "event_count",
                                                Window(("card_id", "merchant"), 7 * day)),
                        requires=("merchant",))  # fmt: skip
-    reader = Feature("card_merchant_repeat_7d", "card_merchant_count_7d > 1", "BOOLEAN", "?")
+    repeat = Derived(derived.is_zero, ("card_merchant_count_7d",))
+    reader = Feature("card_merchant_repeat_7d", repeat, "BOOLEAN", "?")
     with pytest.raises(UnsupportedAggregation, match="card_merchant_repeat_7d reads card_merch"):
         dataclasses.replace(REGISTRY, features=(internal, reader), available=frozenset())
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        (("amount", "no_such_column"), "x reads no_such_column: not an input column"),
+        (("card_previous_event",), "x reads card_previous_event: not an input column"),
+        (("card_previous_event.no_field",), "x reads card_previous_event.no_field: not an"),
+        (("partition_date",), "x reads partition_date: not an input column"),
+        (("amount", "card_amount_zscore_30d"), "x reads card_amount_zscore_30d: declare it after"),
+    ],
+)
+def test_a_derived_feature_reading_what_no_engine_has_is_refused_at_load(
+    inputs: tuple[str, ...], message: str
+) -> None:
+    """The registry refuses, naming the feature, an input that is neither an input column,
+    a feature declared before it nor a field of a struct aggregate (or of a type no derived
+    function takes: a date, a whole struct)."""
+    x = Feature("x", Derived(derived.ratio, inputs), "DOUBLE", "?")
+    with pytest.raises(UnsupportedAggregation, match=re.escape(message)):
+        dataclasses.replace(REGISTRY, features=(x, *REGISTRY.features))

@@ -8,13 +8,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import START, load_warehouse
 
 from mlplatform.contract import load_contract
 from mlplatform.datagen import SimulationConfig, simulate
-from mlplatform.features.declarations import Feature, feature_registry
+from mlplatform.features.declarations import Derived, Feature, feature_registry
 from mlplatform.features.offline import build_card_features
 from mlplatform.ml.master_table import (
     MasterTableError,
@@ -109,10 +110,12 @@ def test_feature_selection_drops_constant_missing_and_near_duplicate_features(
     copy: Path, tmp_path: Path
 ) -> None:
     extra = (
-        Feature("always_one", "1", "INTEGER", "A constant.", "transaction"),
-        Feature("never_known", "NULL", "DOUBLE", "Always missing.", "transaction"),
-        Feature("amount_in_cents", "amount * 100 + 1", "DOUBLE", "A twin of amount.",
+        Feature("always_one", Derived(np.ones_like, ("amount",)), "INTEGER", "A constant.",
                 "transaction"),
+        Feature("never_known", Derived(lambda a: np.full_like(a, np.nan), ("amount",)),
+                "DOUBLE", "Always missing.", "transaction"),
+        Feature("amount_in_cents", Derived(lambda a: a * 100 + 1, ("amount",)), "DOUBLE",
+                "A twin of amount.", "transaction"),
     )  # fmt: skip
     registry = dataclasses.replace(REGISTRY, features=(*REGISTRY.features, *extra))
     with connect(copy) as conn:
@@ -138,7 +141,8 @@ def test_a_leaking_feature_fails_the_leakage_check(copy: Path, tmp_path: Path) -
     """A source column that is the label itself (here, fraud as the target)."""
     contract = dataclasses.replace(CONTRACT, target="label")
     settings = Settings(home=Path("/nonexistent"), min_train_positives=1, label_delay_days=0)
-    leak = Feature("fraud_flag", "label", "INTEGER", "The label, leaked.", "transaction")
+    leak = Feature("fraud_flag", Derived(lambda label: label, ("label",)), "INTEGER",
+                   "The label, leaked.", "transaction")  # fmt: skip
     registry = dataclasses.replace(REGISTRY, features=(*REGISTRY.features, leak))
     with connect(copy) as conn:
         build_card_features(conn, registry, START, START + timedelta(days=DAYS - 1))

@@ -471,7 +471,7 @@ def test_curated_rows_in_python_equal_the_curation_sqls_on_edge_values():
     conn = duckdb.connect()
     conn.execute(read_sql("macros"))
     registry = feature_registry(Settings(home=Path("/nonexistent")), ONLINE)
-    program = RowProgram(conn, ONLINE, registry, MAX_AMOUNT, KEY)
+    program = RowProgram(ONLINE, registry, MAX_AMOUNT, KEY)
     violations, curated, _ = program.run(transactions, reference)
     assert violations == []
     expected = _duckdb_route(conn, transactions, reference)

@@ -4,11 +4,12 @@ A declaration names the feature, its entity and window, its type, what it means 
 contract columns it needs. A window feature is an :class:`Aggregation` (function, event
 column, window) from which both engines are generated: the offline SQL (window functions,
 :mod:`mlplatform.features.offline`) and the online per-card state
-(:mod:`mlplatform.features.online_state`). Any other feature is one SQL expression of the
-input columns and of other features (internal aggregates among them: declared like the
-others, not written to the table). The offline table, the online vector, ``mlplatform
-features`` and the Dagster metadata are all generated from these declarations, so training
-and serving cannot disagree.
+(:mod:`mlplatform.features.online_state`). Any other feature is a :class:`Derived` function
+(numpy, :mod:`mlplatform.features.derived`) of input columns and of other features
+(internal aggregates among them: declared like the others, not written to the table),
+which both engines run, or an input column as it is. The offline table, the online vector,
+``mlplatform features`` and the Dagster metadata are all generated from these declarations,
+so training and serving cannot disagree.
 
 Point in time: every window ends at the transaction (peers at the same microsecond included)
 or earlier, never later. Merchant risk only counts labels at least ``label_delay_days`` old.
@@ -22,13 +23,15 @@ into one row (``mlplatform.features.offline.BLOCK_COLUMNS``): counts of events, 
 from __future__ import annotations
 
 import functools
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from mlplatform.contract import Contract
+from mlplatform.features import derived
+from mlplatform.features.derived import DERIVED_DTYPES
 from mlplatform.settings import Settings
-from mlplatform.warehouse.connection import sql_literal
 
 #: Columns the feature SQL reads (``curated.transactions`` has them all; so must online input).
 INPUT_COLUMNS: dict[str, str] = {
@@ -55,6 +58,25 @@ INPUT_COLUMNS: dict[str, str] = {
     "is_weekend": "BOOLEAN",
 }
 KEY_COLUMNS = ("transaction_id", "card_id", "event_time", "partition_date")
+#: The event as the next one's previous event (the previous-transaction features).
+LAST_EVENT = {"event_time": "TIMESTAMP", "merchant_lat": "DOUBLE", "merchant_long": "DOUBLE"}
+#: The per-event columns the windows aggregate, with their SQL types
+#: (:func:`mlplatform.features.offline.event_columns` computes them, and
+#: :func:`~mlplatform.features.offline.event_values` is its Python twin).
+EVENT_COLUMNS: dict[str, str] = {
+    **INPUT_COLUMNS,
+    "event_count": "INTEGER",
+    "amount_exact": "DECIMAL(18,2)",
+    "amount_squared": "DECIMAL(18,4)",
+    "disc_amount": "DECIMAL(18,2)",
+    "last_event": "STRUCT(" + ", ".join(f"{f} {t}" for f, t in LAST_EVENT.items()) + ")",
+    "event_day": "INTEGER",
+    "event_us": "BIGINT",
+}
+#: How a value of each SQL type reaches a derived feature's function.
+_KINDS = {"DOUBLE": "number", "DECIMAL": "number", "BIGINT": "number", "HUGEINT": "number",
+          "INTEGER": "number", "TINYINT": "number", "BOOLEAN": "number", "TIMESTAMP": "time",
+          "VARCHAR": "text"}  # fmt: skip
 COORDINATES = ("home_lat", "home_long", "merchant_lat", "merchant_long")
 
 
@@ -178,14 +200,26 @@ class Aggregation:
 
 
 @dataclass(frozen=True)
+class Derived:
+    """A feature computed by ``function`` (numpy, :mod:`mlplatform.features.derived`) from
+    ``inputs``: input columns, other features declared before it, or a field of a struct
+    aggregate (``card_previous_event.event_time``). The same function runs offline and
+    online."""
+
+    function: Callable[..., Any]
+    inputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Feature:
-    """One feature: an :class:`Aggregation`, or ``sql``, an expression of the input columns
-    and of other features. ``dtype`` None keeps the aggregation's own SQL type (an internal
-    aggregate: exact decimals, a timestamp, the previous event's struct). ``output`` False:
-    an internal aggregate that other features read, not a column of the table."""
+    """One feature: an :class:`Aggregation`, a :class:`Derived` function, or neither: the
+    input column of the same name, as it is. ``dtype`` None keeps the aggregation's own SQL
+    type (an internal aggregate: exact decimals, a timestamp, the previous event's struct).
+    ``output`` False: an internal aggregate that other features read, not a column of the
+    table."""
 
     name: str
-    sql: str | None
+    derive: Derived | None
     dtype: str | None
     description: str
     entity: str = "card"
@@ -198,8 +232,20 @@ class Feature:
     output: bool = True
 
     def __post_init__(self) -> None:
-        if (self.sql is None) == (self.aggregation is None):
-            raise UnsupportedAggregation(f"{self.name}: declare either sql or an aggregation")
+        if self.derive is not None and self.aggregation is not None:
+            raise UnsupportedAggregation(f"{self.name}: declare a function or an aggregation")
+        if self.derive is not None and not callable(self.derive.function):
+            raise UnsupportedAggregation(f"{self.name}: a derived feature needs a function")
+        if self.derive is not None and self.dtype not in DERIVED_DTYPES:
+            raise UnsupportedAggregation(
+                f"{self.name}: a derived feature is one of {', '.join(DERIVED_DTYPES)}"
+            )
+        passed_through = self.derive is None and self.aggregation is None
+        if passed_through and INPUT_COLUMNS.get(self.name) != self.dtype:
+            raise UnsupportedAggregation(
+                f"{self.name}: without a function or an aggregation a feature is the input "
+                "column of its name, with that column's type"
+            )
         if self.output and self.dtype is None:
             raise UnsupportedAggregation(f"{self.name}: a table column needs a dtype")
         if not self.output and self.aggregation is None:
@@ -210,8 +256,8 @@ class Feature:
         return self.aggregation.window if self.aggregation else None
 
     def expression(self) -> str:
-        """The feature's SQL: the aggregation's call (typed) or the declared expression."""
-        sql = self.aggregation.sql() if self.aggregation else self.sql
+        """An aggregation's window call, typed to ``dtype`` (if any)."""
+        sql = self.aggregation.sql()
         return sql if self.dtype is None else f"CAST({sql} AS {self.dtype})"
 
 
@@ -225,12 +271,21 @@ class FeatureRegistry:
 
     def __post_init__(self) -> None:
         computed = {f.name for f in self.computed}
+        before: set[str] = set()
         for feature in self.computed:
             if lacking := sorted(self.reads(feature) - computed):
                 raise UnsupportedAggregation(
                     f"{feature.name} reads {', '.join(lacking)}, which this contract switches "
                     f"off: declare {feature.name} with their requirements too"
                 )
+            for name in feature.derive.inputs if feature.derive else ():
+                self.input_kind(name, reader=feature.name)
+            if later := sorted(n for n in self.reads(feature) - before
+                               if self.by_name[n].derive):  # fmt: skip
+                raise UnsupportedAggregation(
+                    f"{feature.name} reads {', '.join(later)}: declare it after them"
+                )
+            before.add(feature.name)
 
     @property
     def enabled(self) -> tuple[Feature, ...]:
@@ -272,7 +327,7 @@ class FeatureRegistry:
 
     def warm_up(self, name: str) -> timedelta:
         """How much history before a row its feature ``name`` reads (the lookback of its
-        window, or the longest of the features its expression uses): a row with less data
+        window, or the longest of the features its function reads): a row with less data
         before it than this has a feature still filling up."""
         feature = self.by_name[name]
         if feature.over is not None:
@@ -280,9 +335,46 @@ class FeatureRegistry:
         return max((self.warm_up(other) for other in self.reads(feature)), default=timedelta(0))
 
     def reads(self, feature: Feature) -> set[str]:
-        """The other features an expression reads."""
-        words = set(re.findall(r"[a-z_][a-z0-9_]*", feature.sql or ""))
-        return words & set(self.by_name) - {feature.name}
+        """The other features a derived feature reads."""
+        inputs = feature.derive.inputs if feature.derive else ()
+        return {name.split(".")[0] for name in inputs} & set(self.by_name) - {feature.name}
+
+    def derived_inputs(self) -> dict[str, str]:
+        """Input name -> kind (:meth:`input_kind`) of every value the enabled derived
+        features read but another derived feature's function: what each engine computes for
+        the functions (the same values in both)."""
+        derived = {f.name for f in self.enabled if f.derive}
+        return {
+            name: self.input_kind(name, f.name)
+            for f in self.enabled
+            for name in (f.derive.inputs if f.derive else ())
+            if name not in derived
+        }
+
+    def input_kind(self, name: str, reader: str) -> str:
+        """How a derived feature's input reaches its function (:mod:`~mlplatform.features.
+        derived`): ``number``, ``time`` (microseconds) or ``text``; refused, naming the
+        ``reader``, when neither engine has such a value."""
+        column, _, field = name.partition(".")
+        feature = self.by_name.get(column)
+        if feature is None:
+            sql_type = INPUT_COLUMNS.get(column, "")
+        elif feature.dtype is not None:
+            sql_type = feature.dtype
+        elif feature.aggregation.function in ("count", "sum"):  # an internal aggregate
+            sql_type = "DECIMAL"  # counts and exact sums: numbers
+        else:  # first, max, previous: of the event column's type
+            sql_type = EVENT_COLUMNS[feature.aggregation.column]
+        if field:
+            fields = struct_fields(sql_type) if sql_type.startswith("STRUCT") else {}
+            sql_type = fields.get(field, "")
+        kind = _KINDS.get(sql_type.split("(")[0])
+        if kind is None:
+            raise UnsupportedAggregation(
+                f"{reader} reads {name}: not an input column, a feature or a field of a struct "
+                f"aggregate, of a type a derived function takes ({', '.join(_KINDS)})"
+            )
+        return kind
 
     @functools.cached_property
     def by_name(self) -> dict[str, Feature]:
@@ -319,6 +411,12 @@ def feature_registry(settings: Settings, contract: Contract) -> FeatureRegistry:
     )
 
 
+def struct_fields(sql_type: str) -> dict[str, str]:
+    """``STRUCT(a TIMESTAMP, b DOUBLE)`` -> ``{"a": "TIMESTAMP", "b": "DOUBLE"}``."""
+    inner = sql_type[sql_type.index("(") + 1 : -1]
+    return dict(part.strip().split(" ", 1) for part in inner.split(","))
+
+
 def _micros(span: timedelta) -> int:
     return span // timedelta(microseconds=1)
 
@@ -341,35 +439,32 @@ def _declarations(settings: Settings) -> tuple[Feature, ...]:
     # within 90 days, the least lookback of any build, so that every build agrees.
     sequence = Window(("card_id",), None)
     delay = timedelta(days=settings.label_delay_days)
-    incomes = " ".join(
-        f"WHEN {sql_literal(band)} THEN {float(income)!r}"
-        for band, income in settings.income_band_monthly_income.items()
-    )
+    incomes = {band: float(income) for band, income in settings.income_band_monthly_income.items()}
     features: list[Feature] = [
-        Feature("amount", "amount", "DOUBLE", "Transaction amount.", "transaction"),
-        Feature("category", "category", "VARCHAR", "Merchant category.", "transaction",
+        Feature("amount", None, "DOUBLE", "Transaction amount.", "transaction"),
+        Feature("category", None, "VARCHAR", "Merchant category.", "transaction",
                 requires=("category",)),
-        Feature("hour", "hour", "TINYINT", "Hour of the day (0-23).", "transaction"),
-        Feature("weekday", "weekday", "TINYINT", "ISO weekday (Monday 1 .. Sunday 7).",
+        Feature("hour", None, "TINYINT", "Hour of the day (0-23).", "transaction"),
+        Feature("weekday", None, "TINYINT", "ISO weekday (Monday 1 .. Sunday 7).",
                 "transaction", calendar=True),
-        Feature("is_night", "hour < 6 OR hour >= 22", "BOOLEAN", "Between 22:00 and 06:00.",
-                "transaction"),
-        Feature("is_weekend", "is_weekend", "BOOLEAN", "Saturday or Sunday.", "transaction",
+        Feature("is_night", Derived(derived.is_night, ("hour",)), "BOOLEAN",
+                "Between 22:00 and 06:00.", "transaction"),
+        Feature("is_weekend", None, "BOOLEAN", "Saturday or Sunday.", "transaction",
                 calendar=True),
-        Feature("gender", "gender", "VARCHAR", "Cardholder gender (F/M).", "card",
+        Feature("gender", None, "VARCHAR", "Cardholder gender (F/M).", "card",
                 requires=("gender",)),
-        Feature("age", "age", "INTEGER", "Cardholder age in years.", "card",
+        Feature("age", None, "INTEGER", "Cardholder age in years.", "card",
                 requires=("birth_date",)),
-        Feature("city_pop", "city_pop", "BIGINT", "Population of the cardholder's city.", "card",
+        Feature("city_pop", None, "BIGINT", "Population of the cardholder's city.", "card",
                 requires=("city_pop",)),
-        Feature("credit_limit", "credit_limit", "DOUBLE", "Credit limit (reference data).",
+        Feature("credit_limit", None, "DOUBLE", "Credit limit (reference data).",
                 "card", requires=("credit_limit",)),
-        Feature("income_band", "income_band", "VARCHAR", "Income band (reference data).", "card",
+        Feature("income_band", None, "VARCHAR", "Income band (reference data).", "card",
                 requires=("income_band",)),
-        Feature("amount_to_credit_limit", "amount / nullif(credit_limit, 0)", "DOUBLE",
-                "Amount as a share of the credit limit.", "transaction",
+        Feature("amount_to_credit_limit", Derived(derived.ratio, ("amount", "credit_limit")),
+                "DOUBLE", "Amount as a share of the credit limit.", "transaction",
                 requires=("credit_limit",)),
-        Feature("home_merchant_km", "home_merchant_km", "DOUBLE",
+        Feature("home_merchant_km", None, "DOUBLE",
                 "Great-circle distance from the cardholder's home to the merchant (km).",
                 "transaction", requires=COORDINATES),
     ]  # fmt: skip
@@ -382,7 +477,8 @@ def _declarations(settings: Settings) -> tuple[Feature, ...]:
                     f"The card's spend in the last {label}.", window=label,
                     aggregation=Aggregation("sum", "amount_exact", window)),
             Feature(f"card_amount_mean_{label}",
-                    f"card_amount_sum_{label} / card_txn_count_{label}", "DOUBLE",
+                    Derived(derived.ratio, (f"card_amount_sum_{label}",
+                                            f"card_txn_count_{label}")), "DOUBLE",
                     f"The card's mean amount in the last {label}.", window=label),
             Feature(f"card_amount_max_{label}", None, "DOUBLE",
                     f"The card's largest amount in the last {label}.", window=label,
@@ -409,31 +505,35 @@ def _declarations(settings: Settings) -> tuple[Feature, ...]:
                 requires=("merchant",)),
         # From the exact decimal sums, so that offline and online values agree to the last bit.
         Feature("card_amount_std_30d",
-                "sqrt(greatest(card_amount_squared_sum_30d / card_txn_count_30d"
-                " - pow(card_amount_exact_sum_30d / card_txn_count_30d, 2), 0))",
+                Derived(derived.std_from_sums, ("card_amount_squared_sum_30d",
+                                                "card_amount_exact_sum_30d", "card_txn_count_30d")),
                 "DOUBLE", "Standard deviation of the card's amounts in the last 30d.",
                 window="30d"),
-        Feature("card_amount_ratio_30d", "amount / nullif(card_amount_mean_30d, 0)", "DOUBLE",
+        Feature("card_amount_ratio_30d",
+                Derived(derived.ratio, ("amount", "card_amount_mean_30d")), "DOUBLE",
                 "Amount relative to the card's 30-day mean amount.", window="30d"),
         Feature("card_amount_zscore_30d",
-                "(amount - card_amount_mean_30d) / nullif(card_amount_std_30d, 0)", "DOUBLE",
+                Derived(derived.zscore, ("amount", "card_amount_mean_30d",
+                                         "card_amount_std_30d")), "DOUBLE",
                 "Amount's z-score against the card's last 30 days.", window="30d"),
         Feature("card_history_days",
-                "(epoch(event_time) - epoch(card_first_event_time_90d)) / 86400",
+                Derived(derived.days_between, ("event_time", "card_first_event_time_90d")),
                 "DOUBLE", "Days since the card's first transaction (at most 90).", window="90d"),
         Feature("card_seconds_since_previous",
-                "CASE WHEN (card_previous_event).event_time >= event_time - INTERVAL 90 DAYS "
-                "THEN epoch(event_time) - epoch((card_previous_event).event_time) END", "DOUBLE",
+                Derived(derived.seconds_since_previous,
+                        ("event_time", "card_previous_event.event_time")), "DOUBLE",
                 "Seconds since the card's previous transaction (NULL when none in 90 days).",
                 window="90d"),
         Feature("card_km_from_previous",
-                "CASE WHEN (card_previous_event).event_time >= event_time - INTERVAL 90 DAYS "
-                "THEN haversine_km((card_previous_event).merchant_lat, "
-                "(card_previous_event).merchant_long, merchant_lat, merchant_long) END",
+                Derived(derived.km_from_previous,
+                        ("event_time", "card_previous_event.event_time",
+                         "card_previous_event.merchant_lat", "card_previous_event.merchant_long",
+                         "merchant_lat", "merchant_long")),
                 "DOUBLE", "Distance from the card's previous merchant (km).", window="90d",
                 requires=("merchant_lat", "merchant_long")),
         Feature("card_speed_kmh_since_previous",
-                "card_km_from_previous / greatest(card_seconds_since_previous, 60) * 3600",
+                Derived(derived.speed_kmh,
+                        ("card_km_from_previous", "card_seconds_since_previous")),
                 "DOUBLE", "Implied travel speed since the previous transaction (km/h, time "
                 "floored at a minute).", requires=("merchant_lat", "merchant_long")),
         Feature("card_disc_spend_14d", None, "DOUBLE",
@@ -448,28 +548,31 @@ def _declarations(settings: Settings) -> tuple[Feature, ...]:
         Feature("card_spend_90d", None, "DOUBLE",
                 "The card's spend in the last 90 days.", window="90d",
                 aggregation=Aggregation("sum", "amount_exact", card_90d)),
-        Feature("card_disc_share_14d", "card_disc_spend_14d / nullif(card_spend_14d, 0)",
-                "DOUBLE", "Discretionary share of the card's spend, last 14 days.",
+        Feature("card_disc_share_14d",
+                Derived(derived.ratio, ("card_disc_spend_14d", "card_spend_14d")), "DOUBLE",
+                "Discretionary share of the card's spend, last 14 days.",
                 window="14d", requires=("category",)),
-        Feature("card_disc_share_90d", "card_disc_spend_90d / nullif(card_spend_90d, 0)",
-                "DOUBLE", "Discretionary share of the card's spend, last 90 days (baseline).",
+        Feature("card_disc_share_90d",
+                Derived(derived.ratio, ("card_disc_spend_90d", "card_spend_90d")), "DOUBLE",
+                "Discretionary share of the card's spend, last 90 days (baseline).",
                 window="90d", requires=("category",)),
         Feature("card_disc_share_ratio_14d_90d",
-                "card_disc_share_14d / nullif(card_disc_share_90d, 0)", "DOUBLE",
+                Derived(derived.ratio, ("card_disc_share_14d", "card_disc_share_90d")), "DOUBLE",
                 "Recent discretionary share over the 90-day baseline (restraint when low).",
                 window="14d/90d", requires=("category",)),
         Feature("card_disc_daily_ratio_14d_90d",
-                "(card_disc_spend_14d / least(14, greatest(card_history_days, 1))) / "
-                "nullif(card_disc_spend_90d / least(90, greatest(card_history_days, 1)), 0)",
+                Derived(derived.daily_ratio, ("card_disc_spend_14d", "card_disc_spend_90d",
+                                              "card_history_days")),
                 "DOUBLE", "Recent daily discretionary spend over the 90-day daily baseline "
                 "(over the days of history the card has).", window="14d/90d",
                 requires=("category",)),
         Feature("card_spend_30d_to_credit_limit",
-                "card_amount_sum_30d / nullif(credit_limit, 0)", "DOUBLE",
+                Derived(derived.ratio, ("card_amount_sum_30d", "credit_limit")), "DOUBLE",
                 "The card's 30-day spend as a share of its credit limit.", window="30d",
                 requires=("credit_limit",)),
         Feature("card_spend_30d_to_income",
-                f"card_amount_sum_30d / (CASE income_band {incomes} END)", "DOUBLE",
+                Derived(derived.spend_to_income(incomes), ("card_amount_sum_30d", "income_band")),
+                "DOUBLE",
                 "The card's 30-day spend over the nominal monthly income of its band "
                 "(MLPLATFORM_INCOME_BAND_MONTHLY_INCOME).", window="30d",
                 requires=("income_band",)),
@@ -479,13 +582,16 @@ def _declarations(settings: Settings) -> tuple[Feature, ...]:
                                         Window(("card_id", "category"), 30 * day)),
                 requires=("category",)),
         Feature("card_category_share_30d",
-                "card_category_count_30d / card_txn_count_30d", "DOUBLE",
+                Derived(derived.ratio, ("card_category_count_30d", "card_txn_count_30d")),
+                "DOUBLE",
                 "Share of the card's last-30-day transactions in this category.", window="30d",
                 requires=("category",)),
-        Feature("card_merchant_visits_90d", "card_merchant_count_90d - 1", "BIGINT",
+        Feature("card_merchant_visits_90d",
+                Derived(derived.minus_one, ("card_merchant_count_90d",)), "BIGINT",
                 "The card's earlier transactions at this merchant in the last 90 days.",
                 window="90d", requires=("merchant",)),
-        Feature("card_merchant_is_new", "card_merchant_visits_90d = 0", "BOOLEAN",
+        Feature("card_merchant_is_new",
+                Derived(derived.is_zero, ("card_merchant_visits_90d",)), "BOOLEAN",
                 "First transaction of the card at this merchant in 90 days.", window="90d",
                 requires=("merchant",)),
     ]  # fmt: skip
@@ -502,7 +608,8 @@ def _declarations(settings: Settings) -> tuple[Feature, ...]:
                     "merchant", label, Aggregation("sum", "label", matured),
                     ("merchant", "label")),
             Feature(f"merchant_positive_rate_{label}",
-                    f"merchant_positive_count_{label} / nullif(merchant_labelled_count_{label}, 0)",
+                    Derived(derived.ratio, (f"merchant_positive_count_{label}",
+                                            f"merchant_labelled_count_{label}")),
                     "DOUBLE", f"Share of labelled positives at the merchant on {days}.",
                     "merchant", label, requires=("merchant", "label")),
         ]  # fmt: skip

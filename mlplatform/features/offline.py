@@ -3,26 +3,32 @@
 Both paths run the same generated SELECT over a relation of curated-shaped events: offline
 over the warehouse's curated rows of the range plus its lookback, online over a card's (and
 its merchant's) recent events plus the new transaction. Sums run on exact decimals, so the
-two paths agree to the last bit.
+two paths agree to the last bit. The derived features' numpy functions
+(:mod:`~mlplatform.features.derived`) run inside that SELECT, as one vectorised Arrow UDF
+(:func:`derived_functions`) over each batch of rows.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from mlplatform.features.declarations import (
     INPUT_COLUMNS,
     KEY_COLUMNS,
+    LAST_EVENT,
     Feature,
     FeatureRegistry,
 )
+from mlplatform.features.derived import derive_all
 from mlplatform.warehouse.connection import (
     insertion_order,
     read_sql,
@@ -137,8 +143,8 @@ detail AS NOT MATERIALIZED (
     for number, (keys, features) in enumerate(daily.items()):
         key_list = ", ".join((*keys, "event_day"))
         partials = ", ".join(f"{f.aggregation.sql()} AS {f.name}" for f in features)
-        totals = ", ".join(f"coalesce(sum({f.name}) OVER ({f.over.sql()}), 0) AS {f.name}"
-                           for f in features)  # fmt: skip
+        totals = ", ".join(f"CAST(coalesce(sum({f.name}) OVER ({f.over.sql()}), 0) AS {f.dtype})"
+                           f" AS {f.name}" for f in features)  # fmt: skip
         ctes.append(
             f"""daily_{number} AS (
     SELECT {key_list}, {partials} FROM events GROUP BY {key_list}
@@ -151,8 +157,12 @@ daily_windows_{number} AS (SELECT {key_list}, {totals} FROM daily_{number})"""
     # the rows) builds the daily join's hash table from the wide joined rows instead.
     if framed_join:
         joins.append(framed_join)
+    # The derived features: their functions over each batch of rows, called by DuckDB
+    # (registered by derived_functions).
+    inputs = ", ".join(f"{column} := {sql}" for column, sql in derived_inputs(registry).values())
     outputs = ",\n    ".join(
-        f.name if f.over else f"{f.expression()} AS {f.name}" for f in registry.enabled
+        [f.name for f in registry.enabled if not f.derive]
+        + ([f"unnest({DERIVED_FUNCTION}(struct_pack({inputs})))"] if inputs else [])
     )
     with_clause = ",\n".join(ctes)
     return f"""WITH {with_clause}
@@ -160,6 +170,64 @@ SELECT {", ".join(KEY_COLUMNS)},
     {outputs}
 FROM (SELECT * FROM events WHERE {where}) AS kept
 {" ".join(joins)}"""
+
+
+def derived_inputs(registry: FeatureRegistry) -> dict[str, tuple[str, str]]:
+    """Input name -> (column, SQL) of each value the derived features read that the SQL
+    computes, as their functions take it (:mod:`~mlplatform.features.derived`): a double,
+    a time in microseconds (as a double: exact up to the year 2255) or text."""
+    inputs = {}
+    for name, kind in registry.derived_inputs().items():
+        column, _, field = name.partition(".")
+        sql = f"({column}).{field}" if field else column
+        if kind == "time":
+            sql = f"CAST(epoch_us({sql}) AS DOUBLE)"
+        elif kind == "number":
+            sql = f"CAST({sql} AS DOUBLE)"
+        inputs[name] = "input__" + name.replace(".", "__"), sql
+    return inputs
+
+
+#: The Arrow type of each derived feature's dtype.
+_ARROW_TYPES = {"DOUBLE": pa.float64(), "BIGINT": pa.int64(), "INTEGER": pa.int32(),
+                "BOOLEAN": pa.bool_()}  # fmt: skip
+#: The SQL function :func:`feature_sql` calls for the derived features.
+DERIVED_FUNCTION = "mlplatform_derived_features"
+
+
+@contextmanager
+def derived_functions(conn: duckdb.DuckDBPyConnection, registry: FeatureRegistry) -> Iterator[None]:
+    """The registry's derived features as one vectorised function of ``conn``
+    (:data:`DERIVED_FUNCTION`: a struct of the inputs of a batch of rows in, a struct of the
+    features out), for the time of a :func:`feature_sql` query."""
+    inputs = derived_inputs(registry)
+    derived = [f for f in registry.enabled if f.derive]
+    if not derived:
+        yield
+        return
+    kinds = registry.derived_inputs()
+
+    def compute(rows: pa.ChunkedArray) -> pa.StructArray:
+        struct = rows.combine_chunks()
+        fields = dict(zip([f.name for f in struct.type], struct.flatten(), strict=True))
+        columns = {name: fields[column].to_numpy(zero_copy_only=False)
+                   for name, (column, _) in inputs.items()}  # fmt: skip
+        values = derive_all(derived, columns)
+        return pa.StructArray.from_arrays(
+            [pa.array(v, mask=nulls, type=_ARROW_TYPES[registry.by_name[name].dtype])
+             for name, (v, nulls) in values.items()],
+            names=list(values),
+        )  # fmt: skip
+
+    argument = duckdb.struct_type({column: "VARCHAR" if kinds[name] == "text" else "DOUBLE"
+                                   for name, (column, _) in inputs.items()})  # fmt: skip
+    result = duckdb.struct_type({f.name: f.dtype for f in derived})
+    conn.create_function(DERIVED_FUNCTION, compute, [argument], result, type="arrow",
+                         null_handling="special")  # fmt: skip
+    try:
+        yield
+    finally:
+        conn.remove_function(DERIVED_FUNCTION)
 
 
 def event_columns(
@@ -171,6 +239,7 @@ def event_columns(
     next one's previous event, and the partition-key hashes ``keys`` (name -> SQL)."""
     discretionary = ", ".join(sql_literal(c) for c in registry.discretionary_categories)
     key_columns = "".join(f"\n        {sql} AS {key}," for key, sql in (keys or {}).items())
+    last_event = ", ".join(f"'{field}': {field}" for field in LAST_EVENT)
     return f"""SELECT {", ".join(INPUT_COLUMNS)},
         rowid AS row_key,{key_columns}
         hash(transaction_id) AS transaction_hash,
@@ -179,8 +248,7 @@ def event_columns(
         amount::DECIMAL(18, 2) * amount::DECIMAL(18, 2) AS amount_squared,
         CASE WHEN category IN ({discretionary or "NULL"}) THEN amount::DECIMAL(18, 2) ELSE 0 END
             AS disc_amount,
-        {{'event_time': event_time, 'merchant_lat': merchant_lat,
-          'merchant_long': merchant_long}} AS last_event,
+        {{{last_event}}} AS last_event,
         (event_time::DATE - DATE '1970-01-01') AS event_day,
         epoch_us(event_time) AS event_us
     FROM {source}"""
@@ -266,7 +334,7 @@ def build_card_features(
             blocks = collapsible_days(conn, registry, source, where, read)
             # The table's row order means nothing (readers order or filter): letting DuckDB insert
             # in any order lets both threads write row groups at once.
-            with insertion_order(conn, preserve=False):
+            with insertion_order(conn, preserve=False), derived_functions(conn, registry):
                 conn.execute(
                     f"INSERT INTO {TABLE} BY NAME " + feature_sql(registry, source, where, blocks),
                     read,
@@ -342,18 +410,12 @@ def online_features(
             {"transaction_id": transaction["transaction_id"]},
         )
         blocks = collapsible_days(conn, registry, "context", where, params)
-        result = conn.execute(feature_sql(registry, "context", where, blocks), params).df()
-    if len(result) != 1:
+        with derived_functions(conn, registry):
+            sql = feature_sql(registry, "context", where, blocks)
+            rows = conn.execute(sql, params).to_arrow_table().to_pylist()
+    if len(rows) != 1:
         raise ValueError(
-            f"transaction {transaction['transaction_id']!r} appears {len(result)} times in the "
+            f"transaction {transaction['transaction_id']!r} appears {len(rows)} times in the "
             "history and the new transaction together; transaction ids must be unique"
         )
-    row = result.iloc[0]
-    return {f.name: _python(row[f.name]) for f in registry.enabled}
-
-
-def _python(value: Any) -> Any:
-    """A pandas/numpy scalar as a plain Python value (None for missing)."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    return value.item() if hasattr(value, "item") else value
+    return {f.name: rows[0][f.name] for f in registry.enabled}

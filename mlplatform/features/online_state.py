@@ -10,26 +10,30 @@ compile to two parts:
    (:class:`~mlplatform.features.card_state.CardState`: its events of the windows in day
    tiles with partial aggregates) and the merchants' daily partials (:class:`FeatureState`),
    exactly: decimals as scaled integers, the per-event inputs from the offline SQL itself
-   (:func:`~mlplatform.features.offline.event_columns`), frames with the SQL's bounds
+   (:func:`~mlplatform.features.offline.event_columns`) or its Python twin
+   (:func:`~mlplatform.features.events.event_values`), frames with the SQL's bounds
    (same-microsecond peers included, the sequence ordered by time and
-   ``hash(transaction_id)``).
-2. Every declared expression is then evaluated on those values, from the same SQL text as
-   offline (:meth:`CompiledFeatures.features`, or DuckDB: :meth:`CompiledFeatures.projection_sql`).
+   ``hash(transaction_id)``), then typed as the offline SQL casts them
+   (:func:`aggregate_cast`).
+2. The derived features' functions (:mod:`~mlplatform.features.derived`) then run over
+   those values, the same functions as offline (:meth:`CompiledFeatures.features`).
 
 So a feature is still declared once; parity with the offline table is tested to the bit.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from mlplatform.features.card_state import (
     DAY_US,
@@ -48,10 +52,12 @@ from mlplatform.features.declarations import (
     FeatureRegistry,
     UnsupportedAggregation,
     Window,
+    struct_fields,
 )
+from mlplatform.features.derived import derive_all
+from mlplatform.features.events import as_double, epoch_micros
 from mlplatform.features.offline import event_columns
-from mlplatform.warehouse.connection import read_sql, sql_literal
-from mlplatform.warehouse.sql_expressions import ExpressionCompiler, Unsupported, epoch_micros
+from mlplatform.warehouse.connection import read_sql
 
 _DECIMAL = re.compile(r"DECIMAL\((\d+),(\d+)\)")
 # The columns of an event record before its arguments (see FeatureState).
@@ -101,10 +107,10 @@ class DailyPartial:
 
 
 class CompiledFeatures:
-    """The enabled features of ``registry`` as window aggregates plus one SQL projection.
+    """The enabled features of ``registry`` as window aggregates plus derived functions.
 
     ``conn`` is any DuckDB connection: the aggregates' SQL types are read from it (the same
-    expressions over an empty input), so the projection casts each value exactly as the
+    expressions over an empty input), so each value is held and typed exactly as the
     offline query types it.
     """
 
@@ -140,7 +146,7 @@ class CompiledFeatures:
         #: Fields of each struct argument: fetched as columns (DuckDB's conversion of
         #: structs to Python is slow), put together again by :meth:`fetch_records`.
         self.struct_fields = {
-            argument: _struct_fields(sql_type)
+            argument: struct_fields(sql_type)
             for argument, sql_type in zip(self.arguments, argument_types, strict=True)
             if sql_type.startswith("STRUCT(")
         }
@@ -155,30 +161,38 @@ class CompiledFeatures:
         self.layout, self.plans = _state_layout(
             self, dict(zip(self.arguments, argument_types, strict=True))
         )
-        #: The features compiled to Python, or None with ``unsupported`` saying why (then
-        #: every request's features are projected by DuckDB: a fallback that is logged and
-        #: counted, see :class:`~mlplatform.serving.online.OnlineFeatures`).
-        self.evaluators, self.unsupported = _evaluators(self, conn)
+        #: The framed aggregates typed to their features' dtypes, in Python.
+        self._casts = tuple(
+            (a.name, aggregate_cast(a.name, a.sql_type, dtype))
+            for a in self.aggregates
+            if (dtype := registry.by_name[a.name].dtype)
+        )
+        self._inputs = registry.derived_inputs()
+        self._derived = tuple(f for f in registry.enabled if f.derive)
+        self._outputs = (*KEY_COLUMNS, *(f.name for f in registry.enabled))
 
-    def features(self, rows: Sequence[Mapping[str, Any]], values: Sequence[Sequence[Any]]):
-        """The features of ``rows`` (input columns) given their aggregate ``values``, as
-        dicts of the key columns and features: the declarations' SQL compiled to Python
-        (:mod:`~mlplatform.warehouse.sql_expressions`); None when some expression is not
-        supported there (then use :meth:`projection_sql`)."""
-        if self.evaluators is None:
-            return None
+    def features(
+        self, rows: Sequence[Mapping[str, Any]], values: Sequence[Sequence[Any]]
+    ) -> list[dict[str, Any]]:
+        """The features of ``rows`` (input columns) given their aggregate ``values`` (as
+        :meth:`FeatureState.aggregates` returns them), as dicts of the key columns and
+        features: the framed aggregates typed (:func:`aggregate_cast`), then the derived
+        features' functions over the rows' arrays, as offline."""
         names = [*(a.name for a in self.aggregates), *(p.feature.name for p in self.daily)]
-        result = []
+        envs = []
         for row, row_values in zip(rows, values, strict=True):
             env = {**row, **dict(zip(names, row_values[1:], strict=True))}
-            for name, evaluate in self.evaluators:
-                env[name] = evaluate(env)
-            result.append({c: env[c] for c in (*KEY_COLUMNS, *self._outputs)})
-        return result
-
-    @property
-    def _outputs(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.registry.enabled)
+            for name, cast in self._casts:
+                env[name] = cast(env[name])
+            envs.append(env)
+        columns = {
+            name: _input_array([_input_value(env, name, kind) for env in envs], kind)
+            for name, kind in self._inputs.items()
+        }
+        for name, (derived, nulls) in derive_all(self._derived, columns).items():
+            for env, value, null in zip(envs, derived.tolist(), nulls.tolist(), strict=True):
+                env[name] = None if null else value
+        return [{c: env[c] for c in self._outputs} for env in envs]
 
     def records_sql(self, source: str) -> str:
         """SELECT of the event records of ``source`` (a table with the input columns): the
@@ -253,58 +267,6 @@ class CompiledFeatures:
             f"FROM ({event_columns(self.registry, source)}) GROUP BY ALL"
         )
 
-    def projection_sql(self, rows: str, values: Sequence[Sequence[Any]]) -> str:
-        """The features of the rows of ``rows`` (a relation with ``row_idx`` and the input
-        columns) given each row's aggregate ``values`` (as :meth:`FeatureState.aggregates`
-        returns them), computed by the declarations' SQL; ordered by ``row_idx``."""
-        typed = [*(a.sql_type for a in self.aggregates), *(p.sql_type for p in self.daily)]
-        names = [*(a.name for a in self.aggregates), *(p.feature.name for p in self.daily)]
-        tuples = ", ".join(
-            "(" + ", ".join([str(i), *map(_literal, row, typed)]) + ")"
-            for i, row in zip((r[0] for r in values), (r[1:] for r in values), strict=True)
-        )
-        typed = ", ".join(
-            f"CAST({a.name} AS {dtype}) AS {a.name}"
-            for a in self.aggregates
-            if (dtype := self.registry.by_name[a.name].dtype)
-        )
-        framed = f" REPLACE ({typed})" if typed else ""
-        outputs = ",\n    ".join(
-            f.name if f.over else f"CAST({f.expression()} AS {f.dtype}) AS {f.name}"
-            for f in self.registry.enabled
-        )
-        return f"""WITH aggregates(row_idx, {", ".join(names)}) AS (VALUES {tuples}),
-windowed AS (
-    SELECT *{framed}
-    FROM {rows} JOIN aggregates USING (row_idx)
-)
-SELECT row_idx, {", ".join(KEY_COLUMNS)},
-    {outputs}
-FROM windowed
-ORDER BY row_idx"""
-
-
-def _evaluators(
-    compiled: CompiledFeatures, conn: duckdb.DuckDBPyConnection
-) -> tuple[list[tuple[str, Any]] | None, str | None]:
-    """(name, function) of each computed feature in evaluation order: the framed window
-    features, then the expressions of the others, as the offline SELECT orders them; or
-    None and the construct that does not compile."""
-    compiler = ExpressionCompiler(conn, read_sql("macros"))
-    registry = compiled.registry
-    try:
-        framed = [
-            (a.name, compiler.compile(f"CAST({a.name} AS {dtype})"))
-            for a in compiled.aggregates
-            if (dtype := registry.by_name[a.name].dtype)
-        ]
-        derived = [
-            (f.name, compiler.compile(f.expression())) for f in registry.enabled if not f.over
-        ]
-    except Unsupported as error:
-        return None, str(error)
-    return framed + derived, None
-
 
 def _sql_types(
     conn: duckdb.DuckDBPyConnection, registry: FeatureRegistry, expressions: list[str]
@@ -326,33 +288,6 @@ def _sql_types(
     finally:
         cursor.close()
     return [str(t).replace(", ", ",") if t.startswith("DECIMAL") else str(t) for t in row]
-
-
-def _literal(value: Any, sql_type: str) -> str:
-    """``value`` as an SQL expression of type ``sql_type`` (exactly: text casts)."""
-    if value is None:
-        return f"CAST(NULL AS {sql_type})"
-    if isinstance(value, dict):
-        fields = _struct_fields(sql_type)
-        inner = ", ".join(
-            f"{sql_literal(k)}: {_literal(value.get(k), t)}" for k, t in fields.items()
-        )
-        return f"CAST({{{inner}}} AS {sql_type})"
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, float):
-        text = repr(value)
-    elif isinstance(value, datetime | date):
-        text = value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
-    else:
-        text = str(value)
-    return f"CAST({sql_literal(text)} AS {sql_type})"
-
-
-def _struct_fields(sql_type: str) -> dict[str, str]:
-    """``STRUCT(a TIMESTAMP, b DOUBLE)`` -> ``{"a": "TIMESTAMP", "b": "DOUBLE"}``."""
-    inner = sql_type[sql_type.index("(") + 1 : -1]
-    return dict(part.strip().split(" ", 1) for part in inner.split(","))
 
 
 def _state_layout(
@@ -504,8 +439,8 @@ class FeatureState:
     def aggregates(self, records: Sequence[tuple]) -> list[list[Any]]:
         """The aggregate values of each new event of ``records`` (request order), over the
         held events plus all of ``records`` (an id held already is the new event's, not
-        history). Each row: the record's position, then the values in the order of
-        :meth:`CompiledFeatures.projection_sql`."""
+        history). Each row: the record's position, then the framed aggregates' values and
+        the daily ones', in the order :meth:`CompiledFeatures.features` reads them."""
         events = [self.event(r) for r in records]
         request: dict[str, list[tuple]] = {}
         for record, event in zip(records, events, strict=True):
@@ -613,6 +548,43 @@ class FeatureState:
             if values is not None and values[index] is not None:
                 total += values[index]
         return total
+
+
+def aggregate_cast(name: str, sql_type: str, dtype: str) -> Callable[[Any], Any]:
+    """The Python twin of the offline SQL's ``CAST(aggregate AS dtype)`` of the framed
+    aggregate ``name`` (of DuckDB type ``sql_type``): decimal sums and doubles to DOUBLE,
+    integer counts to an integer type; any other pair is refused when the registry
+    compiles, naming the feature."""
+    if dtype == "DOUBLE" and (sql_type == "DOUBLE" or sql_type.startswith("DECIMAL(")):
+        return as_double
+    if dtype in _INTEGERS and sql_type in _INTEGERS:
+        return _integer
+    raise UnsupportedAggregation(f"{name}: no online CAST of {sql_type} AS {dtype}")
+
+
+_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT")
+
+
+def _integer(value: int | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _input_value(env: Mapping[str, Any], name: str, kind: str) -> Any:
+    """A derived feature's input from a row's values (see :mod:`~mlplatform.features.derived`:
+    numbers as doubles, times as microseconds, NULL as NaN; text as it is)."""
+    column, _, field = name.partition(".")
+    value = env[column]
+    if field and value is not None:
+        value = value[field]
+    if kind == "text":
+        return value
+    if value is None:
+        return math.nan
+    return float(epoch_micros(value)) if kind == "time" else as_double(value)
+
+
+def _input_array(values: list[Any], kind: str) -> np.ndarray:
+    return np.array(values, dtype=object if kind == "text" else float)
 
 
 def _order(event: tuple) -> tuple[int, int]:

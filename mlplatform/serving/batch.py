@@ -21,11 +21,10 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from mlplatform.features.declarations import sql_literal
 from mlplatform.features.offline import TABLE as FEATURES_TABLE
 from mlplatform.ml.models import FeatureSpec
 from mlplatform.serving.model import ModelHandle
-from mlplatform.warehouse.connection import read_sql, transactions
+from mlplatform.warehouse.connection import read_sql, sql_literal, transactions
 
 TABLE = "ml.predictions"
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}

@@ -36,7 +36,6 @@ from mlplatform.settings import Settings
 from mlplatform.warehouse.connection import read_sql, sql_literal, transaction
 from mlplatform.warehouse.pii import hmac_pads, mask_card_like_digits
 from mlplatform.warehouse.row_program import RowProgram, request_text
-from mlplatform.warehouse.sql_expressions import Unsupported
 
 
 @dataclass(frozen=True)
@@ -76,18 +75,17 @@ class FeatureBatch:
     features_ms: float
     records: list[tuple] = field(repr=False, default_factory=list)
     #: The stages that took DuckDB's route instead of Python's, with why: (stage, reason),
-    #: stage ``rows`` (rules and curation) or ``features`` (the projection). Empty: Python's.
+    #: stage ``rows`` (rules and curation; features are always Python's). Empty: Python's.
     fallbacks: tuple[tuple[str, str], ...] = ()
     #: Reading the cards' state (in memory, or from Redis: then ``pending`` is the read,
     #: committed by :meth:`OnlineFeatures.record`).
     state_ms: float = 0.0
     pending: Pending | None = field(repr=False, default=None)
-    projected: pd.DataFrame | None = field(repr=False, default=None)  # DuckDB's route
 
     @cached_property
     def frame(self) -> pd.DataFrame:
-        """:attr:`rows` as a DataFrame (DuckDB's own frame on its route)."""
-        return pd.DataFrame(self.rows) if self.projected is None else self.projected
+        """:attr:`rows` as a DataFrame."""
+        return pd.DataFrame(self.rows)
 
 
 @dataclass(frozen=True)
@@ -150,7 +148,7 @@ class OnlineFeatures:
 
     ``preload`` reads every card of the store when it is (re)attached, so that no request
     waits for its card's events (a service does; ad-hoc scoring reads only its cards).
-    ``compiled_rows`` runs the landing rules and curation of a request compiled to Python
+    ``compiled_rows`` runs the landing rules and curation of a request in Python
     (:class:`~mlplatform.warehouse.row_program.RowProgram`); False runs ingestion's SQL
     files in DuckDB for every request (the reference the compiled rows are tested against).
 
@@ -195,10 +193,8 @@ class OnlineFeatures:
         # The connection a store load writes the reference table with (from its own thread).
         self._loader = self._mem.cursor()
         self.state = FeatureState(self.compiled)
-        self._program, self._no_program = (
-            _row_program(self._mem, self.compiled, pii_key, max_amount)
-            if compiled_rows
-            else (None, ROWS_NOT_COMPILED)
+        self._program = (
+            RowProgram(ONLINE_CONTRACT, registry, max_amount, pii_key) if compiled_rows else None
         )
         self._reference: dict[str, tuple[Any, Any]] = {}
         self._loaded: frozenset[str] | set[str] = set()
@@ -341,14 +337,7 @@ class OnlineFeatures:
             state = pending.state
         read = time.perf_counter()
         try:
-            values = state.aggregates(records)
-            features = self.compiled.features(rows, values)
-            projected = None
-            if features is None:  # the projection in DuckDB (its rows are in online_rows)
-                fallbacks.append(("features", f"not compiled: {self.compiled.unsupported}"))
-                sql = self.compiled.projection_sql("online_rows", values)
-                projected = self._mem.execute(sql).df().drop(columns="row_idx")
-                features = projected.to_dict("records")
+            features = self.compiled.features(rows, state.aggregates(records))
         except BaseException:
             if pending is not None:
                 self.shared.release(pending)
@@ -368,7 +357,6 @@ class OnlineFeatures:
             tuple(fallbacks),
             (read - validated) * 1000,
             pending,
-            projected,
         )
 
     def _compiled_rows(
@@ -377,7 +365,7 @@ class OnlineFeatures:
         """Records and input rows of the request by the compiled row program, or why the
         request needs DuckDB (:class:`NotPlain`: which kind of value, never the value)."""
         if self._program is None:
-            return self._no_program
+            return ROWS_NOT_COMPILED
         if not transactions:
             return "an empty request"  # refused by the SQL route's own rule
         try:
@@ -608,20 +596,6 @@ def _future(times: Iterable[tuple[int, datetime]]) -> list[RowError]:
 def _refuse(errors: list[RowError]) -> None:
     if errors:
         raise InvalidTransactions(sorted(errors, key=lambda e: e.index))
-
-
-def _row_program(
-    mem: duckdb.DuckDBPyConnection, compiled: CompiledFeatures, key: bytes, max_amount: float
-) -> tuple[RowProgram | None, str]:
-    """The request's rows in Python, when the features and their event columns compile (else
-    None and why: every request then runs ingestion's SQL in DuckDB, which its features need
-    too)."""
-    if compiled.evaluators is None:
-        return None, f"features not compiled: {compiled.unsupported}"
-    try:
-        return RowProgram(mem, ONLINE_CONTRACT, compiled.registry, max_amount, key), ""
-    except Unsupported as error:
-        return None, f"event columns not compiled: {error}"
 
 
 def _json(value: Any) -> Any:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import duckdb
 
-from mlplatform.features.declarations import FeatureRegistry, sql_literal
-from mlplatform.warehouse.connection import read_sql
+from mlplatform.features.declarations import FeatureRegistry
+from mlplatform.warehouse.connection import read_sql, sql_literal
 
 #: The store's tables (schema-qualified, as in the warehouse).
 TABLES = ("curated.transactions", "raw.card_reference", "online.store_info")

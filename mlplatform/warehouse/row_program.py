@@ -18,11 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import duckdb
-
 from mlplatform.contract import CANONICAL_COLUMNS, Contract
 from mlplatform.features.declarations import COORDINATES, FeatureRegistry
-from mlplatform.features.offline import event_columns
+from mlplatform.features.events import event_values
 from mlplatform.ingestion.duckdb_functions import (
     NotPlain,
     category_name,
@@ -33,23 +31,19 @@ from mlplatform.ingestion.duckdb_functions import (
     upper,
 )
 from mlplatform.ingestion.row_rules import first_violation, rules, typed_values
-from mlplatform.warehouse.connection import read_sql
 from mlplatform.warehouse.pii import card_pseudonym
-from mlplatform.warehouse.sql_expressions import ExpressionCompiler
 
 #: ``CASE upper(gender) WHEN ...`` of the curation.
 _GENDERS = {"F": "F", "FEMALE": "F", "M": "M", "MALE": "M"}
 
 
 class RowProgram:
-    """Rules, pseudonymisation, raw projection, curation and event columns of online rows.
-
-    ``conn`` parses the feature SQL's event columns (with the macros of ``macros.sql``).
-    """
+    """Rules, pseudonymisation, raw projection, curation and event columns of online rows
+    (the feature SQL's event columns by their Python twin,
+    :func:`~mlplatform.features.events.event_values`)."""
 
     def __init__(
         self,
-        conn: duckdb.DuckDBPyConnection,
         contract: Contract,
         registry: FeatureRegistry,
         max_amount: float,
@@ -58,11 +52,7 @@ class RowProgram:
         self._key = pii_key
         self._typed = typed_values(contract)
         self._rules = rules(contract, max_amount)
-        compiler = ExpressionCompiler(conn, read_sql("macros"))
-        # hash() is DuckDB's own: the caller asks DuckDB for the transaction hashes
-        self._events = compiler.compile_select(
-            event_columns(registry, "events"), skip=("transaction_hash",)
-        )
+        self._registry = registry
 
     def run(
         self,
@@ -85,7 +75,7 @@ class RowProgram:
         curated = []
         for row in checked:
             out = curated_row(row, card_pseudonym(row["card_number"], self._key), reference)
-            out.update((name, f(out)) for name, f in self._events)
+            out.update(event_values(self._registry, out))
             curated.append(out)
         events = {(r["card_id"], r["event_time"], r["amount"], r["merchant"]) for r in curated}
         if len(events) < len(curated):
