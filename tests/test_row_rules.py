@@ -24,6 +24,7 @@ from mlplatform.ingestion.duckdb_functions import (
     haversine_km,
     lower,
     round_double,
+    text_hash,
     trim,
     try_cast_number,
     try_strptime,
@@ -480,3 +481,16 @@ def test_curated_rows_in_python_equal_the_curation_sqls_on_edge_values():
         for column in INPUT_COLUMNS:
             assert _same(python[column], sql[column]), (column, python[column], sql[column])
         assert python["rowid"] == 0
+
+
+def test_text_hash_is_duckdbs_hash_of_a_varchar(conn: duckdb.DuckDBPyConnection):
+    """Every length around the 8-byte blocks and DuckDB's 12-byte inlined strings, ASCII and
+    not (the hash orders same-microsecond events: a different one reorders them online)."""
+    rng = random.Random(11)
+    alphabet = "abcXYZ019-_ \u00e9\u00df\u6771\u4eac\U0001f600\u0301"
+    texts = ["", "a", "de68d9b3dd6bbc882e420177ec4e706a", "\u00a0", *(
+        "".join(rng.choice(alphabet) for _ in range(length))
+        for length in [*range(1, 40), 64, 100, 1000] for _ in range(5)
+    )]  # fmt: skip
+    duckdbs = conn.execute("SELECT hash(t) FROM unnest($texts) AS u(t)", {"texts": texts})
+    assert [h for (h,) in duckdbs.fetchall()] == [text_hash(t) for t in texts]

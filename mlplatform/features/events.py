@@ -79,7 +79,8 @@ def decimal_of_double(value: float | None, scale: int, width: int) -> Decimal | 
 def event_values(registry: FeatureRegistry, row: Mapping[str, Any]) -> dict[str, Any]:
     """The event columns of one curated row (its input columns), as
     :func:`~mlplatform.features.offline.event_columns` computes them, without
-    ``transaction_hash`` (DuckDB's ``hash()``: ask DuckDB) and ``row_key``."""
+    ``transaction_hash`` (DuckDB's ``hash()``:
+    :func:`~mlplatform.ingestion.duckdb_functions.text_hash`) and ``row_key``."""
     amount = decimal_of_double(row["amount"], AMOUNT_SCALE, AMOUNT_WIDTH)
     discretionary = row["category"] in registry.discretionary_categories
     event_time: datetime = row["event_time"]

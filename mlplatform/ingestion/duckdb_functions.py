@@ -187,3 +187,22 @@ def _one(mapped: str) -> str:
 def day_text(day: date) -> str:
     """DuckDB's text of a DATE (as ``'...' || partition_date`` writes it)."""
     return day.isoformat()
+
+
+_WORD = (1 << 64) - 1
+_MULTIPLIER = 0xD6E8FEB86659FD93
+
+
+def text_hash(text: str) -> int:
+    """DuckDB's ``hash()`` of a VARCHAR (a UBIGINT): its UTF-8 bytes folded eight at a time
+    (little-endian, the last block zero-padded) into a seed of their length, then mixed.
+    Online, a request's transaction hashes (the order of same-microsecond events) without a
+    query: planning one cost ~0.4 ms of each request."""
+    data = text.encode()
+    size = len(data)
+    h = 0xE17A1465 ^ (size * 0xC6A4A7935BD1E995 & _WORD)
+    for start in range(0, size, 8):
+        h = (h ^ int.from_bytes(data[start : start + 8], "little")) * _MULTIPLIER & _WORD
+    for _ in range(2):
+        h = (h ^ h >> 32) * _MULTIPLIER & _WORD
+    return h ^ h >> 32

@@ -28,7 +28,7 @@ import pandas as pd
 from mlplatform.contract import CANONICAL_COLUMNS, Contract
 from mlplatform.features.declarations import INPUT_COLUMNS, FeatureRegistry
 from mlplatform.features.online_state import CompiledFeatures, FeatureState, as_records
-from mlplatform.ingestion.duckdb_functions import NotPlain
+from mlplatform.ingestion.duckdb_functions import NotPlain, text_hash
 from mlplatform.ingestion.row_rules import pseudonyms_sql, typed_columns, violation
 from mlplatform.serving.prediction_log import PredictionLog
 from mlplatform.serving.shared_state import Pending, Published, RedisState
@@ -377,11 +377,7 @@ class OnlineFeatures:
             for i, v in violations
         ]
         _refuse(errors + _future(times))
-        hashes = self._mem.execute(
-            "SELECT hash(id) FROM unnest($ids) AS t(id)",
-            {"ids": [row["transaction_id"] for row in curated]},
-        ).fetchall()
-        records = [self.compiled.record(row, h) for row, (h,) in zip(curated, hashes, strict=True)]
+        records = [self.compiled.record(row, text_hash(row["transaction_id"])) for row in curated]
         return records, [{c: row[c] for c in INPUT_COLUMNS} for row in curated]
 
     def _duckdb_rows(

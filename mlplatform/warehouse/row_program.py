@@ -61,8 +61,9 @@ class RowProgram:
     ) -> tuple[list[tuple[int, dict[str, Any]]], list[dict[str, Any]], list[tuple[int, Any]]]:
         """``(violations, curated, times)``: (index, ``{'rule', 'column', 'detail'}``) of
         each row that breaks a rule; when none does, each row as a curated row plus its
-        event columns (``event_us``, ``amount_exact`` ...; no ``transaction_hash``: that is
-        DuckDB's hash); and (index, event time) of the rows that break none.
+        event columns (``event_us``, ``amount_exact`` ...; ``transaction_hash`` is the
+        caller's: :func:`~mlplatform.ingestion.duckdb_functions.text_hash`); and (index,
+        event time) of the rows that break none.
         ``reference`` maps a card pseudonym to its (credit limit, income band)."""
         checked = [self._check(i, t) for i, t in enumerate(transactions)]
         violations = [(i, row["violation"]) for i, row in enumerate(checked) if row["violation"]]
