@@ -820,7 +820,7 @@ def test_curation_reconciles_with_raw(tmp_path: Path, contract: Contract) -> Non
 
     curated = curate_partition(conn, DAY)
     assert (curated.raw_rows, curated.curated_rows, curated.duplicates_removed) == (12, 9, 3)
-    assert expected_curated_rows(conn, DAY) == curated.curated_rows
+    assert expected_curated_rows(conn, [DAY]) == {DAY: curated.curated_rows}
     kept = {
         r for (r,) in conn.execute("SELECT transaction_id FROM curated.transactions").fetchall()
     }

@@ -8,13 +8,13 @@ import dagster as dg
 import duckdb
 
 from mlplatform.assets.cost import WAREHOUSE_POOL, with_compute_cost
-from mlplatform.assets.metadata import table_metadata
+from mlplatform.assets.metadata import partitions_metadata, table_metadata
 from mlplatform.assets.partitions import daily_partitions
 from mlplatform.assets.quality_checks import (
     TRANSACTION_CHECKS,
     check_results,
     check_specs,
-    validate_partition,
+    validate_partitions,
 )
 from mlplatform.ingestion import IngestionResult, ingest_partitions, load_card_reference
 from mlplatform.resources import LandingZoneResource, WarehouseResource
@@ -117,7 +117,7 @@ def raw_transactions(
     keys = list(context.partition_keys)
     with warehouse.connection() as conn:
         loaded, problems = _ingest_days(context, conn, landing, keys)
-        per_partition = {key: _partition_metadata(conn, result) for key, result in loaded.items()}
+        per_partition = _partitions_metadata(conn, loaded)
         if problems:
             # What did load is in the warehouse: say so in Dagster too, then fail the run.
             for key, metadata in per_partition.items():
@@ -131,17 +131,14 @@ def raw_transactions(
                     "partitions_loaded": list(loaded),
                 },
             )
-        reports = {
-            key: validate_partition(
-                conn,
-                table="raw.transactions",
-                columns=RAW_TRANSACTION_COLUMNS,
-                partition_date=result.partition_date,
-                contract=landing.contract,
-                max_amount=settings.max_amount,
-            )
-            for key, result in loaded.items()
-        }
+        reports = validate_partitions(
+            conn,
+            table="raw.transactions",
+            columns=RAW_TRANSACTION_COLUMNS,
+            partition_dates=[result.partition_date for result in loaded.values()],
+            contract=landing.contract,
+            max_amount=settings.max_amount,
+        )
     return partitions_result(
         context,
         per_partition,
@@ -158,7 +155,11 @@ def raw_transactions(
                 ],
             ),
         },
-        check_results(reports, "raw_transactions", TRANSACTION_CHECKS),
+        check_results(
+            {day.isoformat(): report for day, report in reports.items()},
+            "raw_transactions",
+            TRANSACTION_CHECKS,
+        ),
     )
 
 
@@ -197,9 +198,12 @@ def _ingest_days(
         key = partition_date.isoformat()
         problems[key] = f"rejected {rejected}"
         context.log.error("%s: %s", key, problems[key])
-    loaded: dict[str, IngestionResult] = {}
-    for partition_date, result in results.items():
-        for outcome in result.files:
+    loaded = {day.isoformat(): result for day, result in results.items()}
+    # Each log line is an event in the run's log: one line for the run, plus one per file
+    # with quarantined rows (every file's figures are in the materialization's metadata).
+    outcomes = [outcome for result in loaded.values() for outcome in result.files]
+    for outcome in outcomes:
+        if outcome.rows_quarantined:
             context.log.info(
                 "%s: read %d, loaded %d, quarantined %d",
                 outcome.file,
@@ -207,21 +211,35 @@ def _ingest_days(
                 outcome.rows_loaded,
                 outcome.rows_quarantined,
             )
-        loaded[partition_date.isoformat()] = result
+    context.log.info(
+        "%d file(s) of %d partition(s): read %d, loaded %d, quarantined %d",
+        len(outcomes),
+        len(loaded),
+        sum(o.rows_read for o in outcomes),
+        sum(o.rows_loaded for o in outcomes),
+        sum(o.rows_quarantined for o in outcomes),
+    )
     return loaded, dict(sorted(problems.items()))
 
 
-def _partition_metadata(
-    conn: duckdb.DuckDBPyConnection, result: IngestionResult
-) -> dict[str, object]:
+def _partitions_metadata(
+    conn: duckdb.DuckDBPyConnection, loaded: dict[str, IngestionResult]
+) -> dict[str, dict[str, object]]:
+    if not loaded:
+        return {}
+    days = [result.partition_date for result in loaded.values()]
+    tables = partitions_metadata(conn, "raw.transactions", days)
     return {
-        **table_metadata(conn, "raw.transactions", result.partition_date),
-        "files": [f.file for f in result.files],
-        "rows_read": result.rows_read,
-        "rows_loaded": result.rows_loaded,
-        "rows_quarantined": result.rows_quarantined,
-        "quarantine_reasons": dg.MetadataValue.json(result.quarantine_reasons),
-        "sha256": dg.MetadataValue.json({f.file: f.sha256 for f in result.files}),
+        key: {
+            **tables[result.partition_date],
+            "files": [f.file for f in result.files],
+            "rows_read": result.rows_read,
+            "rows_loaded": result.rows_loaded,
+            "rows_quarantined": result.rows_quarantined,
+            "quarantine_reasons": dg.MetadataValue.json(result.quarantine_reasons),
+            "sha256": dg.MetadataValue.json({f.file: f.sha256 for f in result.files}),
+        }
+        for key, result in loaded.items()
     }
 
 

@@ -39,6 +39,7 @@ from mlplatform.ingestion.quality import (
     QualityReport,
     Rule,
     transaction_rules,
+    validate_days,
     validate_frame,
 )
 
@@ -70,5 +71,6 @@ __all__ = [
     "loaded_files",
     "partition_date_of",
     "transaction_rules",
+    "validate_days",
     "validate_frame",
 ]
