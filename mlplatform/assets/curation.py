@@ -102,6 +102,13 @@ def curated_transactions(
             "range_raw_rows": sum(r.raw_rows for r in curated.values()),
             "range_duplicates_removed": sum(r.duplicates_removed for r in curated.values()),
             "range_rows_curated": sum(r.curated_rows for r in curated.values()),
+        },
+        check_results(
+            {day.isoformat(): report for day, report in reports.items()},
+            "curated_transactions",
+            CURATED_CHECKS,
+        ),
+        {
             "range_by_partition": markdown_table(
                 ["partition", "raw", "duplicates removed", "curated", "with reference"],
                 [
@@ -110,9 +117,4 @@ def curated_transactions(
                 ],
             ),
         },
-        check_results(
-            {day.isoformat(): report for day, report in reports.items()},
-            "curated_transactions",
-            CURATED_CHECKS,
-        ),
     )

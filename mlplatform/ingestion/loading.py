@@ -213,7 +213,7 @@ def _ingest_batch(
                 )
             )
         finished = datetime.now()
-        log = pd.concat([log_frame(outcomes[day], day, started, finished, run_id) for day in days])
+        log = log_frame(outcomes, started, finished, run_id)
         conn.register("quarantine_frame", quarantine.drop(columns="file_id"))
         conn.register("log_frame", log)
         params = {"days": days}
@@ -234,13 +234,14 @@ def _ingest_batch(
         finally:
             conn.unregister("quarantine_frame")
             conn.unregister("log_frame")
+        reasons: dict[date, Counter[str]] = {day: Counter() for day in days}
+        for day, reason in zip(quarantine["partition_date"], quarantine["reason"], strict=True):
+            reasons[pd.Timestamp(day).date()][reason] += 1
         return {
             day: IngestionResult(
                 partition_date=day,
                 files=tuple(outcomes[day]),
-                quarantine_reasons=dict(
-                    Counter(quarantine.loc[quarantine["partition_date"] == day, "reason"])
-                ),
+                quarantine_reasons=dict(reasons[day]),
             )
             for day in days
         }, rejected
