@@ -227,6 +227,13 @@ def main() -> None:
     )
     parser.add_argument("--ref", help="with --sparse: also import with this commit's code")
     parser.add_argument(
+        "--event-cost",
+        type=int,
+        metavar="N",
+        help="instead: N partition materializations (metadata as raw_transactions gives a day) "
+        "written to a fresh instance (--dagster-storage): milliseconds per event",
+    )
+    parser.add_argument(
         "--dagster-storage",
         choices=("sqlite", "postgres", "postgres-unsynced"),
         default="sqlite",
@@ -235,6 +242,9 @@ def main() -> None:
         "defaults; unsynced: no fsync, commits not waited for, as the tests run it)",
     )
     args = parser.parse_args()
+    if args.event_cost:
+        _event_cost(args)
+        return
     if args.sparse:
         _sparse_import(args)
         return
@@ -334,6 +344,52 @@ def _sparse_history(folder: Path, cards: int, days: int) -> tuple[Path, int, int
 
 
 SPARSE_START = date(2010, 1, 1)
+
+
+def _event_cost(args: argparse.Namespace) -> None:
+    """Milliseconds per materialization event of a daily partition on a fresh instance,
+    its metadata shaped as a day of raw_transactions' (schema, preview, counts)."""
+    import dagster as dg
+    import pandas as pd
+
+    repo = Path(__file__).resolve().parents[1]
+    metadata = {
+        "dagster/table_name": "raw.transactions",
+        "dagster/row_count": 3,
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(f"column_{i}", "VARCHAR") for i in range(25)]
+        ),
+        "preview": dg.MetadataValue.md(
+            pd.DataFrame({f"column_{i}": ["a value"] * 3 for i in range(25)}).to_markdown()
+        ),
+        "rows_read": 3,
+        "rows_loaded": 3,
+        "rows_quarantined": 0,
+    }
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        postgres = (
+            stack.enter_context(_postgres(args.dagster_storage == "postgres"))
+            if args.dagster_storage != "sqlite"
+            else None
+        )
+        yaml = repo / ("platform/dagster.yaml" if postgres else "dagster.yaml")
+        shutil.copy(yaml, Path(tmp) / "dagster.yaml")
+        if postgres:
+            os.environ.update(postgres.dagster_env(postgres.create_database("events")))
+        with dg.DagsterInstance.from_config(tmp) as instance:
+            key = dg.AssetKey("raw_transactions")
+            started = time.perf_counter()
+            for n in range(args.event_cost):
+                day = date.fromordinal(SPARSE_START.toordinal() + n).isoformat()
+                instance.report_runless_asset_event(
+                    dg.AssetMaterialization(key, partition=day, metadata=metadata)
+                )
+            seconds = time.perf_counter() - started
+    per_event = seconds / args.event_cost * 1000
+    print(
+        f"{date.today()}  {args.event_cost:,} materializations, Dagster instance: "
+        f"{args.dagster_storage}: {per_event:.1f} ms per event"
+    )
 
 
 @contextlib.contextmanager

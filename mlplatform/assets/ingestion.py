@@ -184,12 +184,12 @@ def _ingest_days(
     settings = get_settings()
     problems: dict[str, str] = {}
     partitions: dict[date, list[Path]] = {}
-    for key in keys:
-        partition_date = date.fromisoformat(key)
-        files = landing.files_for(partition_date)
+    found = landing.files_by_day([date.fromisoformat(key) for key in keys])
+    for partition_date, files in found.items():
         if files:
             partitions[partition_date] = files
         else:
+            key = partition_date.isoformat()
             problems[key] = f"no landing file for {partition_date} in {landing.path}"
             context.log.error(problems[key])
     results, rejections = ingest_partitions(

@@ -29,6 +29,7 @@ from mlplatform.ingestion.files import (
     FileRejected,
     inspect_file,
     landing_files,
+    landing_files_by_day,
     partition_date_of,
 )
 from mlplatform.ingestion.history_import import ImportResult, RejectedRow, import_history
@@ -67,6 +68,7 @@ __all__ = [
     "landing_due_at",
     "landing_due_day",
     "landing_files",
+    "landing_files_by_day",
     "load_card_reference",
     "loaded_files",
     "partition_date_of",
