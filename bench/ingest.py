@@ -19,8 +19,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.postgres import Postgres
 
 
 def _peak_mb() -> float:
@@ -221,7 +226,25 @@ def main() -> None:
         "wall time, Dagster runs and seconds per day; e.g. --cards 3 --days 730",
     )
     parser.add_argument("--ref", help="with --sparse: also import with this commit's code")
+    parser.add_argument(
+        "--event-cost",
+        type=int,
+        metavar="N",
+        help="instead: N partition materializations (metadata as raw_transactions gives a day) "
+        "written to a fresh instance (--dagster-storage): milliseconds per event",
+    )
+    parser.add_argument(
+        "--dagster-storage",
+        choices=("sqlite", "postgres", "postgres-unsynced"),
+        default="sqlite",
+        help="with --sparse: the Dagster instance's storage: the embedded SQLite one, or "
+        "platform/dagster.yaml on a PostgreSQL cluster started for the run (durable: its "
+        "defaults; unsynced: no fsync, commits not waited for, as the tests run it)",
+    )
     args = parser.parse_args()
+    if args.event_cost:
+        _event_cost(args)
+        return
     if args.sparse:
         _sparse_import(args)
         return
@@ -323,8 +346,79 @@ def _sparse_history(folder: Path, cards: int, days: int) -> tuple[Path, int, int
 SPARSE_START = date(2010, 1, 1)
 
 
-def _import_ingest(folder: Path, history: Path, code: Path) -> dict:
-    """`mlplatform import --ingest` of ``history`` into a fresh home, with ``code``'s package."""
+def _event_cost(args: argparse.Namespace) -> None:
+    """Milliseconds per materialization event of a daily partition on a fresh instance,
+    its metadata shaped as a day of raw_transactions' (schema, preview, counts)."""
+    import dagster as dg
+    import pandas as pd
+
+    from mlplatform.demo import hold_connections
+
+    repo = Path(__file__).resolve().parents[1]
+    metadata = {
+        "dagster/table_name": "raw.transactions",
+        "dagster/row_count": 3,
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(f"column_{i}", "VARCHAR") for i in range(25)]
+        ),
+        "preview": dg.MetadataValue.md(
+            pd.DataFrame({f"column_{i}": ["a value"] * 3 for i in range(25)}).to_markdown()
+        ),
+        "rows_read": 3,
+        "rows_loaded": 3,
+        "rows_quarantined": 0,
+    }
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        postgres = (
+            stack.enter_context(_postgres(args.dagster_storage == "postgres"))
+            if args.dagster_storage != "sqlite"
+            else None
+        )
+        yaml = repo / ("platform/dagster.yaml" if postgres else "dagster.yaml")
+        shutil.copy(yaml, Path(tmp) / "dagster.yaml")
+        if postgres:
+            os.environ.update(postgres.dagster_env(postgres.create_database("events")))
+        with dg.DagsterInstance.from_config(tmp) as instance:
+            key = dg.AssetKey("raw_transactions")
+            per_event = {}
+            for held in (False, True):  # as Dagster opens it; as import and demo hold it
+                if held:
+                    hold_connections(instance)
+                started = time.perf_counter()
+                for n in range(args.event_cost):
+                    day = date.fromordinal(SPARSE_START.toordinal() + n + held * 10_000)
+                    instance.report_runless_asset_event(
+                        dg.AssetMaterialization(key, partition=day.isoformat(), metadata=metadata)
+                    )
+                per_event[held] = (time.perf_counter() - started) / args.event_cost * 1000
+    print(
+        f"{date.today()}  {args.event_cost:,} materializations, Dagster instance: "
+        f"{args.dagster_storage}: {per_event[False]:.1f} ms per event, "
+        f"{per_event[True]:.1f} ms with its connections held (hold_connections)"
+    )
+
+
+@contextlib.contextmanager
+def _postgres(durable: bool) -> Iterator[Postgres]:
+    """A PostgreSQL cluster for the run (tests/postgres.py's), on a free port."""
+    import socket
+
+    from tests.postgres import postgres_cluster
+
+    def free_port() -> int:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+
+    with postgres_cluster(free_port, durable=durable) as postgres:
+        yield postgres
+
+
+def _import_ingest(
+    folder: Path, history: Path, code: Path, dagster_env: dict[str, str] | None
+) -> dict:
+    """`mlplatform import --ingest` of ``history`` into a fresh home, with ``code``'s package;
+    its Dagster instance in SQLite, or in Postgres with ``dagster_env`` (platform/dagster.yaml)."""
     import dagster as dg
     import duckdb
 
@@ -332,7 +426,9 @@ def _import_ingest(folder: Path, history: Path, code: Path) -> dict:
     (home / "landing").mkdir(parents=True)
     shutil.copy(history.parent / "simulated" / "cards.csv", home / "landing" / "cards.csv")
     (home / "dagster").mkdir()
-    shutil.copy(code / "dagster.yaml", home / "dagster" / "dagster.yaml")
+    instance_yaml = code / "platform" / "dagster.yaml" if dagster_env else code / "dagster.yaml"
+    shutil.copy(instance_yaml, home / "dagster" / "dagster.yaml")
+    os.environ.update(dagster_env or {})  # this process reads the instance afterwards
     env = {
         **os.environ,
         "PYTHONPATH": str(code),
@@ -350,14 +446,28 @@ def _import_ingest(folder: Path, history: Path, code: Path) -> dict:
         raise SystemExit(f"import --ingest failed:\n{(done.stdout + done.stderr)[-3000:]}")
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         # the ingestion runs (history_ingestion; daily_ingestion before it), not the reference's
-        runs = sum(r.dagster_run.job_name != "reference_data" for r in instance.get_run_records())
+        ingestion = [
+            r.dagster_run.run_id
+            for r in instance.get_run_records()
+            if r.dagster_run.job_name != "reference_data"
+        ]
+        events = sum(
+            len(instance.get_records_for_run(run_id, limit=1_000_000).records)
+            for run_id in ingestion
+        )
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as conn:
         rows, days, first, last = conn.execute(
             "SELECT count(*), count(DISTINCT partition_date), min(partition_date), "
             "max(partition_date) FROM raw.transactions"
         ).fetchone()
-    return {"seconds": seconds, "runs": runs, "rows": rows, "days": days,
-            "span": (last - first).days + 1}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "runs": len(ingestion),
+        "events": events,
+        "rows": rows,
+        "days": days,
+        "span": (last - first).days + 1,
+    }
 
 
 def _sparse_import(args: argparse.Namespace) -> None:
@@ -385,18 +495,32 @@ def _sparse_import(args: argparse.Namespace) -> None:
             codes = {f"{args.ref} (reference)": folder / "ref", **codes}  # fmt: skip
         results = {}
         try:
-            for i, (name, code) in enumerate(codes.items()):
-                results[name] = _import_ingest(folder / f"run-{i}", history, code)
+            with contextlib.ExitStack() as stack:
+                postgres = (
+                    stack.enter_context(_postgres(args.dagster_storage == "postgres"))
+                    if args.dagster_storage != "sqlite"
+                    else None
+                )
+                for i, (name, code) in enumerate(codes.items()):
+                    database = postgres.create_database(f"run{i}") if postgres else None
+                    env = postgres.dagster_env(database) if postgres else None
+                    results[name] = _import_ingest(folder / f"run-{i}", history, code, env)
         finally:
             if args.ref:
                 subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force",
                                 str(folder / "ref")], check=False)  # fmt: skip
     print(f"{date.today()}  sparse history: {rows:,} rows of {args.cards} card(s), {with_rows} "
-          f"days with a purchase over {args.days} days, one extract")  # fmt: skip
-    print(f"{'code':<28}{'rows loaded':>12}{'days':>7}{'runs':>6}{'seconds':>9}{'s/day':>8}")
+          f"days with a purchase over {args.days} days, one extract; Dagster instance: "
+          f"{args.dagster_storage}")  # fmt: skip
+    print(
+        f"{'code':<28}{'rows loaded':>12}{'days':>7}{'runs':>6}{'seconds':>9}{'s/day':>8}"
+        f"{'events':>8}{'events/day':>12}"
+    )
     for name, r in results.items():
-        print(f"{name:<28}{r['rows']:>12,}{r['days']:>7}{r['runs']:>6}{r['seconds']:>9.1f}"
-              f"{r['seconds'] / r['span']:>8.3f}")  # fmt: skip
+        print(
+            f"{name:<28}{r['rows']:>12,}{r['days']:>7}{r['runs']:>6}{r['seconds']:>9.1f}"
+            f"{r['seconds'] / r['span']:>8.3f}{r['events']:>8,}{r['events'] / r['span']:>12.1f}"
+        )
     print(
         "targets: 20,000 rows on 6,000 days within 2 minutes; a range run's cost per day "
         "<= 20 ms (s/day: the whole import over the days of its span)"

@@ -186,11 +186,18 @@ def _ingest_days(settings: Settings, days: list[date]) -> None:
 
     from mlplatform.assets.partitions import consecutive_ranges
     from mlplatform.definitions import defs
-    from mlplatform.demo import print_ingestion_summary, recover_runs, run_job, run_range
+    from mlplatform.demo import (
+        hold_connections,
+        print_ingestion_summary,
+        recover_runs,
+        run_job,
+        run_range,
+    )
     from mlplatform.resources import WarehouseResource
 
     home = _dagster_home()
     instance = dg.DagsterInstance.get()
+    hold_connections(instance)
     recover_runs(instance, console)
     failures = [failure] if (failure := run_job(defs, instance, console, "reference_data")) else []
     failures += [

@@ -72,8 +72,11 @@ def _program(name: str) -> str:
 
 
 @contextmanager
-def postgres_cluster(free_port: Callable[[], int]) -> Iterator[Postgres]:
-    """A cluster that lives as long as the context; its log is in the error if it fails."""
+def postgres_cluster(free_port: Callable[[], int], *, durable: bool = False) -> Iterator[Postgres]:
+    """A cluster that lives as long as the context; its log is in the error if it fails.
+
+    Not ``durable`` (the tests'): no fsync, commits not waited for. ``durable``: PostgreSQL's
+    defaults, each commit flushed to disk before it returns (what a benchmark compares)."""
     root = Path(tempfile.mkdtemp(prefix="mlplatform-postgres-"))
     as_root = os.geteuid() == 0
     run_as = ["runuser", "-u", "postgres", "--"] if as_root else []
@@ -89,7 +92,7 @@ def postgres_cluster(free_port: Callable[[], int]) -> Iterator[Postgres]:
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     try:
-        postgres = _start(run_as, data, log, root, free_port)
+        postgres = _start(run_as, data, log, root, free_port, durable)
         yield postgres
     finally:
         subprocess.run(
@@ -100,15 +103,19 @@ def postgres_cluster(free_port: Callable[[], int]) -> Iterator[Postgres]:
 
 
 def _start(
-    run_as: list[str], data: Path, log: Path, socket_dir: Path, free_port: Callable[[], int]
+    run_as: list[str],
+    data: Path,
+    log: Path,
+    socket_dir: Path,
+    free_port: Callable[[], int],
+    durable: bool,
 ) -> Postgres:
     """Start the server on a free port (another, if a process took the port meanwhile)."""
     for _ in range(5):
         port = free_port()
-        options = (
-            f"-p {port} -c listen_addresses=127.0.0.1 -k {socket_dir} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off"
-        )
+        options = f"-p {port} -c listen_addresses=127.0.0.1 -k {socket_dir}"
+        if not durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         started = subprocess.run(
             [*run_as, _program("pg_ctl"), "-D", str(data), "-l", str(log), "-o", options,
              "-w", "-t", "60", "start"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from datetime import date, timedelta
@@ -10,7 +11,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from tests.conftest import PlatformHome, noise_lines
+from tests.conftest import PlatformHome, noise_lines, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -111,3 +112,45 @@ def test_demo_tells_the_story_history_training_then_each_day_scored_and_monitore
     else:
         assert scored == {} and drift_days == set()
         assert f"{daily[0]}  no champion yet: not scored" in completed.stdout
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_one_ctrl_c_stops_the_demo_keeping_the_loaded_days_whole(
+    platform_home: PlatformHome, signum: int
+) -> None:
+    """The demo's history run interrupted: the command says so and exits 130, that run
+    failed and no other started, and every day in the warehouse is whole (its logged rows
+    all there)."""
+    command = [sys.executable, "-m", "mlplatform.cli", "demo", "--cards", "30",
+               "--days", "40", "--history-days", "35"]  # fmt: skip
+    with dg.DagsterInstance.get() as instance:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            wait_until(
+                lambda: instance.get_run_records(
+                    dg.RunsFilter(
+                        job_name="daily_ingestion", statuses=[dg.DagsterRunStatus.STARTED]
+                    )
+                ),
+                "the history's range run to start",
+            )
+            process.send_signal(signum)
+            output, _ = process.communicate(timeout=120)
+        finally:
+            process.kill()
+        runs = instance.get_run_records()
+
+    assert process.returncode == 130, output[-3000:]
+    assert "stopped by Ctrl-C during daily_ingestion 2025-01-01 .. 2025-02-04" in output
+    assert "`mlplatform demo` again goes on from there" in output
+    ingestion = [r.dagster_run for r in runs if r.dagster_run.job_name == "daily_ingestion"]
+    assert [run.status for run in ingestion] == [dg.DagsterRunStatus.FAILURE]
+    assert not [r for r in runs if r.dagster_run.job_name == "training"]
+    with duckdb.connect(str(platform_home.warehouse), read_only=True) as conn:
+        loaded = conn.execute(
+            "SELECT l.partition_date, l.rows_loaded, (SELECT count(*) FROM raw.transactions t "
+            "WHERE t.partition_date = l.partition_date) FROM raw.ingestion_log l"
+        ).fetchall()
+    assert all(logged == in_table for _, logged, in_table in loaded), loaded

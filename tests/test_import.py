@@ -18,6 +18,9 @@ import dagster as dg
 import duckdb
 import pytest
 
+from mlplatform.assets.curation import curated_transactions
+from mlplatform.assets.features import card_features
+from mlplatform.assets.ingestion import raw_transactions
 from mlplatform.contract import load_contract
 from mlplatform.ingestion import RejectedRow, import_history, ingest_partitions, landing_files
 from mlplatform.settings import DEFAULT_CONTRACT
@@ -176,6 +179,24 @@ def test_import_with_ingest_loads_the_days_in_one_run_on_the_instance(
         assert run.dagster_run.status == dg.DagsterRunStatus.SUCCESS
         assert run.dagster_run.tags["dagster/asset_partition_range_start"] == "2025-01-01"
         assert run.dagster_run.tags["dagster/asset_partition_range_end"] == "2025-01-04"
+        # One planned event per asset for the range (not one per asset and day), then each
+        # day materialized by each asset.
+        events = instance.get_records_for_run(run.dagster_run.run_id, limit=10_000).records
+        planned = [
+            e.event_log_entry.dagster_event.event_specific_data
+            for e in events
+            if e.event_log_entry.dagster_event_type
+            == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+        ]
+        assets = sorted(p.asset_key.path[-1] for p in planned)
+        assert assets == ["card_features", "curated_transactions", "raw_transactions"]
+        assert all(len(p.partitions_subset) == 4 for p in planned)
+        materialized = {
+            asset.key.path[-1]: instance.get_materialized_partitions(asset.key)
+            for asset in (raw_transactions, curated_transactions, card_features)
+        }
+        days = {f"2025-01-0{d}" for d in range(1, 5)}
+        assert materialized == dict.fromkeys(materialized, days)
 
 
 def test_records_spanning_lines_and_a_last_line_without_newline_import_whole(

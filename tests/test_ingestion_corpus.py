@@ -545,9 +545,17 @@ def day_file(landing: Path, day: date, ids: list[str]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("batch_bytes", [1, 1 << 30], ids=["a batch a day", "one batch"])
+@pytest.mark.parametrize(
+    ("batch_bytes", "batch_days"),
+    [(1, 250), (1 << 30, 250), (1 << 30, 2)],
+    ids=["a batch a day", "one batch", "batches of two days"],
+)
 def test_a_range_loads_as_its_days_one_after_another(
-    batch_bytes: int, tmp_path: Path, contract: Contract, monkeypatch: pytest.MonkeyPatch
+    batch_bytes: int,
+    batch_days: int,
+    tmp_path: Path,
+    contract: Contract,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     days = [date(2025, 1, 1), date(2025, 1, 2), date(2025, 1, 3)]
     before = {  # ids already loaded: days 2 and 3 (replaced by the range) and day 4 (not)
@@ -571,6 +579,7 @@ def test_a_range_loads_as_its_days_one_after_another(
     results = {day: ingest(warehouses["day by day"], files[day], contract, day=day) for day in days}
 
     monkeypatch.setattr(loading, "_BATCH_BYTES", batch_bytes)
+    monkeypatch.setattr(loading, "_BATCH_DAYS", batch_days)
     loaded, rejected = ingest_partitions(
         warehouses["range"],
         files,
@@ -820,7 +829,7 @@ def test_curation_reconciles_with_raw(tmp_path: Path, contract: Contract) -> Non
 
     curated = curate_partition(conn, DAY)
     assert (curated.raw_rows, curated.curated_rows, curated.duplicates_removed) == (12, 9, 3)
-    assert expected_curated_rows(conn, DAY) == curated.curated_rows
+    assert expected_curated_rows(conn, [DAY]) == {DAY: curated.curated_rows}
     kept = {
         r for (r,) in conn.execute("SELECT transaction_id FROM curated.transactions").fetchall()
     }

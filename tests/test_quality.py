@@ -434,3 +434,61 @@ def test_frame_read_back_from_duckdb() -> None:
     failure = only_failure(validate_frame(df, "t", rules()))
     assert failure.rule == "event_time_in_partition"
     assert failure.examples == ("2024-03-11T00:00:00",)
+
+
+@pytest.mark.parametrize("timezone", [None, "America/New_York"])
+def test_a_range_of_days_gets_each_day_s_own_report(tmp_path, timezone: str | None) -> None:
+    """`validate_days` (the suite once over a range's rows) reports exactly what validating
+    each day's rows on their own does: days with each kind of defect, an empty day, a
+    transaction id on two days (unique within each), clean days around them, and a time
+    zone whose midnights are not UTC's (its days' UTC-midnight rows are outside them)."""
+    import duckdb
+
+    from mlplatform.ingestion.quality import validate_days
+
+    days = [date.fromordinal(DAY.toordinal() + n) for n in range(20)]
+    frames = []
+    for n, day in enumerate(days):
+        if n == 7:  # no rows
+            continue
+        frame = clean_frame()
+        frame["partition_date"] = day
+        frame["event_time"] += pd.Timedelta(days=n)
+        frame["transaction_id"] = [f"d{n}-{i}" for i in range(len(frame))]
+        frames.append(frame)
+    by_day = {f["partition_date"].iloc[0]: f for f in frames}
+    by_day[days[1]].loc[1, "transaction_id"] = "d1-0"
+    by_day[days[2]].loc[5, "event_time"] = pd.Timestamp(days[3])
+    by_day[days[3]].loc[2, "card_id"] = None
+    by_day[days[4]].loc[0, "amount"] = 0.0
+    by_day[days[5]].loc[3, "category"] = "casino"
+    by_day[days[6]].loc[4, "card_id"] = "not-a-card"
+    by_day[days[9]].loc[0, "transaction_id"] = "d0-0"
+    expected_counts = {day: 0 if day == days[7] else 6 for day in days}
+    expected_counts[days[8]] = 7
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        conn.register("src", pd.concat(frames, ignore_index=True))
+        conn.execute("CREATE TABLE t AS SELECT * FROM src")
+        conn.unregister("src")
+        frame = conn.execute(
+            "SELECT * FROM t WHERE partition_date BETWEEN ? AND ?", [days[0], days[-1]]
+        ).df()
+        alone = {
+            day: conn.execute("SELECT * FROM t WHERE partition_date = ?", [day]).df()
+            for day in days
+        }
+
+    def rules_of_day(day: date) -> list[Rule]:
+        return rules(partition_date=day, expected_row_count=expected_counts[day], timezone=timezone)
+
+    reports = validate_days(
+        frame, "t", days, rules_of_day, timezone=timezone, expected_row_counts=expected_counts
+    )
+    assert reports == {
+        day: validate_frame(alone[day], f"t:{day}", rules_of_day(day)) for day in days
+    }
+    failing = {day for day, report in reports.items() if not report.passed}
+    if timezone is None:
+        assert failing == set(days[1:7]) | {days[8]}
+    else:  # every day with rows has some before the local midnight
+        assert failing == set(days) - {days[7]}

@@ -13,18 +13,17 @@ from mlplatform.assets.ingestion import (
     range_label,
     raw_transactions,
 )
-from mlplatform.assets.metadata import table_metadata
+from mlplatform.assets.metadata import partitions_metadata
 from mlplatform.assets.partitions import daily_partitions
 from mlplatform.assets.quality_checks import (
     CURATED_ONLY_CHECKS,
     TRANSACTION_CHECKS,
     check_results,
     check_specs,
-    validate_partition,
+    validate_partitions,
 )
 from mlplatform.ingestion import (
     CurationResult,
-    QualityReport,
     curate_partitions,
     expected_curated_rows,
 )
@@ -55,9 +54,6 @@ CURATED_CHECKS = {**TRANSACTION_CHECKS, **CURATED_ONLY_CHECKS}
 def curated_transactions(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
 ) -> dg.MaterializeResult:
-    curated: dict[str, CurationResult] = {}
-    per_partition: dict[str, dict[str, object]] = {}
-    reports: dict[str, QualityReport] = {}
     max_amount = get_settings().max_amount
     with warehouse.connection() as conn:
         has_reference = conn.execute("SELECT count(*) FROM raw.card_reference").fetchone()[0] > 0
@@ -66,33 +62,38 @@ def curated_transactions(
             if has_reference
             else None
         )
-        results = curate_partitions(conn, [date.fromisoformat(k) for k in context.partition_keys])
-        for partition_date, result in results.items():
-            key = partition_date.isoformat()
-            curated[key] = result
-            context.log.info(
-                "%s: curated %d of %d raw rows (%d duplicate submissions removed)",
-                key,
-                result.curated_rows,
-                result.raw_rows,
-                result.duplicates_removed,
-            )
-            reports[key] = validate_partition(
-                conn,
-                table="curated.transactions",
-                columns=CURATED_TRANSACTION_COLUMNS,
-                partition_date=partition_date,
-                contract=landing.contract,
-                max_amount=max_amount,
-                reference_card_ids=reference_ids,
-                expected_row_count=expected_curated_rows(conn, partition_date),
-            )
-            per_partition[key] = {
-                **table_metadata(conn, "curated.transactions", partition_date),
-                "raw_rows": result.raw_rows,
-                "duplicates_removed": result.duplicates_removed,
-                "rows_with_reference": result.with_reference,
-            }
+        days = [date.fromisoformat(k) for k in context.partition_keys]
+        results = curate_partitions(conn, days)
+        reports = validate_partitions(
+            conn,
+            table="curated.transactions",
+            columns=CURATED_TRANSACTION_COLUMNS,
+            partition_dates=list(results),
+            contract=landing.contract,
+            max_amount=max_amount,
+            reference_card_ids=reference_ids,
+            expected_row_counts=expected_curated_rows(conn, list(results)),
+        )
+        tables = partitions_metadata(conn, "curated.transactions", list(results))
+    curated: dict[str, CurationResult] = {day.isoformat(): r for day, r in results.items()}
+    per_partition = {
+        day.isoformat(): {
+            **tables[day],
+            "raw_rows": result.raw_rows,
+            "duplicates_removed": result.duplicates_removed,
+            "rows_with_reference": result.with_reference,
+        }
+        for day, result in results.items()
+    }
+    # One log line for the run (each is an event in the run's log); per partition in the
+    # materialization's metadata.
+    context.log.info(
+        "%d partition(s): curated %d of %d raw rows (%d duplicate submissions removed)",
+        len(curated),
+        sum(r.curated_rows for r in curated.values()),
+        sum(r.raw_rows for r in curated.values()),
+        sum(r.duplicates_removed for r in curated.values()),
+    )
     return partitions_result(
         context,
         per_partition,
@@ -101,6 +102,13 @@ def curated_transactions(
             "range_raw_rows": sum(r.raw_rows for r in curated.values()),
             "range_duplicates_removed": sum(r.duplicates_removed for r in curated.values()),
             "range_rows_curated": sum(r.curated_rows for r in curated.values()),
+        },
+        check_results(
+            {day.isoformat(): report for day, report in reports.items()},
+            "curated_transactions",
+            CURATED_CHECKS,
+        ),
+        {
             "range_by_partition": markdown_table(
                 ["partition", "raw", "duplicates removed", "curated", "with reference"],
                 [
@@ -109,5 +117,4 @@ def curated_transactions(
                 ],
             ),
         },
-        check_results(reports, "curated_transactions", CURATED_CHECKS),
     )

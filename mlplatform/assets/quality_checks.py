@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 
 import dagster as dg
 import duckdb
 
 from mlplatform.contract import Contract
-from mlplatform.ingestion import ExpectationOutcome, QualityReport, validate_frame
+from mlplatform.ingestion import ExpectationOutcome, QualityReport, Rule, validate_days
 from mlplatform.ingestion import transaction_rules as build_rules
 
 # check name -> what it guards (its description in the UI)
@@ -121,27 +121,43 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("`", "'").replace("\n", " ")
 
 
-def validate_partition(
+def validate_partitions(
     conn: duckdb.DuckDBPyConnection,
     *,
     table: str,
     columns: tuple[str, ...],
-    partition_date: date,
+    partition_dates: Sequence[date],
     contract: Contract,
     max_amount: float,
     reference_card_ids: list[str] | None = None,
-    expected_row_count: int | None = None,
-) -> QualityReport:
-    """Run the transaction suite on one partition of a warehouse table."""
-    frame = conn.execute(f"SELECT * FROM {table} WHERE partition_date = ?", [partition_date]).df()
-    rules = build_rules(
-        columns=columns,
-        required=("transaction_id", "event_time", "card_id", "amount"),
-        partition_date=partition_date,
-        known_categories=contract.categories if contract.has("category") else None,
-        max_amount=max_amount,
-        reference_card_ids=reference_card_ids,
-        expected_row_count=expected_row_count,
+    expected_row_counts: Mapping[date, int] | None = None,
+) -> dict[date, QualityReport]:
+    """Run the transaction suite on each partition of a warehouse table (its rows read in one
+    query, the suite run once over them: :func:`~mlplatform.ingestion.validate_days`)."""
+    days = sorted(partition_dates)
+    frame = conn.execute(
+        f"SELECT * FROM {table} WHERE partition_date BETWEEN ? AND ?", [days[0], days[-1]]
+    ).df()
+
+    def rules_of_day(partition_date: date) -> list[Rule]:
+        return build_rules(
+            columns=columns,
+            required=("transaction_id", "event_time", "card_id", "amount"),
+            partition_date=partition_date,
+            known_categories=contract.categories if contract.has("category") else None,
+            max_amount=max_amount,
+            reference_card_ids=reference_card_ids,
+            expected_row_count=(
+                None if expected_row_counts is None else expected_row_counts[partition_date]
+            ),
+            timezone=contract.timezone,
+        )
+
+    return validate_days(
+        frame,
+        table,
+        days,
+        rules_of_day,
         timezone=contract.timezone,
+        expected_row_counts=expected_row_counts,
     )
-    return validate_frame(frame, f"{table}:{partition_date}", rules)

@@ -31,6 +31,7 @@ from mlplatform.ingestion.files import (
     FileRejected,
     inspect_file,
     landing_files,
+    landing_files_by_day,
     partition_date_of,
 )
 from mlplatform.ingestion.history_import import ImportResult, RejectedRow, import_history
@@ -41,6 +42,7 @@ from mlplatform.ingestion.quality import (
     QualityReport,
     Rule,
     transaction_rules,
+    validate_days,
     validate_frame,
 )
 
@@ -68,9 +70,11 @@ __all__ = [
     "landing_due_at",
     "landing_due_day",
     "landing_files",
+    "landing_files_by_day",
     "load_card_reference",
     "loaded_files",
     "partition_date_of",
     "transaction_rules",
+    "validate_days",
     "validate_frame",
 ]

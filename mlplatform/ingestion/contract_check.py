@@ -18,7 +18,7 @@ import pandas as pd
 
 from mlplatform.contract import CANONICAL_COLUMNS, Contract
 from mlplatform.features.declarations import FeatureRegistry
-from mlplatform.ingestion.files import landing_files
+from mlplatform.ingestion.files import landing_files_by_day
 from mlplatform.ingestion.history_import import import_history
 from mlplatform.ingestion.loading import ingest_partitions
 from mlplatform.warehouse.connection import connect
@@ -66,7 +66,7 @@ def check_sample(
         landing = Path(folder) / "landing"
         imported = import_history([sample], landing, contract, max_line_bytes=max_line_bytes)
         with connect(Path(folder) / "warehouse.duckdb") as conn:
-            days = {day: landing_files(landing, day) for day in imported.days}
+            days = landing_files_by_day(landing, imported.days)
             loaded, _ = ingest_partitions(
                 conn,
                 days,

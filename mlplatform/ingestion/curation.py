@@ -160,10 +160,18 @@ def load_card_reference(
     return ReferenceResult(path.name, inspect_file(path).sha256, rows, total - rows, invalid)
 
 
-def expected_curated_rows(conn: duckdb.DuckDBPyConnection, partition_date: date) -> int:
-    """Distinct events in the raw partition: the row count curation must arrive at."""
-    return conn.execute(
-        """SELECT count(DISTINCT (card_id, event_time, amount, coalesce(merchant, '')))
-           FROM raw.transactions WHERE partition_date = ?""",
-        [partition_date],
-    ).fetchone()[0]
+def expected_curated_rows(
+    conn: duckdb.DuckDBPyConnection, partition_dates: Sequence[date]
+) -> dict[date, int]:
+    """Distinct events in each raw partition: the row count curation must arrive at (0 for a
+    partition without raw rows)."""
+    counts = dict(
+        conn.execute(
+            """SELECT partition_date,
+                      count(DISTINCT (card_id, event_time, amount, coalesce(merchant, '')))
+               FROM raw.transactions WHERE partition_date BETWEEN ? AND ?
+               GROUP BY partition_date""",
+            [min(partition_dates), max(partition_dates)],
+        ).fetchall()
+    )
+    return {day: counts.get(day, 0) for day in partition_dates}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -53,13 +54,17 @@ def partition_date_of(path: Path) -> date | None:
 
 def landing_files(landing_dir: Path, partition_date: date) -> list[Path]:
     """The partition's landing files: ``*.csv`` whose name's first date is the partition's."""
-    if not landing_dir.is_dir():
-        return []
-    return sorted(
-        path
-        for path in landing_dir.glob("*.csv")
-        if path.is_file() and partition_date_of(path) == partition_date
-    )
+    return landing_files_by_day(landing_dir, [partition_date])[partition_date]
+
+
+def landing_files_by_day(landing_dir: Path, days: Iterable[date]) -> dict[date, list[Path]]:
+    """Each day's landing files (:func:`landing_files`), the folder listed once."""
+    found: dict[date, list[Path]] = {day: [] for day in days}
+    if landing_dir.is_dir():
+        for path in sorted(landing_dir.glob("*.csv")):
+            if (day := partition_date_of(path)) in found and path.is_file():
+                found[day].append(path)
+    return found
 
 
 def inspect_file(path: Path) -> FileInspection:

@@ -41,6 +41,10 @@ from mlplatform.warehouse.pii import hmac_pads
 # files, each batch in one transaction: the fixed cost of a load is paid once per batch, and
 # the staged text of a batch (in memory, spilled beyond DuckDB's memory limit) stays bounded.
 _BATCH_BYTES = 256 << 20
+# ... and of at most this many partitions: each staged file holds about half a MB of DuckDB's
+# memory whatever its size (its tables, line map, rejects), so 2,000 days of a sparse history
+# in one batch ran out of a 1 GB memory limit.
+_BATCH_DAYS = 250
 
 
 @dataclass(frozen=True)
@@ -108,10 +112,10 @@ def ingest_partitions(
     """Load a range of partitions, each replaced whole, with the outcome of loading them in
     date order one after another (an id loaded for an earlier day is refused on a later one).
 
-    Consecutive partitions are loaded in batches of about ``_BATCH_BYTES`` of files, each in
-    one transaction. Returns the loaded partitions and, for each partition with a file that
-    is not a CSV of the contract, the rejection (logged in ``raw.ingestion_log``; that
-    partition stays as it was, the others load).
+    Consecutive partitions are loaded in batches of about ``_BATCH_BYTES`` of files (at most
+    ``_BATCH_DAYS`` partitions), each in one transaction. Returns the loaded partitions and,
+    for each partition with a file that is not a CSV of the contract, the rejection (logged
+    in ``raw.ingestion_log``; that partition stays as it was, the others load).
     """
     days = sorted(partitions)
     for day in days:
@@ -120,7 +124,7 @@ def ingest_partitions(
     loaded: dict[date, IngestionResult] = {}
     rejected: dict[date, FileRejected] = {}
     sizes = {day: sum(path.stat().st_size for path in partitions[day]) for day in days}
-    for batch in consecutive_batches(sizes, _BATCH_BYTES):
+    for batch in consecutive_batches(sizes, _BATCH_BYTES, max_days=_BATCH_DAYS):
         results, rejections = _ingest_batch(
             conn,
             {day: list(partitions[day]) for day in batch},
@@ -135,15 +139,17 @@ def ingest_partitions(
     return loaded, rejected
 
 
-def consecutive_batches(sizes: Mapping[date, int], limit: int) -> Iterator[list[date]]:
+def consecutive_batches(
+    sizes: Mapping[date, int], limit: int, *, max_days: int | None = None
+) -> Iterator[list[date]]:
     """The partitions (date order) in consecutive batches, each closed once its sizes sum to
-    ``limit`` or more: a batch holds at least one partition."""
+    ``limit`` or more, or it holds ``max_days`` partitions: a batch holds at least one."""
     batch: list[date] = []
     total = 0
     for day in sorted(sizes):
         batch.append(day)
         total += sizes[day]
-        if total >= limit:
+        if total >= limit or len(batch) == max_days:
             yield batch
             batch, total = [], 0
     if batch:
@@ -213,7 +219,7 @@ def _ingest_batch(
                 )
             )
         finished = datetime.now()
-        log = pd.concat([log_frame(outcomes[day], day, started, finished, run_id) for day in days])
+        log = log_frame(outcomes, started, finished, run_id)
         conn.register("quarantine_frame", quarantine.drop(columns="file_id"))
         conn.register("log_frame", log)
         params = {"days": days}
@@ -234,13 +240,14 @@ def _ingest_batch(
         finally:
             conn.unregister("quarantine_frame")
             conn.unregister("log_frame")
+        reasons: dict[date, Counter[str]] = {day: Counter() for day in days}
+        for day, reason in zip(quarantine["partition_date"], quarantine["reason"], strict=True):
+            reasons[pd.Timestamp(day).date()][reason] += 1
         return {
             day: IngestionResult(
                 partition_date=day,
                 files=tuple(outcomes[day]),
-                quarantine_reasons=dict(
-                    Counter(quarantine.loc[quarantine["partition_date"] == day, "reason"])
-                ),
+                quarantine_reasons=dict(reasons[day]),
             )
             for day in days
         }, rejected

@@ -4,6 +4,7 @@ what the warehouse has loaded as it records it (whoever loaded it); when a day's
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -29,13 +30,13 @@ class FileOutcome:
 
 
 def log_frame(
-    outcomes: list[FileOutcome],
-    partition_date: date,
+    outcomes: Mapping[date, Sequence[FileOutcome]],
     started: datetime,
     finished: datetime,
     run_id: str | None,
 ) -> pd.DataFrame:
-    """Rows of ``raw.ingestion_log`` (its columns, in order) for a partition's file outcomes."""
+    """Rows of ``raw.ingestion_log`` (its columns, in order) for each partition's file
+    outcomes, in one frame however many partitions."""
     return pd.DataFrame(
         [
             (
@@ -52,7 +53,8 @@ def log_frame(
                 started,
                 finished,
             )
-            for o in outcomes
+            for partition_date, files in outcomes.items()
+            for o in files
         ],
         columns=[
             "partition_date",
@@ -90,7 +92,7 @@ def log_rejection(
         status="rejected",
         error=rejected.reason,
     )
-    frame = log_frame([outcome], partition_date, started, datetime.now(), run_id)
+    frame = log_frame({partition_date: [outcome]}, started, datetime.now(), run_id)
     conn.register("log_frame", frame)
     conn.execute("INSERT INTO raw.ingestion_log SELECT * FROM log_frame")
     conn.unregister("log_frame")

@@ -22,7 +22,7 @@ import sys
 import threading
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
@@ -44,6 +44,7 @@ __all__ = [
     "QualityReport",
     "Rule",
     "transaction_rules",
+    "validate_days",
     "validate_frame",
 ]
 
@@ -567,3 +568,108 @@ def transaction_rules(
             Rule("row_count", gxe.ExpectTableRowCountToEqual(value=int(expected_row_count)))
         )
     return rules
+
+
+# --------------------------------------------------------------------------------------------
+# A suite on many days at once
+# --------------------------------------------------------------------------------------------
+
+#: Rules of :func:`transaction_rules` whose expectation depends on the day.
+_DAY_RULES = frozenset({"event_time_in_partition", "row_count"})
+
+
+def validate_days(
+    frame: pd.DataFrame,
+    suite: str,
+    days: Sequence[date],
+    rules_of_day: Callable[[date], list[Rule]],
+    *,
+    timezone: str | None,
+    expected_row_counts: Mapping[date, int] | None = None,
+) -> dict[date, QualityReport]:
+    """Each day's report: the same as :func:`validate_frame` of that day's rows of ``frame``
+    (column ``partition_date``) with ``rules_of_day(day)`` (a :func:`transaction_rules`
+    suite), at the cost of a few validations instead of one per day.
+
+    The rules that do not depend on the day run once over the rows of all ``days``: a rule
+    that passes on all rows passes on each day's. If one fails, each half of the days is
+    validated again, down to the single days it fails on. The two rules that depend on the
+    day are screened per day against the same values: every event time inside the day's
+    bounds (:func:`_day_in_utc`, as the rule), the row count the expected one. A day that
+    is not cleared so is validated on its own (its exact report); every other day gets its
+    suite's outcomes as passed (rows checked: the day's rows, none failing).
+    """
+    rows_of = _rows_by_day(frame, days)
+    range_rules = [r for r in rules_of_day(days[0]) if r.rule not in _DAY_RULES]
+    suspects = set(_failing_days(frame, suite, list(days), rows_of, range_rules))
+    suspects |= _days_outside_their_bounds(frame, rows_of, timezone)
+    if expected_row_counts is not None:
+        suspects |= {d for d in days if len(rows_of[d]) != expected_row_counts[d]}
+    reports = {}
+    for day in days:
+        rules = rules_of_day(day)
+        name = f"{suite}:{day}"
+        if day in suspects:
+            reports[day] = validate_frame(_rows(frame, rows_of[day]), name, rules)
+        else:
+            outcomes = tuple(
+                ExpectationOutcome(r.rule, _describe(r.expectation), True, len(rows_of[day]), 0)
+                for r in rules
+            )
+            reports[day] = QualityReport(suite=name, outcomes=outcomes)
+    return reports
+
+
+def _rows_by_day(frame: pd.DataFrame, days: Sequence[date]) -> dict[date, np.ndarray]:
+    """The positions of each day's rows in ``frame`` (in frame order; none for a day
+    without rows)."""
+    found = {
+        pd.Timestamp(key).date(): positions
+        for key, positions in frame.groupby("partition_date", sort=False).indices.items()
+    }
+    empty = np.zeros(0, dtype=np.intp)
+    return {day: found.get(day, empty) for day in days}
+
+
+def _rows(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
+    return frame.iloc[np.sort(positions)].reset_index(drop=True)
+
+
+def _failing_days(
+    frame: pd.DataFrame,
+    suite: str,
+    days: list[date],
+    rows_of: Mapping[date, np.ndarray],
+    rules: Sequence[Rule],
+) -> list[date]:
+    """The days on whose rows ``rules`` fail: all days validated at once, halves of the days
+    again where that fails (a few validations when none or few fail)."""
+    rows = np.concatenate([rows_of[day] for day in days])
+    if validate_frame(_rows(frame, rows), f"{suite}:{days[0]}..{days[-1]}", rules).passed:
+        return []
+    if len(days) == 1:
+        return days
+    middle = len(days) // 2
+    return [
+        *_failing_days(frame, suite, days[:middle], rows_of, rules),
+        *_failing_days(frame, suite, days[middle:], rows_of, rules),
+    ]
+
+
+def _days_outside_their_bounds(
+    frame: pd.DataFrame, rows_of: Mapping[date, np.ndarray], timezone: str | None
+) -> set[date]:
+    """The days with an event time outside the day (nulls aside, as the rule ignores them);
+    every day when ``frame`` has no naive timestamp column ``event_time`` to compare."""
+    column = frame.get("event_time")
+    if column is None or column.dtype.kind != "M" or getattr(column.dtype, "tz", None):
+        return set(rows_of)
+    times = column.to_numpy()
+    outside = set()
+    for day, positions in rows_of.items():
+        start, end = (np.datetime64(t) for t in _day_in_utc(day, timezone))
+        values = times[positions]
+        values = values[~np.isnat(values)]
+        if ((values < start) | (values >= end)).any():
+            outside.add(day)
+    return outside

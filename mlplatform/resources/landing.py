@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from mlplatform.contract import Contract, load_contract
-from mlplatform.ingestion import landing_files
+from mlplatform.ingestion import landing_files, landing_files_by_day
 
 
 class LandingZoneResource(dg.ConfigurableResource):
@@ -29,3 +29,7 @@ class LandingZoneResource(dg.ConfigurableResource):
     def files_for(self, partition_date: date) -> list[Path]:
         """The partition's landing files, sorted by name."""
         return landing_files(self.path, partition_date)
+
+    def files_by_day(self, days: list[date]) -> dict[date, list[Path]]:
+        """Each day's landing files, sorted by name (the folder listed once)."""
+        return landing_files_by_day(self.path, days)
