@@ -114,6 +114,19 @@ def _column(conn: duckdb.DuckDBPyConnection, sql: str, values: list[Any], kind: 
     return [r[0] for r in rows]
 
 
+def _left_to_duckdb(texts: list[str], expected: list[Any], twin: Any, same: Any) -> set[str]:
+    """The texts whose value ``twin`` (a one-argument function) leaves to DuckDB; for every
+    other text, asserts ``same(python value, DuckDB's)``."""
+    left = set()
+    for text, want in zip(texts, expected, strict=True):
+        got = _python(twin, text)
+        if got is NotPlain:
+            left.add(text)
+        else:
+            assert same(got, want), (text, got, want)
+    return left
+
+
 def test_trim_strips_exactly_the_characters_duckdb_strips(conn: duckdb.DuckDBPyConnection):
     codes = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
     (stripped,) = conn.execute(
@@ -150,13 +163,9 @@ def test_case_mapping_is_duckdbs_for_every_character_python_maps_to_one(
 @pytest.mark.parametrize("sql_type", ["DOUBLE", "BIGINT", "INTEGER"])
 def test_text_to_number_is_duckdbs_try_cast(conn: duckdb.DuckDBPyConnection, sql_type: str):
     expected = _column(conn, f"TRY_CAST(v AS {sql_type})", NUMBERS, "VARCHAR")
-    left_to_duckdb = set()
-    for text, want in zip(NUMBERS, expected, strict=True):
-        got = _python(try_cast_number, text, sql_type)
-        if got is NotPlain:
-            left_to_duckdb.add(text)
-        else:
-            assert _same(got, want), (text, got, want)
+    left_to_duckdb = _left_to_duckdb(
+        NUMBERS, expected, lambda text: try_cast_number(text, sql_type), _same
+    )
     # DuckDB's own readings of these are not reproduced (underscores, other bases, signs
     # after signs, exponents in integer text, NaN payloads).
     stated = {"1_000", "0x10", "0b11", "+-5", "--5", ".", "infin", "nan(1)"}
@@ -205,13 +214,12 @@ LEFT_TO_DUCKDB = {
 def test_text_to_time_is_duckdbs_try_strptime(conn: duckdb.DuckDBPyConnection, fmt: str):
     texts = TIMES if " " in fmt else DATES
     expected = _column(conn, f"try_strptime(v, {sql_literal(fmt)})::VARCHAR", texts, "VARCHAR")
-    left_to_duckdb = set()
-    for text, want in zip(texts, expected, strict=True):
-        got = _python(try_strptime, text, fmt)
-        if got is NotPlain:
-            left_to_duckdb.add(text)
-        else:
-            assert (None if got is None else str(got)) == want, (text, got, want)
+    left_to_duckdb = _left_to_duckdb(
+        texts,
+        expected,
+        lambda text: try_strptime(text, fmt),
+        lambda got, want: (None if got is None else str(got)) == want,
+    )
     assert left_to_duckdb == LEFT_TO_DUCKDB[fmt]
 
 
