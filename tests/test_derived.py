@@ -24,8 +24,13 @@ import pytest
 
 from mlplatform.contract import load_contract
 from mlplatform.features import derived
-from mlplatform.features.declarations import UnsupportedAggregation, feature_registry
-from mlplatform.features.derived import derive
+from mlplatform.features.declarations import (
+    Derived,
+    Feature,
+    UnsupportedAggregation,
+    feature_registry,
+)
+from mlplatform.features.derived import derive, derive_row
 from mlplatform.features.events import (
     as_double,
     decimal_of_double,
@@ -160,6 +165,39 @@ def test_each_derived_function_gives_the_sql_it_replaced(conn, case: str) -> Non
     old, new = _old_and_new(conn, case)
     assert new == old
     assert [type(v) for v in new] == [type(v) for v in old]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_one_row_gives_what_the_same_row_among_many_gives(conn, case: str) -> None:
+    """A request's row (``derive_row``: the edges in plain Python) and the offline batch
+    (``derive``) agree on every edge value of each function, to the type."""
+    function, dtype, _, inputs, _, rows = CASES[case]
+    _, batch = _old_and_new(conn, case)
+    names = [f"x{i}" for i in range(len(inputs))]
+    feature = Feature(case, Derived(function, tuple(names)), dtype, case)
+    read = conn.execute(f"SELECT {', '.join(inputs)} FROM t ORDER BY i").fetchnumpy()
+    arrays = [_array(read[k]) for k in read]
+    one_by_one = [
+        derive_row([feature], {n: a[i] for n, a in zip(names, arrays, strict=True)})[case]
+        for i in range(len(rows))
+    ]
+    assert one_by_one == batch
+    assert [type(v) for v in one_by_one] == [type(v) for v in batch]
+
+
+def test_a_feature_reads_the_one_before_it_in_one_row_as_in_many() -> None:
+    """A derived feature's input may be one derived before it: typed (an integer read as
+    its float, NULL as NaN) the same way in both paths."""
+    first = Feature("n", Derived(derived.minus_one, ("c",)), "BIGINT", "")
+    second = Feature("z", Derived(derived.is_zero, ("n",)), "BOOLEAN", "")
+    third = Feature("r", Derived(derived.ratio, ("c", "n")), "DOUBLE", "")
+    counts = [1.0, 2.0, math.nan, 0.0]
+    batch = derived.derive_all([first, second, third], {"c": np.array(counts)})
+    for i, count in enumerate(counts):
+        row = derive_row([first, second, third], {"c": count})
+        assert row == {k: None if nulls[i] else values.tolist()[i]
+                       for k, (values, nulls) in batch.items()}  # fmt: skip
+    assert derive_row([first, second, third], {"c": 1.0}) == {"n": 0, "z": True, "r": None}
 
 
 def test_a_zero_denominator_gives_null_where_the_sql_gave_inf_or_nan(conn) -> None:

@@ -15,8 +15,9 @@ dtype (integers rounded half to even, booleans: non-zero).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -153,7 +154,7 @@ def _derive(
     if dtype == "BOOLEAN":
         return cleaned != 0, nulls
     if not np.isfinite(cleaned).all():
-        raise ValueError(f"{function.__name__}: an infinite value for a {dtype} feature")
+        raise _infinite(function, dtype)
     return np.rint(cleaned).astype(np.int64), nulls
 
 
@@ -180,3 +181,44 @@ def derive_all(
                 known[feature.name] = values if plain else np.where(nulls, np.nan, values * 1.0)
                 known_nulls[feature.name] = nulls
     return result
+
+
+def derive_row(features: Sequence[Feature], row: Mapping[str, float | str | None]) -> dict:
+    """The derived features of ``features`` for one row, as :func:`derive_all` gives them
+    for a row among many, as Python values (None: NULL). ``row``: the other inputs by name,
+    as :func:`derive_all`'s columns hold them (a float, NaN for NULL; text or None).
+
+    The functions run on one-element arrays, as offline; only the edges (which inputs are
+    NULL, the result typed) are plain Python here: a numpy operation per input and feature
+    would cost more than the functions (a request's features are one row)."""
+    known = {name: np.array([value], dtype=object if value is None or isinstance(value, str)
+                            else float) for name, value in row.items()}  # fmt: skip
+    known_null = {name: value is None or value != value for name, value in row.items()}
+    result: dict[str, Any] = {}
+    with np.errstate(all="ignore"):  # NaN and inf are values here, not warnings
+        for feature in features:
+            if feature.derive is None:
+                continue
+            inputs = feature.derive.inputs
+            computed = feature.derive.function(*[known[n] for n in inputs])
+            value = float(np.asarray(computed, dtype=float)[0])
+            null = value != value or any(known_null[n] for n in inputs)
+            typed = result[feature.name] = None if null else _typed_value(feature, value)
+            known[feature.name] = np.array([math.nan if typed is None else float(typed)])
+            known_null[feature.name] = null
+    return result
+
+
+def _typed_value(feature: Feature, value: float) -> float | int | bool:
+    """A non-NULL result typed to the feature's dtype (as :func:`_derive` types an array)."""
+    if feature.dtype == "DOUBLE":
+        return value
+    if feature.dtype == "BOOLEAN":
+        return value != 0
+    if not math.isfinite(value):
+        raise _infinite(feature.derive.function, feature.dtype)
+    return round(value)  # half to even, as numpy's rint
+
+
+def _infinite(function: Callable[..., Array], dtype: str) -> ValueError:
+    return ValueError(f"{function.__name__}: an infinite value for a {dtype} feature")

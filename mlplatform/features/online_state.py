@@ -54,7 +54,7 @@ from mlplatform.features.declarations import (
     Window,
     struct_fields,
 )
-from mlplatform.features.derived import derive_all
+from mlplatform.features.derived import derive_all, derive_row
 from mlplatform.features.events import as_double, epoch_micros
 from mlplatform.features.offline import event_columns
 from mlplatform.warehouse.connection import read_sql
@@ -185,6 +185,11 @@ class CompiledFeatures:
             for name, cast in self._casts:
                 env[name] = cast(env[name])
             envs.append(env)
+        if len(envs) == 1:  # a request's transaction
+            (env,) = envs
+            inputs = {name: _input_value(env, name, kind) for name, kind in self._inputs.items()}
+            env.update(derive_row(self._derived, inputs))
+            return [{c: env[c] for c in self._outputs}]
         columns = {
             name: _input_array([_input_value(env, name, kind) for env in envs], kind)
             for name, kind in self._inputs.items()

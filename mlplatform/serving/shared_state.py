@@ -228,9 +228,10 @@ class RedisState:
             raise
         read: dict[tuple, dict[int, list[Any]] | None] = {}
         for key, data in zip(daily, values[at] if daily_keys else [], strict=True):
-            read[key] = None if data is None else _days(data)
+            read[key] = None
             if data is not None:
-                state.partials[key] = _days(data)
+                days = state.partials[key] = _days(data)
+                read[key] = {day: list(sums) for day, sums in days.items()}  # as read
         return Pending(version, state, read)
 
     def version(self) -> str | None:
