@@ -527,8 +527,13 @@ def serve(
     if workers == 1:
         uvicorn.run(service, host=host, port=port, workers=1, access_log=False)
     else:
+        from mlplatform.serving.workers import serve_workers
+
         target = f"{app_from_settings.__module__}:{app_from_settings.__name__}"
-        uvicorn.run(target, factory=True, host=host, port=port, workers=workers, access_log=False)
+        try:
+            serve_workers(target, host, port, workers)
+        except OSError as error:
+            _refuse(f"cannot listen on {host}:{port}: {error}")
 
 
 def _refuse(message: str) -> NoReturn:

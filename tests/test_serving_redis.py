@@ -252,6 +252,14 @@ def _worker_pids(server: Server) -> list[int]:
     return pids
 
 
+def _exited(pid: int) -> bool:
+    """Whether process ``pid`` has exited (gone, or a zombie: its files are closed)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def test_two_workers_under_load_log_every_answer_once_and_survive_a_killed_worker(
     platform: Platform, redis: RedisServer, pair: tuple[Server, Server]
 ) -> None:
@@ -273,8 +281,17 @@ def test_two_workers_under_load_log_every_answer_once_and_survive_a_killed_worke
 
         with ThreadPoolExecutor(8) as pool:
             first = list(pool.map(send, range(40)))
-            os.kill(_worker_pids(server)[0], signal.SIGKILL)
+            killed = _worker_pids(server)[0]
+            os.kill(killed, signal.SIGKILL)
+            # Its listening socket closes once the process has exited (after its memory is
+            # freed): a connection made before then is reset, as a worker's queue is lost.
+            server.wait_for(lambda: _exited(killed), "the killed worker's exit")
             second = list(pool.map(send, range(40, len(transactions))))
+        # The supervisor starts a worker in its place.
+        server.wait_for(
+            lambda: killed not in (pids := _worker_pids(server)) and len(pids) == 2,
+            "a worker in place of the killed one",
+        )
         answered = [t for t, status in first + second if status == 200]
         # Only requests in flight on the killed worker may fail; the other worker answers.
         assert len(answered) >= len(transactions) - 8

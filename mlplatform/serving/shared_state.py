@@ -276,7 +276,7 @@ class RedisState:
     def _send(self, commands: list[tuple]) -> list[Any]:
         """``commands`` in one round trip on the request connection, their raw replies (a
         redis-py pipeline would send UNWATCH after a WATCH: the request's must stay until its
-        MULTI/EXEC)."""
+        MULTI/EXEC; and it costs more than the round trip)."""
         pool = self._requests.connection_pool
         connection = pool.get_connection()
         try:
@@ -315,23 +315,24 @@ class RedisState:
         for record in records:
             entries.setdefault(record[3], []).append(_entry(record))
         state.add(records)  # changes the kept states in place: forgotten unless written
-        pipe = self._requests.pipeline(transaction=True)
+        commands: list[tuple] = [("MULTI",)]
+        for card, added in entries.items():
+            commands.append(("RPUSH", self.key(pending.version, "fresh", card), *added))
+        for key, before in pending.daily.items():
+            after = state.partials.get(key)
+            if after != before:
+                name = self.key(pending.version, "daily", self.daily_name(key))
+                commands.append(("SET", name, _days_bytes(after)) if after else ("DEL", name))
+        journal = [e for added in entries.values() for e in added]
+        commands += [("RPUSH", self.key(pending.version, "journal"), *journal), ("EXEC",)]
         try:
             with self.reachable():
-                for card, added in entries.items():
-                    pipe.rpush(self.key(pending.version, "fresh", card), *added)
-                for key, before in pending.daily.items():
-                    after = state.partials.get(key)
-                    if after != before:
-                        name = self.key(pending.version, "daily", self.daily_name(key))
-                        if after:
-                            pipe.set(name, _days_bytes(after))
-                        else:
-                            pipe.delete(name)
-                pipe.rpush(
-                    self.key(pending.version, "journal"), *(e for a in entries.values() for e in a)
-                )
-                pipe.execute()
+                *_, replies = self._send(commands)
+            if replies is None:  # a watched key changed: nothing written
+                raise redis.WatchError
+            errors = [r for r in replies if isinstance(r, redis.ResponseError)]
+            if errors:
+                raise errors[0]
         except BaseException as error:
             for card in entries:
                 self._decoded.pop(card, None)
