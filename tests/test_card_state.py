@@ -20,7 +20,13 @@ import pandas as pd
 import pytest
 
 from mlplatform.contract import load_contract
-from mlplatform.features.card_state import DAY_US, CardState, StateFormatError, StateLayout
+from mlplatform.features.card_state import (
+    DAY_US,
+    HASH,
+    CardState,
+    StateFormatError,
+    StateLayout,
+)
 from mlplatform.features.declarations import INPUT_COLUMNS, feature_registry
 from mlplatform.features.offline import online_features
 from mlplatform.features.online_state import (
@@ -164,6 +170,11 @@ def test_a_cards_state_stays_bounded_by_the_windows_as_its_events_grow(conn, com
     assert max(len(days) for days in state.partials.values()) <= reach
     everything = [_event(f"g{d}-{k}", start + timedelta(days=d, hours=3 * k))
                   for d in range(400) for k in range(3)]  # fmt: skip
+    # it holds exactly the events kept: a dropped one is not held (a resend is new again)
+    hashes = [record[1] for record in as_records(conn, compiled, everything)]
+    kept = {event[HASH] for event in state.cards["card-a"].events()}
+    assert [state.cards["card-a"].holds(h) for h in hashes] == [h in kept for h in hashes]
+    assert not state.cards["card-a"].holds(hashes[0]) and state.cards["card-a"].holds(hashes[-1])
     # on time, and an hour late: its 90-day frame starts in the oldest day the state keeps
     for new in (_event("after", start + timedelta(days=399, hours=7)),
                 _event("late", start + timedelta(days=399, hours=5))):  # fmt: skip

@@ -133,12 +133,14 @@ class CardState:
     """One card's events of its windows, in day tiles with partial aggregates (see the
     module's docstring). Events are tuples as :class:`StateLayout` names their columns."""
 
-    __slots__ = ("_prefix", "_stale", "days", "layout", "tiles")
+    __slots__ = ("_held", "_prefix", "_stale", "days", "layout", "tiles")
 
     def __init__(self, layout: StateLayout) -> None:
         self.layout = layout
         self.days: list[int] = []
         self.tiles: list[_Tile] = []
+        #: The id hashes of the held events (what :meth:`holds` asks, per request).
+        self._held: set[int] = set()
         #: Per plain sum spec: sum of the partials of the tiles before index i (None as 0),
         #: and how many of those tiles have a value (a sum of nothing is NULL); valid below
         #: tile index ``_stale``.
@@ -190,7 +192,7 @@ class CardState:
         return self.tiles[-1].events[-1][TIME] if self.tiles else None
 
     def holds(self, transaction_hash: int) -> bool:
-        return any(transaction_hash in tile.hashes for tile in self.tiles)
+        return transaction_hash in self._held
 
     def add(self, event: tuple) -> tuple | None:
         """Add an event; drop what fell out of the windows. Returns the event of the same
@@ -203,12 +205,16 @@ class CardState:
             self.tiles.insert(at, _Tile([]))
         tile = self.tiles[at]
         tile.insert(tile.position(event[TIME], event[HASH]), event)
+        self._held.add(event[HASH])
         self._summarise(at)
         self._prune()
         return replaced
 
     def remove(self, transaction_hash: int) -> tuple | None:
         """Forget the event of an id hash; returns it (None: not held)."""
+        if transaction_hash not in self._held:
+            return None
+        self._held.discard(transaction_hash)
         for at, tile in enumerate(self.tiles):
             if transaction_hash in tile.hashes:
                 event = tile.delete(tile.hashes.index(transaction_hash))
@@ -224,6 +230,7 @@ class CardState:
         """A copy without the events of ``hashes``: the tiles that hold none are shared."""
         copy = CardState(self.layout)
         copy.days, copy.tiles, copy._stale = list(self.days), list(self.tiles), self._stale
+        copy._held = self._held - hashes
         copy._prefix = {i: (list(s), list(c)) for i, (s, c) in self._prefix.items()}
         for at in reversed(range(len(copy.tiles))):
             tile = copy.tiles[at]
@@ -327,6 +334,7 @@ class CardState:
     def _append_tile(self, day: int, events: list[tuple]) -> None:
         self.days.append(day)
         self.tiles.append(_Tile(events))
+        self._held.update(self.tiles[-1].hashes)
         self._summarise(len(self.tiles) - 1)
 
     def _summarise(self, at: int) -> None:
@@ -358,6 +366,8 @@ class CardState:
         oldest = (self.newest_us - self.layout.horizon_us) // DAY_US
         drop = bisect.bisect_left(self.days, oldest)
         if drop:
+            for tile in self.tiles[:drop]:
+                self._held.difference_update(tile.hashes)
             del self.days[:drop], self.tiles[:drop]
             self._stale = 0  # every prefix sum counted the dropped tiles
 

@@ -480,8 +480,11 @@ class FeatureState:
     ) -> Any:
         """One framed aggregate of ``event`` over the card's state and the request's events
         ``new`` of the card (``event`` among them)."""
-        key = tuple(event[c] for c in plan.keys)
-        mine = [e for e in new if all(e[c] == k for c, k in zip(plan.keys, key, strict=True))]
+        if plan.keys:
+            key = tuple(event[c] for c in plan.keys)
+            mine = [e for e in new if all(e[c] == k for c, k in zip(plan.keys, key, strict=True))]
+        else:  # the card's events: all of the request's
+            key, mine = (), new
         order = (event[TIME], event[HASH])
         if plan.span_us is None:  # the sequence: the event before this one
             found = [e for e in mine if (e[TIME], e[HASH]) < order]
