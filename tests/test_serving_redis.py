@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -320,3 +323,21 @@ def test_two_workers_under_load_log_every_answer_once_and_survive_a_killed_worke
         ).fetchall()
     counts = dict(logged)
     assert set(answered) <= set(counts) and set(counts.values()) == {1}
+
+
+@pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "reuse-port"])
+def test_workers_refuse_a_port_another_process_listens_on(
+    platform: Platform, redis: RedisServer, reuse_port: bool
+) -> None:
+    """The workers share their port with each other only: a port held by another process
+    (even one that allows sharing it) is refused, naming it, and nothing starts."""
+    with socket.create_server(("127.0.0.1", 0), reuse_port=reuse_port) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "mlplatform.cli", "serve", "--port", str(port),
+             "--workers", "2"],
+            env=_env(platform, redis), capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stdout
+    assert "Address already in use" in result.stdout

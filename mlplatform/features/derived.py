@@ -102,9 +102,7 @@ def spend_to_income(incomes: Mapping[str, float]) -> Callable[[Array, Array], Ar
     """The spend over the nominal monthly income of its band (NaN for an unknown band)."""
 
     def spend_over_income(spend: Array, band: Array) -> Array:
-        income = np.full(len(band), np.nan)
-        for name, value in incomes.items():
-            income[band == name] = value
+        income = np.fromiter((incomes.get(b, np.nan) for b in band), float, len(band))
         return spend / income
 
     return spend_over_income
