@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -509,6 +510,7 @@ def serve(
             f"no online store at {config.store_path}: materialize online_feature_store "
             "(the daily job) first."
         )
+    _refuse_a_taken_port(host, port)
     import uvicorn
 
     from mlplatform.ml.registry import CHAMPION
@@ -527,13 +529,21 @@ def serve(
     if workers == 1:
         uvicorn.run(service, host=host, port=port, workers=1, access_log=False)
     else:
-        from mlplatform.serving.workers import serve_workers
-
+        # One listening socket shared by the workers: a worker takes a connection when its
+        # loop is free, so a client connecting under load spreads over the busy and the idle
+        # (a socket per worker with SO_REUSEPORT spread them at random: measured worse).
         target = f"{app_from_settings.__module__}:{app_from_settings.__name__}"
-        try:
-            serve_workers(target, host, port, workers)
-        except OSError as error:
-            _refuse(f"cannot listen on {host}:{port}: {error}")
+        uvicorn.run(target, factory=True, host=host, port=port, workers=workers, access_log=False)
+
+
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    """Refuse, naming it, a port another process listens on (uvicorn would log a traceback
+    after loading the model and the store)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.create_server((host, port), family=family).close()
+    except OSError as error:
+        _refuse(f"cannot listen on {host}:{port}: {error}")
 
 
 def _refuse(message: str) -> NoReturn:
