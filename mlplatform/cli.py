@@ -532,8 +532,17 @@ def serve(
         # One listening socket shared by the workers: a worker takes a connection when its
         # loop is free, so a client connecting under load spreads over the busy and the idle
         # (a socket per worker with SO_REUSEPORT spread them at random: measured worse).
+        # A worker holding more than its share of the connections closes one after its
+        # answer (balance.py): the client's reconnect goes to a worker free to accept it.
+        from mlplatform.serving.balance import BalancedHttpProtocol, create_slots
+
         target = f"{app_from_settings.__module__}:{app_from_settings.__name__}"
-        uvicorn.run(target, factory=True, host=host, port=port, workers=workers, access_log=False)
+        slots = create_slots(workers)
+        try:
+            uvicorn.run(target, factory=True, host=host, port=port, workers=workers,
+                        access_log=False, http=BalancedHttpProtocol)  # fmt: skip
+        finally:
+            slots.unlink()
 
 
 def _refuse_a_taken_port(host: str, port: int) -> None:

@@ -8,12 +8,14 @@ transactions alternately, as a load balancer would hand them out.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -26,7 +28,7 @@ import duckdb
 import httpx
 import pandas as pd
 import pytest
-from conftest import Server, TrainedPlatform, environment, free_port
+from conftest import SERVICE_KEY, Server, TrainedPlatform, environment, free_port
 from redis_server import RedisServer, redis_server
 from test_serving import Platform, serving_copy
 
@@ -330,3 +332,97 @@ def test_serve_refuses_a_port_another_process_listens_on(
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in result.stdout
     assert "Address already in use" in result.stdout
+
+
+def _held_connections(server: Server, workers: list[int]) -> dict[int, set[int]]:
+    """The client ports of the established connections each worker holds (/proc)."""
+    inodes = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+        if int(local.split(":")[1], 16) == server.port and state == "01":  # ESTABLISHED
+            inodes[f"socket:[{inode}]"] = int(remote.split(":")[1], 16)
+    held: dict[int, set[int]] = {pid: set() for pid in workers}
+    for pid in workers:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:  # closed meanwhile
+                continue
+            if target in inodes:
+                held[pid].add(inodes[target])
+    return held
+
+
+def _owner(server: Server, workers: list[int], sock: socket.socket) -> int:
+    """The worker that accepted ``sock``'s connection."""
+    port = sock.getsockname()[1]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for pid, ports in _held_connections(server, workers).items():
+            if port in ports:
+                return pid
+        time.sleep(0.01)
+    raise AssertionError(f"no worker accepted the connection from port {port}")
+
+
+def test_two_workers_even_out_keep_alive_connections_that_landed_on_one(
+    platform: Platform, redis: RedisServer, pair: tuple[Server, Server]
+) -> None:
+    server = Server(
+        _env(platform, redis), platform.home.parent / "spread", args=("--workers", "2")
+    ).start()
+    try:
+        server.wait_for(lambda: len(_worker_pids(server)) == 2 and _ready(server), "2 workers")
+        server.http.close()  # only this test's connections from here on
+        workers = _worker_pids(server)
+        # Eight kept-alive connections, six on one worker (clients that connected at one
+        # moment, as the kernel may hand them out): opened one by one, kept to build that.
+        kept: dict[int, list[socket.socket]] = {pid: [] for pid in workers}
+        wanted: dict[int, int] = {}
+        for _ in range(400):
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            owner = _owner(server, workers, sock)
+            wanted = wanted or {owner: 6, **{p: 2 for p in workers if p != owner}}
+            if len(kept[owner]) < wanted[owner]:
+                kept[owner].append(sock)
+            else:
+                sock.close()
+            if all(len(kept[p]) == wanted[p] for p in workers):
+                break
+        assert sorted(len(socks) for socks in kept.values()) == [2, 6]
+        clients = []
+        for sock in [s for socks in kept.values() for s in socks]:
+            client = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+            client.sock = sock
+            clients.append(client)
+
+        def round_of_requests(n: int) -> list[str]:
+            """One purchase per client; the Connection header of each answer."""
+            cards = platform.cards[120:128]
+            transactions = platform.transactions(cards, day=20 + n, tag=f"spread{n}")
+            headers = []
+            for client, transaction in zip(clients, transactions, strict=True):
+                client.request(
+                    "POST", "/v1/predict", body=json.dumps({"transactions": [transaction]}),
+                    headers={"X-API-Key": SERVICE_KEY, "Content-Type": "application/json"},
+                )  # fmt: skip
+                response = client.getresponse()
+                answer = json.loads(response.read())
+                assert response.status == 200 and answer["predictions"][0]["score"] >= 0
+                headers.append(response.getheader("connection", "keep-alive"))
+            return headers
+
+        closed = 0
+        for n in range(40):
+            closed += round_of_requests(n).count("close")
+            counts = [len(ports) for ports in _held_connections(server, workers).values()]
+            if sorted(counts) == [4, 4]:
+                break
+        # The worker over its share answered with Connection: close; the clients reconnected
+        # (http.client does, as any HTTP/1.1 client) and landed on the other worker.
+        assert sorted(counts) == [4, 4] and closed >= 2
+        # Even, it stays so: no more closes.
+        assert all(h == "keep-alive" for n in range(40, 43) for h in round_of_requests(n))
+    finally:
+        server.stop()
