@@ -529,20 +529,14 @@ def serve(
     if workers == 1:
         uvicorn.run(service, host=host, port=port, workers=1, access_log=False)
     else:
-        # One listening socket shared by the workers: a worker takes a connection when its
-        # loop is free, so a client connecting under load spreads over the busy and the idle
-        # (a socket per worker with SO_REUSEPORT spread them at random: measured worse).
-        # A worker holding more than its share of the connections closes one after its
-        # answer (balance.py): the client's reconnect goes to a worker free to accept it.
-        from mlplatform.serving.balance import BalancedHttpProtocol, create_slots
+        # The supervisor accepts and hands each connection to the worker holding the fewest.
+        from mlplatform.serving.workers import serve_workers
 
         target = f"{app_from_settings.__module__}:{app_from_settings.__name__}"
-        slots = create_slots(workers)
         try:
-            uvicorn.run(target, factory=True, host=host, port=port, workers=workers,
-                        access_log=False, http=BalancedHttpProtocol)  # fmt: skip
-        finally:
-            slots.unlink()
+            serve_workers(target, host, port, workers)
+        except OSError as error:  # taken since _refuse_a_taken_port looked
+            _refuse(f"cannot listen on {host}:{port}: {error}")
 
 
 def _refuse_a_taken_port(host: str, port: int) -> None:
