@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -100,7 +101,7 @@ def serve_workers(app: str, host: str, port: int, workers: int) -> None:
 
 class _Dispatcher:
     """The accepting thread: each connection to the ready worker holding the fewest (handed
-    to it less closed by it), ties taken in turn; none ready yet, it waits in the backlog."""
+    to it less closed by it), ties taken in turn; none ready (all restarting), it waits."""
 
     def __init__(
         self, listener: socket.socket, channels: dict[int, socket.socket], fields: Any,
@@ -114,6 +115,11 @@ class _Dispatcher:
         self._turn = itertools.cycle(range(len(channels)))
 
     def run(self) -> None:
+        # At the start, every worker ready before the first connection: a client pool that
+        # connects as soon as the port answers would otherwise all land on the first one.
+        while not all(self.fields[n * _FIELDS + _READY] for n in range(len(self.channels))):
+            time.sleep(0.05)
+        logger.info("all %d workers ready", len(self.channels))
         while True:
             try:
                 connection, _ = self.listener.accept()
@@ -129,7 +135,7 @@ class _Dispatcher:
         with self.lock:
             start = next(self._turn)
             order = [(start + i) % len(self.channels) for i in range(len(self.channels))]
-            ready = [n for n in order if self.fields[n * _FIELDS + _READY] != 0]
+            ready = [n for n in order if _taking(self.fields[n * _FIELDS + _READY])]
             for number in sorted(ready, key=self._held):
                 try:
                     socket.send_fds(self.channels[number], [b"c"], [connection.fileno()])
@@ -141,6 +147,24 @@ class _Dispatcher:
 
     def _held(self, number: int) -> int:
         return self.handed[number] - self.fields[number * _FIELDS + _CLOSED]
+
+
+def _taking(pid: int) -> bool:
+    """Whether the worker ``pid`` (0: not ready) takes connections. A worker killed a moment
+    ago still holds its end of the pair while the kernel frees its memory (tens of ms for a
+    GB), and a connection handed to it then is lost: its flags say it is exiting (PF_EXITING,
+    /proc/PID/stat's ninth field), from the kill on."""
+    if pid == 0:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:  # exited (or no /proc: then never known before its exit)
+        return not _PROC
+    return not int(stat.rsplit(b")", 1)[1].split()[6]) & _PF_EXITING
+
+
+_PROC = Path("/proc/self/stat").exists()
+_PF_EXITING = 0x4
 
 
 class _Counted:
