@@ -131,14 +131,19 @@ def score_partitions(
                     f"DELETE FROM {TABLE} WHERE partition_date BETWEEN $start AND $end", days
                 )
                 written: Future[None] | None = None
+                last: tuple[pa.RecordBatch, np.ndarray] | None = None  # scored, not written
                 for batch in feature_batches(reader, handle.model.spec, start, end, chunk_rows):
+                    if last is not None:  # written while this batch is scored
+                        if written is not None:
+                            written.result()  # one insert at a time on the connection; its error
+                        written = writer.submit(write, *last)
                     scores = handle.score_matrix(feature_matrix(batch))
-                    if written is not None:
-                        written.result()  # one insert at a time on the connection; its error
-                    written = writer.submit(write, batch.select(KEYS), scores)
+                    last = (batch.select(KEYS), scores)
                     chunks.append(scores)
                 if written is not None:
                     written.result()
+                if last is not None:  # the last here: a day of one chunk starts no thread
+                    write(*last)
     finally:  # not inside the transaction: an aborted one refuses it
         conn.unregister("scored")
     scores = np.concatenate(chunks) if chunks else np.empty(0)
