@@ -278,14 +278,24 @@ def test_two_workers_under_load_log_every_answer_once_and_survive_a_killed_worke
 
         with ThreadPoolExecutor(8) as pool:
             first = list(pool.map(send, range(40)))
-            killed = _worker_pids(server)[0]
+            pids_before = _worker_pids(server)
+            killed = pids_before[0]
             os.kill(killed, signal.SIGKILL)
             second = list(pool.map(send, range(40, len(transactions))))
-        # The supervisor starts a worker in its place.
+        # The supervisor starts a worker in its place, which takes new connections once it
+        # has loaded (it holds none: the fewest).
         server.wait_for(
             lambda: killed not in (pids := _worker_pids(server)) and len(pids) == 2,
             "a worker in place of the killed one",
         )
+        workers = _worker_pids(server)
+        replacement = next(pid for pid in workers if pid not in set(pids_before))
+
+        def lands_on_the_replacement() -> bool:
+            with socket.create_connection(("127.0.0.1", server.port)) as probe:
+                return _owner(server, workers, probe) == replacement
+
+        server.wait_for(lands_on_the_replacement, "a connection handed to the replacement")
         answered = [t for t, status in first + second if status == 200]
         # Only requests in flight on the killed worker may fail; the other worker answers.
         assert len(answered) >= len(transactions) - 8
