@@ -186,11 +186,13 @@ def derive_row(features: Sequence[Feature], row: Mapping[str, float | str | None
     for a row among many, as Python values (None: NULL). ``row``: the other inputs by name,
     as :func:`derive_all`'s columns hold them (a float, NaN for NULL; text or None).
 
-    The functions run on one-element arrays, as offline; only the edges (which inputs are
-    NULL, the result typed) are plain Python here: a numpy operation per input and feature
-    would cost more than the functions (a request's features are one row)."""
-    known = {name: np.array([value], dtype=object if value is None or isinstance(value, str)
-                            else float) for name, value in row.items()}  # fmt: skip
+    The same functions run on numpy float64 scalars (text: one-element arrays), which take
+    numpy's scalar paths (~3x cheaper than one-element arrays, the same IEEE results); only
+    the edges (which inputs are NULL, the result typed) are plain Python here: a numpy
+    operation per input and feature would cost more than the functions (a request's
+    features are one row)."""
+    known = {name: np.array([value], dtype=object) if value is None or isinstance(value, str)
+             else np.float64(value) for name, value in row.items()}  # fmt: skip
     known_null = {name: value is None or value != value for name, value in row.items()}
     result: dict[str, Any] = {}
     with np.errstate(all="ignore"):  # NaN and inf are values here, not warnings
@@ -199,10 +201,10 @@ def derive_row(features: Sequence[Feature], row: Mapping[str, float | str | None
                 continue
             inputs = feature.derive.inputs
             computed = feature.derive.function(*[known[n] for n in inputs])
-            value = float(np.asarray(computed, dtype=float)[0])
+            value = float(np.asarray(computed, dtype=float).item())
             null = value != value or any(known_null[n] for n in inputs)
             typed = result[feature.name] = None if null else _typed_value(feature, value)
-            known[feature.name] = np.array([math.nan if typed is None else float(typed)])
+            known[feature.name] = np.float64(math.nan if typed is None else typed)
             known_null[feature.name] = null
     return result
 
