@@ -260,14 +260,23 @@ def _worker_pids(server: Server) -> list[int]:
     return pids
 
 
-def test_two_workers_under_load_log_every_answer_once_and_survive_a_killed_worker(
-    platform: Platform, redis: RedisServer, pair: tuple[Server, Server]
-) -> None:
+@contextmanager
+def _two_workers(platform: Platform, redis: RedisServer, name: str) -> Iterator[Server]:
+    """`mlplatform serve --workers 2` on the module's Redis, both workers up; stopped after."""
     server = Server(
-        _env(platform, redis), platform.home.parent / "workers", args=("--workers", "2")
+        _env(platform, redis), platform.home.parent / name, args=("--workers", "2")
     ).start()
     try:
         server.wait_for(lambda: len(_worker_pids(server)) == 2 and _ready(server), "2 workers")
+        yield server
+    finally:
+        server.stop()
+
+
+def test_two_workers_under_load_log_every_answer_once_and_survive_a_killed_worker(
+    platform: Platform, redis: RedisServer, pair: tuple[Server, Server]
+) -> None:
+    with _two_workers(platform, redis, "workers") as server:
         day = 9
         cards = platform.cards[40:120]
         transactions = platform.transactions(cards, day=day, tag="load")
@@ -303,8 +312,6 @@ def test_two_workers_under_load_log_every_answer_once_and_survive_a_killed_worke
         # Only requests in flight on the killed worker may fail; the other worker answers.
         assert len(answered) >= len(transactions) - 8
         assert sum(status == 200 for _, status in second[8:]) == len(second) - 8
-    finally:
-        server.stop()
     # No card's state half-updated: every answered purchase is in its card's state in Redis.
     with _one_process(platform) as memory:
         kept = [t for t in transactions if t["transaction_id"] in answered]
@@ -383,11 +390,7 @@ def _owner(server: Server, workers: list[int], sock: socket.socket) -> int:
 def test_two_workers_each_take_a_new_connection_on_the_one_holding_fewer(
     platform: Platform, redis: RedisServer, pair: tuple[Server, Server]
 ) -> None:
-    server = Server(
-        _env(platform, redis), platform.home.parent / "spread", args=("--workers", "2")
-    ).start()
-    try:
-        server.wait_for(lambda: len(_worker_pids(server)) == 2 and _ready(server), "2 workers")
+    with _two_workers(platform, redis, "spread") as server:
         server.http.close()  # only this test's connections from here on
         workers = _worker_pids(server)
 
@@ -425,5 +428,3 @@ def test_two_workers_each_take_a_new_connection_on_the_one_holding_fewer(
         assert held() == [4, 4]
         for sock in more:
             sock.close()
-    finally:
-        server.stop()

@@ -23,6 +23,7 @@ import signal
 import socket
 import threading
 import time
+from contextlib import suppress
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
@@ -88,7 +89,8 @@ def serve_workers(app: str, host: str, port: int, workers: int) -> None:
                 with dispatcher.lock:
                     dispatcher.handed[number] = 0
                     processes[number] = start(number)
-    listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+    with suppress(OSError):  # Linux wakes the accepting thread; macOS refuses (ENOTCONN)
+        listener.shutdown(socket.SHUT_RDWR)
     listener.close()
     for process in processes:
         process.terminate()  # SIGTERM: uvicorn finishes the requests in flight
