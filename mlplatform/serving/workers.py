@@ -52,7 +52,6 @@ def serve_workers(app: str, host: str, port: int, workers: int) -> None:
     fields = context.Array("q", _FIELDS * workers, lock=False)
     stopping = threading.Event()
     channels: dict[int, socket.socket] = {}
-    processes: list[BaseProcess] = []
 
     def start(number: int) -> BaseProcess:
         fields[number * _FIELDS + _READY] = fields[number * _FIELDS + _CLOSED] = 0
@@ -72,8 +71,8 @@ def serve_workers(app: str, host: str, port: int, workers: int) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
-    processes.extend(start(number) for number in range(workers))
-    dispatcher = _Dispatcher(listener, channels, fields, processes)
+    processes = [start(number) for number in range(workers)]
+    dispatcher = _Dispatcher(listener, channels, fields)
     threading.Thread(target=dispatcher.run, name="accept", daemon=True).start()
     logger.info(
         "serving on %s:%d from %d worker processes (%s)", host, port, workers,
@@ -106,12 +105,9 @@ class _Dispatcher:
     to it less closed by it), ties taken in turn; none ready (all restarting), it waits."""
 
     def __init__(
-        self, listener: socket.socket, channels: dict[int, socket.socket], fields: Any,
-        processes: list[BaseProcess],
-    ) -> None:  # fmt: skip
-        self.listener, self.channels, self.fields, self.processes = (
-            listener, channels, fields, processes,
-        )  # fmt: skip
+        self, listener: socket.socket, channels: dict[int, socket.socket], fields: Any
+    ) -> None:
+        self.listener, self.channels, self.fields = listener, channels, fields
         self.handed = [0] * len(channels)
         self.lock = threading.Lock()  # against the supervisor starting a worker again
         self._turn = itertools.cycle(range(len(channels)))
